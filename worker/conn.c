@@ -1,0 +1,611 @@
+/*
+ * Client connections.  Each one is a small state machine (conn.h) driven
+ * by one persistent read event, a write event armed only while the socket
+ * is full, and one node on a timeout list.  Input is read into one buffer
+ * per busy connection (idle ones hold none), parsed in place, and handed
+ * to the gateway; output is queued and written once per loop pass by the
+ * flush pass, so a response costs one write(2) however many pieces the
+ * gateway produced it in.  Teardown is deferred to that pass as well, so
+ * no caller ever has a connection vanish under it.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gateway/gateway.h"
+#include "lib/log.h"
+#include "worker/conn.h"
+#include "worker/proxy_proto.h"
+#include "worker/worker.h"
+
+#define RBUF_POOL_MAX	256
+#define LINGER_MS	2000
+#define DRAIN_GRACE_MS	1000
+
+struct conn_list conns = TAILQ_HEAD_INITIALIZER(conns);
+
+static struct conn	*dirty_list;
+static struct event	 flush_ev;
+static char		*rbuf_pool[RBUF_POOL_MAX];
+static size_t		 rbuf_pooled;
+
+static void	conn_process(struct conn *);
+static void	conn_read_cb(evutil_socket_t, short, void *);
+static void	conn_write_cb(evutil_socket_t, short, void *);
+
+/* -- buffers ---------------------------------------------------------- */
+
+static char *
+rbuf_get(void)
+{
+	if (rbuf_pooled > 0)
+		return rbuf_pool[--rbuf_pooled];
+	return malloc(worker.rbuf_size);
+}
+
+static void
+rbuf_put(struct conn *c)
+{
+	if (c->rbuf == NULL)
+		return;
+	if (rbuf_pooled < RBUF_POOL_MAX)
+		rbuf_pool[rbuf_pooled++] = c->rbuf;
+	else
+		free(c->rbuf);
+	c->rbuf = NULL;
+	c->rlen = c->scan = c->head_len = c->body_off = 0;
+}
+
+/* -- state ------------------------------------------------------------ */
+
+#define B(s)	(1u << (s))
+
+static void
+conn_set_state(struct conn *c, enum conn_state to)
+{
+	static const unsigned legal[] = {
+		[CS_PROXY] = B(CS_HEAD) | B(CS_CLOSED),
+		[CS_IDLE] = B(CS_HEAD) | B(CS_CLOSED),
+		[CS_HEAD] = B(CS_ACTIVE) | B(CS_CLOSED),
+		[CS_ACTIVE] = B(CS_IDLE) | B(CS_HEAD) | B(CS_LINGER) |
+		    B(CS_CLOSED),
+		[CS_LINGER] = B(CS_CLOSED),
+		[CS_CLOSED] = 0,
+	};
+
+	assert(legal[c->state] & B(to));
+	c->state = to;
+	switch (to) {
+	case CS_IDLE:
+		tlist_add(worker.phase == WP_DRAINING ? &worker.t_grace :
+		    &worker.t_idle, &c->timer);
+		break;
+	case CS_HEAD:
+		tlist_add(&worker.t_header, &c->timer);
+		break;
+	case CS_LINGER:
+		tlist_add(&worker.t_linger, &c->timer);
+		break;
+	default:
+		tnode_del(&c->timer);
+		break;
+	}
+}
+
+static void
+conn_start_reading(struct conn *c)
+{
+	if (!c->reading && event_add(&c->ev_read, NULL) == 0)
+		c->reading = true;
+}
+
+static void
+conn_stop_reading(struct conn *c)
+{
+	if (c->reading && event_del(&c->ev_read) == 0)
+		c->reading = false;
+}
+
+/* -- accept and close -------------------------------------------------- */
+
+void
+conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
+    socklen_t salen)
+{
+	struct conn *c;
+	int one = 1;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		log_warnx("conn: out of memory, dropping a connection");
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->lst = lst;
+	memcpy(&c->peer, sa, salen < sizeof(c->peer) ? salen :
+	    sizeof(c->peer));
+	proxy_proto_format(sa, c->peer_str, sizeof(c->peer_str));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	event_assign(&c->ev_read, worker.base, fd, EV_READ | EV_PERSIST,
+	    conn_read_cb, c);
+	event_assign(&c->ev_write, worker.base, fd, EV_WRITE | EV_PERSIST,
+	    conn_write_cb, c);
+	conn_start_reading(c);
+	c->state = lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD;
+	/* The header timeout runs from accept, as nginx's does. */
+	tlist_add(&worker.t_header, &c->timer);
+	TAILQ_INSERT_TAIL(&conns, c, link);
+	worker.nconns++;
+}
+
+static void
+conn_close_now(struct conn *c)
+{
+	struct request *r = c->req;
+
+	if (c->state == CS_CLOSED)
+		return;
+	if (c->dirty) {
+		/* Closed outside the flush pass (drain timeout): unlink. */
+		struct conn **pp = &dirty_list;
+
+		while (*pp != NULL && *pp != c)
+			pp = &(*pp)->dirty_next;
+		if (*pp == c)
+			*pp = c->dirty_next;
+		c->dirty = false;
+	}
+	c->state = CS_CLOSED;
+	c->closing = true;
+	if (r != NULL) {
+		if (r->hooks != NULL && r->hooks->abort != NULL &&
+		    !r->resp_done)
+			r->hooks->abort(r);
+		r->hooks = NULL;
+		if (!r->resp_started)
+			r->status = 499;	/* nginx's "client closed" */
+		request_log(r);
+		request_free(r);
+		c->req = NULL;
+	}
+	log_debug("conn %s: closed: %s", c->peer_str,
+	    c->close_why ? c->close_why : "done");
+	if (c->reading)
+		event_del(&c->ev_read);
+	if (c->write_armed)
+		event_del(&c->ev_write);
+	tnode_del(&c->timer);
+	close(c->fd);
+	rbuf_put(c);
+	buf_free(&c->out);
+	TAILQ_REMOVE(&conns, c, link);
+	free(c);
+	worker.nconns--;
+	worker_conn_closed();
+}
+
+void
+conn_mark_dirty(struct conn *c)
+{
+	if (c->dirty || c->state == CS_CLOSED)
+		return;
+	c->dirty = true;
+	c->dirty_next = dirty_list;
+	dirty_list = c;
+	/* Runs after every callback already queued in this loop pass. */
+	event_active(&flush_ev, EV_TIMEOUT, 0);
+}
+
+void
+conn_fail(struct conn *c, const char *why)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->close_why = why;
+	conn_mark_dirty(c);
+}
+
+bool
+conn_keepalive(const struct conn *c)
+{
+	return worker.phase != WP_DRAINING && !c->closing &&
+	    c->req != NULL && c->req->head.keepalive && !c->req->resp_close;
+}
+
+/* -- finishing a request ----------------------------------------------- */
+
+/* After a last response: close, lingering if the client may still talk. */
+static void
+conn_close_after(struct conn *c, bool client_asked)
+{
+	if (client_asked && c->rlen == c->body_off) {
+		conn_fail(c, "done");
+		return;
+	}
+	shutdown(c->fd, SHUT_WR);
+	conn_set_state(c, CS_LINGER);
+	conn_start_reading(c);
+}
+
+/* The response is written and its request complete: next one, or close. */
+static void
+conn_finish(struct conn *c)
+{
+	struct request *r = c->req;
+	bool keep, client_asked = !r->head.keepalive;
+	size_t next;
+
+	/*
+	 * Keep what the response promised: a drain that began after its
+	 * head went out must not close a connection the client was told it
+	 * could reuse (it would race the client's next request).  In a
+	 * drain the idle connection closes after a short grace instead, and
+	 * the next response on it says "Connection: close".
+	 */
+	keep = !r->resp_close && !c->closing && (r->body_done ||
+	    request_discard_body(r));
+	r->hooks = NULL;
+	request_log(r);
+	request_free(r);
+	c->req = NULL;
+	c->nrequests++;
+	if (!keep) {
+		conn_close_after(c, client_asked);
+		return;
+	}
+	next = c->body_off;
+	if (next < c->rlen)
+		memmove(c->rbuf, c->rbuf + next, c->rlen - next);
+	c->rlen -= next;
+	c->scan = c->head_len = c->body_off = 0;
+	if (c->rlen == 0) {
+		rbuf_put(c);
+		conn_set_state(c, CS_IDLE);
+	} else
+		conn_set_state(c, CS_HEAD);
+	conn_start_reading(c);
+}
+
+/* Output written (or blocked): finish, or let a paused producer go on. */
+static void
+conn_flush(struct conn *c)
+{
+	struct request *r;
+	int rc;
+
+	if ((rc = conn_write_out(c)) == -1)
+		return;
+	if ((r = c->req) == NULL)
+		return;
+	if (rc == 0 && r->resp_done && c->state == CS_ACTIVE) {
+		conn_finish(c);
+		conn_process(c);
+		return;
+	}
+	if (r->resp_paused && buf_pending(&c->out) < OUT_LOW) {
+		r->resp_paused = false;
+		if (r->hooks != NULL && r->hooks->writable != NULL)
+			r->hooks->writable(r);
+	}
+}
+
+/* One best-effort write before a close; the socket never blocks us. */
+static void
+conn_send_remains(struct conn *c)
+{
+	ssize_t n = write(c->fd, buf_head(&c->out), buf_pending(&c->out));
+
+	if (n > 0)
+		buf_consume(&c->out, (size_t)n);
+}
+
+static void
+conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *list = dirty_list, *c;
+
+	dirty_list = NULL;
+	while ((c = list) != NULL) {
+		list = c->dirty_next;
+		c->dirty = false;
+		if (c->closing) {
+			/* A cut response still gets what was ready of it. */
+			if (buf_pending(&c->out) > 0)
+				conn_send_remains(c);
+			conn_close_now(c);
+		}
+		else
+			conn_flush(c);
+	}
+}
+
+/* -- reading ----------------------------------------------------------- */
+
+/* A request line and headers are complete (or hopeless). */
+static void
+conn_reject(struct conn *c, int status, const char *why)
+{
+	struct request *r = c->req ? c->req : request_new(c);
+
+	if (r == NULL) {
+		conn_fail(c, "out of memory");
+		return;
+	}
+	log_debug("conn %s: %d: %s", c->peer_str, status, why);
+	c->head_len = c->body_off = c->rlen;
+	r->resp_close = true;
+	conn_set_state(c, CS_ACTIVE);
+	req_error(r, status, why, NULL);
+}
+
+static void
+conn_skip_blank_lines(struct conn *c)
+{
+	size_t n = 0;
+
+	while (n < c->rlen && (c->rbuf[n] == '\r' || c->rbuf[n] == '\n'))
+		n++;
+	if (n == 0)
+		return;
+	memmove(c->rbuf, c->rbuf + n, c->rlen - n);
+	c->rlen -= n;
+	c->scan = 0;
+}
+
+static bool
+conn_head(struct conn *c)
+{
+	const struct config *cfg = worker.cfg;
+	struct request *r;
+	const char *why;
+	size_t end;
+	int status;
+
+	conn_skip_blank_lines(c);
+	end = http_head_end(c->rbuf, c->rlen, &c->scan);
+	if (end == 0) {
+		status = http_head_too_big(c->rbuf, c->rlen,
+		    cfg->server.max_header_size);
+		if (status == 0)
+			return false;
+		conn_reject(c, status, status == 414 ? "request line too long" :
+		    "request headers too large");
+		return true;
+	}
+	if ((r = request_new(c)) == NULL) {
+		conn_fail(c, "out of memory");
+		return false;
+	}
+	if (end > cfg->server.max_header_size) {
+		conn_reject(c, 431, "request headers too large");
+		return true;
+	}
+	if (http_parse_head(c->rbuf, end, &r->head, &status, &why) !=
+	    HTTP_OK) {
+		conn_reject(c, status, why);
+		return true;
+	}
+	c->head_len = c->body_off = end;
+	request_identify(r);
+	if (r->head.chunked) {
+		r->body_chunked = true;
+		http_chunked_init(&r->chunk);
+	} else if (r->head.content_length > 0)
+		r->body_left = r->head.content_length;
+	else
+		r->body_done = true;
+	if (cfg->server.max_body_size > 0 && r->head.content_length >
+	    (int64_t)cfg->server.max_body_size) {
+		conn_reject(c, 413, "request body too large");
+		return true;
+	}
+	conn_set_state(c, CS_ACTIVE);
+	gateway_handle(r);
+	return true;
+}
+
+static bool
+conn_proxy_header(struct conn *c)
+{
+	size_t used;
+	int rc;
+
+	rc = proxy_proto_parse(c->rbuf, c->rlen, &c->peer, &used);
+	if (rc == 0)
+		return false;
+	if (rc < 0) {
+		log_info("conn %s: bad PROXY protocol header", c->peer_str);
+		conn_fail(c, "bad PROXY header");
+		return false;
+	}
+	proxy_proto_format((struct sockaddr *)&c->peer, c->peer_str,
+	    sizeof(c->peer_str));
+	memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+	c->rlen -= used;
+	c->state = CS_HEAD;	/* the header timeout keeps running */
+	return true;
+}
+
+static void
+conn_process(struct conn *c)
+{
+	if (c->in_process)
+		return;
+	c->in_process = true;
+	while (!c->closing) {
+		if (c->state == CS_PROXY) {
+			if (!conn_proxy_header(c))
+				break;
+		} else if (c->state == CS_IDLE) {
+			if (c->rlen == 0)
+				break;
+			conn_set_state(c, CS_HEAD);
+		} else if (c->state == CS_HEAD) {
+			if (!conn_head(c))
+				break;
+		} else if (c->state == CS_ACTIVE && c->req->resp_done &&
+		    buf_pending(&c->out) == 0) {
+			conn_finish(c);
+		} else
+			break;
+	}
+	c->in_process = false;
+}
+
+/* Moves unread body bytes down over consumed ones to make room. */
+static void
+conn_compact_body(struct conn *c)
+{
+	size_t unread = c->rlen - c->body_off;
+
+	if (c->body_off == c->head_len)
+		return;
+	memmove(c->rbuf + c->head_len, c->rbuf + c->body_off, unread);
+	c->rlen = c->head_len + unread;
+	c->body_off = c->head_len;
+}
+
+static void
+conn_linger_read(struct conn *c)
+{
+	char sink[4096];
+	ssize_t n;
+
+	n = read(c->fd, sink, sizeof(sink));
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		conn_fail(c, "lingering close done");
+}
+
+static void
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	size_t space;
+	ssize_t n;
+
+	if (c->closing)
+		return;
+	if (c->state == CS_LINGER) {
+		conn_linger_read(c);
+		return;
+	}
+	if (c->rbuf == NULL && (c->rbuf = rbuf_get()) == NULL) {
+		conn_fail(c, "out of memory");
+		return;
+	}
+	if ((space = worker.rbuf_size - c->rlen) == 0 &&
+	    c->state == CS_ACTIVE && c->req != NULL && !c->req->body_done) {
+		conn_compact_body(c);
+		space = worker.rbuf_size - c->rlen;
+	}
+	if (space == 0) {
+		/* Backpressure: the gateway has not taken what we hold. */
+		conn_stop_reading(c);
+		return;
+	}
+	n = read(fd, c->rbuf + c->rlen, space);
+	if (n > 0) {
+		c->rlen += (size_t)n;
+		if (c->state == CS_ACTIVE) {
+			struct request *r = c->req;
+
+			if (!r->body_done && r->hooks != NULL &&
+			    r->hooks->body_ready != NULL)
+				r->hooks->body_ready(r);
+			return;
+		}
+		conn_process(c);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		if (c->rlen == 0 && c->state == CS_IDLE)
+			rbuf_put(c);
+		return;
+	}
+	conn_fail(c, n == 0 ? "client closed" : "read error");
+}
+
+static void
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (!c->closing)
+		conn_flush(c);
+}
+
+/* -- timeouts and drain ------------------------------------------------ */
+
+static void
+conn_timeout(struct tnode *n)
+{
+	struct conn *c = (struct conn *)((char *)n -
+	    offsetof(struct conn, timer));
+
+	switch (c->state) {
+	case CS_PROXY:
+	case CS_HEAD:
+		if (c->rlen > 0 && c->state == CS_HEAD) {
+			conn_reject(c, 408, "request head not received in "
+			    "time");
+			return;
+		}
+		conn_fail(c, "header timeout");
+		break;
+	case CS_IDLE:
+		conn_fail(c, "idle timeout");
+		break;
+	case CS_ACTIVE:
+		conn_fail(c, "send timeout");
+		break;
+	default:
+		conn_fail(c, "linger timeout");
+		break;
+	}
+}
+
+void
+conn_init_worker(void)
+{
+	const struct server_sect *s = &worker.cfg->server;
+	uint64_t grace = s->idle_timeout_ms < DRAIN_GRACE_MS ?
+	    s->idle_timeout_ms : DRAIN_GRACE_MS;
+
+	event_assign(&flush_ev, worker.base, -1, 0, conn_flush_cb, NULL);
+	tlist_init(&worker.t_header, worker.base, s->header_timeout_ms,
+	    conn_timeout);
+	tlist_init(&worker.t_idle, worker.base, s->idle_timeout_ms,
+	    conn_timeout);
+	tlist_init(&worker.t_send, worker.base, s->idle_timeout_ms,
+	    conn_timeout);
+	tlist_init(&worker.t_linger, worker.base, LINGER_MS, conn_timeout);
+	tlist_init(&worker.t_grace, worker.base, grace, conn_timeout);
+}
+
+void
+conn_drain_all(void)
+{
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &conns, link)
+		if (c->state == CS_IDLE && !c->closing)
+			tlist_add(&worker.t_grace, &c->timer);
+}
+
+void
+conn_close_all(const char *why)
+{
+	struct conn *c, *next;
+
+	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		c->close_why = why;
+		conn_close_now(c);
+	}
+}

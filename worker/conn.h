@@ -1,0 +1,100 @@
+/*
+ * Client connections: the state machine that reads request heads and
+ * bodies, writes responses and decides keep-alive.  Private to worker/;
+ * the gateway sees requests through worker/http.h.
+ */
+#ifndef AGATE_CONN_H
+#define AGATE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "lib/buf.h"
+#include "worker/http.h"
+#include "worker/timer.h"
+
+struct listener;
+
+/*
+ * Legal moves (conn_set_state checks them):
+ *   PROXY -> HEAD | CLOSED
+ *   IDLE -> HEAD | CLOSED
+ *   HEAD -> ACTIVE | CLOSED
+ *   ACTIVE -> IDLE | HEAD | LINGER | CLOSED
+ *   LINGER -> CLOSED
+ */
+enum conn_state {
+	CS_PROXY,	/* waiting for the PROXY protocol header */
+	CS_IDLE,	/* keep-alive, nothing of a next request yet */
+	CS_HEAD,	/* reading a request head */
+	CS_ACTIVE,	/* a request is being served */
+	CS_LINGER,	/* last response sent, write side shut; draining input */
+	CS_CLOSED
+};
+
+/* Output beyond this pauses the producer; below LOW it resumes. */
+#define OUT_HIGH	(256 * 1024)
+#define OUT_LOW		(64 * 1024)
+
+struct conn {
+	int			 fd;
+	enum conn_state		 state;
+	struct event		 ev_read;	/* persistent, added once */
+	struct event		 ev_write;	/* added only while blocked */
+	struct tnode		 timer;
+	bool			 reading;	/* ev_read is added */
+	bool			 write_armed;
+	bool			 dirty;		/* on the flush list */
+	bool			 in_process;
+	bool			 closing;
+	const char		*close_why;
+	/* Input: [0, head_len) head, [body_off, rlen) unread body bytes. */
+	char			*rbuf;
+	size_t			 rlen;
+	size_t			 scan;		/* http_head_end progress */
+	size_t			 head_len;
+	size_t			 body_off;
+	struct buf		 out;
+	struct request		*req;
+	struct listener		*lst;
+	struct sockaddr_storage	 peer;
+	char			 peer_str[64];
+	unsigned		 nrequests;
+	struct conn		*dirty_next;
+	TAILQ_ENTRY(conn)	 link;		/* worker's list of all */
+};
+
+TAILQ_HEAD(conn_list, conn);
+extern struct conn_list conns;
+
+void	conn_accept(struct listener *, int fd, const struct sockaddr *,
+	    socklen_t);
+void	conn_init_worker(void);
+/* Queues c for the flush pass after the current callbacks. */
+void	conn_mark_dirty(struct conn *);
+/* Tears c down after the current callbacks (never on the spot). */
+void	conn_fail(struct conn *, const char *why);
+/* Drain: idle connections close after a grace, others at their end. */
+void	conn_drain_all(void);
+void	conn_close_all(const char *why);
+/* Whether c may keep its connection after the current response. */
+bool	conn_keepalive(const struct conn *);
+
+/* request.c */
+struct request *request_new(struct conn *);
+/* After the head is parsed: X-Request-Id and the client address. */
+void	request_identify(struct request *);
+void	request_free(struct request *);
+void	request_log(struct request *);
+/* Skips the rest of the body if it is all buffered already. */
+bool	request_discard_body(struct request *);
+
+/* response.c: writes the output queue; 0 when empty, 1 blocked, -1 gone. */
+int	conn_write_out(struct conn *);
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * One client request, as the gateway sees it, and the calls that answer
+ * it.  The worker's connection layer owns every struct request: it makes
+ * one when a head has been parsed, hands it to gateway_handle(), and frees
+ * it once the response has been written (or the client has gone).
+ *
+ * Rules for the gateway:
+ * - Answer exactly once: req_error()/req_respond(), or req_start_response()
+ *   then req_write_body()* then req_end_response() (or req_fail() if the
+ *   response cannot be completed).  After the last of these the request is
+ *   no longer yours: set req->hooks to NULL first.
+ * - None of these calls closes or frees anything on the spot; a failed
+ *   connection is torn down after the current event callback returns, and
+ *   hooks->abort() is how the gateway learns of it.
+ * - While the gateway owns a request it sets hooks; abort() must release
+ *   everything it holds for the request, synchronously.
+ */
+#ifndef AGATE_HTTP_H
+#define AGATE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "worker/http_parse.h"
+
+struct conn;
+struct request;
+struct route_cfg;
+
+struct req_hooks {
+	/* More request body can be read (or its end has come). */
+	void	(*body_ready)(struct request *);
+	/* Output has drained: a producer that paused may go on. */
+	void	(*writable)(struct request *);
+	/* The client is gone or timed out: stop and let go of req now. */
+	void	(*abort)(struct request *);
+};
+
+#define REQ_MAX_PARAMS	8
+#define REQ_ID_MAX	64
+
+struct route_param {
+	const char	*name;
+	const char	*value;
+	size_t		 len;
+};
+
+struct request {
+	struct conn		*conn;
+	struct http_head	 head;
+
+	/* Request body: what the gateway has read of it so far. */
+	int64_t			 body_left;	/* Content-Length bytes to go */
+	bool			 body_chunked;
+	bool			 body_done;	/* all of it handed over */
+	uint64_t		 body_bytes;
+	struct http_chunked	 chunk;
+
+	/* Response. */
+	int			 status;
+	bool			 resp_started;
+	bool			 resp_done;
+	bool			 resp_chunked;
+	bool			 resp_nobody;
+	bool			 resp_close;	/* close after it */
+	bool			 resp_paused;	/* producer waits for writable */
+	uint64_t		 resp_bytes;	/* body bytes sent */
+
+	/* Gateway state. */
+	const struct route_cfg	*route;
+	void			*gw;
+	const struct req_hooks	*hooks;
+	struct route_param	 params[REQ_MAX_PARAMS];
+	size_t			 nparams;
+	const char		*upstream;	/* server URL of the last try */
+	int			 tries;
+
+	/* Identity, for headers and the access log. */
+	char			 id[REQ_ID_MAX + 1];
+	size_t			 id_len;
+	char			 client[64];	/* after PROXY / trusted XFF */
+	struct timespec		 start;
+	struct request		*next_free;
+};
+
+/* -- answering --------------------------------------------------------- */
+
+/*
+ * agate's own error: {"error": msg, "status": N, "request_id": id}.
+ * extra: more header lines ("Name: value\r\n"...) or NULL.
+ */
+void	req_error(struct request *, int status, const char *msg,
+	    const char *extra);
+/* A whole small response at once. */
+void	req_respond(struct request *, int status, const char *content_type,
+	    const char *body, size_t len, const char *extra);
+/*
+ * Starts a response: hdrs holds end-to-end header lines, each ending in
+ * CRLF (no framing or Connection headers: those are added here).
+ * content_length is -1 when unknown (chunked, or close-delimited for an
+ * HTTP/1.0 client).  Returns 0, or -1 if the client is gone.
+ */
+int	req_start_response(struct request *, int status, const char *reason,
+	    size_t reason_len, const char *hdrs, size_t hdrs_len,
+	    int64_t content_length);
+/* Queues body bytes.  Returns 0, or -1 if the client is gone. */
+int	req_write_body(struct request *, const char *data, size_t len);
+void	req_end_response(struct request *);
+/* The response cannot be finished: close the connection. */
+void	req_fail(struct request *, const char *why);
+/* Output is above its high-water mark: stop producing until writable(). */
+bool	req_output_full(struct request *);
+/* Sends "100 Continue" if the client asked for it and it is not sent. */
+void	req_continue(struct request *);
+
+/* -- reading ----------------------------------------------------------- */
+
+/*
+ * Copies up to n body bytes into dst.  Returns the count, 0 at the end of
+ * the body, REQ_BODY_AGAIN when none is buffered now (body_ready() will
+ * follow), or REQ_BODY_ERROR (bad chunking or too large: the request has
+ * been answered or failed; the caller must stop).
+ */
+#define REQ_BODY_AGAIN	(-1)
+#define REQ_BODY_ERROR	(-2)
+ssize_t	req_read_body(struct request *, char *dst, size_t n);
+/* True when the request carries a body (even an empty chunked one). */
+bool	req_has_body(const struct request *);
+
+/* -- looking ----------------------------------------------------------- */
+
+const struct http_header *req_header(const struct request *, const char *);
+/* The socket peer (the load balancer, or the client itself). */
+const char *req_peer(const struct request *);
+bool	req_tls(const struct request *);
+/* Milliseconds since the head was parsed. */
+uint64_t req_elapsed_ms(const struct request *);
+
+#endif

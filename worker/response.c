@@ -1,0 +1,275 @@
+/*
+ * Writing responses: the status line and framing headers, chunked
+ * encoding, agate's own JSON errors, and the output queue.  Nothing here
+ * writes to the socket except conn_write_out(), which the flush pass and
+ * the write event call; everything else appends and marks the connection
+ * dirty, so all the pieces of a response leave in one write(2).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "worker/conn.h"
+#include "worker/worker.h"
+
+/* Appends the decimal or hex form of v. */
+static int
+append_uint(struct buf *b, uint64_t v, int base)
+{
+	static const char digits[] = "0123456789abcdef";
+	char tmp[24];
+	int i = (int)sizeof(tmp);
+
+	do {
+		tmp[--i] = digits[v % (uint64_t)base];
+		v /= (uint64_t)base;
+	} while (v != 0);
+	return buf_append(b, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+/* "Date: ..." for agate's own responses, formatted once a second. */
+static const char *
+date_header(size_t *len)
+{
+	static char hdr[48];
+	static size_t hlen;
+	static time_t last;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != last) {
+		gmtime_r(&now, &tm);
+		hlen = strftime(hdr, sizeof(hdr),
+		    "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+		last = now;
+	}
+	*len = hlen;
+	return hdr;
+}
+
+int
+conn_write_out(struct conn *c)
+{
+	ssize_t n;
+
+	while (buf_pending(&c->out) > 0) {
+		n = write(c->fd, buf_head(&c->out), buf_pending(&c->out));
+		if (n > 0) {
+			buf_consume(&c->out, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			if (!c->write_armed && event_add(&c->ev_write, NULL) == 0)
+				c->write_armed = true;
+			if (c->state == CS_ACTIVE &&
+			    c->timer.list != &worker.t_send)
+				tlist_add(&worker.t_send, &c->timer);
+			return 1;
+		}
+		conn_fail(c, "write error");
+		return -1;
+	}
+	if (c->write_armed) {
+		event_del(&c->ev_write);
+		c->write_armed = false;
+	}
+	if (c->timer.list == &worker.t_send)
+		tnode_del(&c->timer);
+	/* A big response grew the queue: give the memory back. */
+	buf_trim(&c->out, 64 * 1024);
+	return 0;
+}
+
+static bool
+status_has_body(int status)
+{
+	return status >= 200 && status != 204 && status != 304;
+}
+
+int
+req_start_response(struct request *r, int status, const char *reason,
+    size_t reason_len, const char *hdrs, size_t hdrs_len,
+    int64_t content_length)
+{
+	struct conn *c = r->conn;
+	struct buf *o = &c->out;
+	bool head_method = http_token_eq(r->head.method, r->head.method_len,
+	    "HEAD");
+	int rc = 0;
+
+	if (c->closing)
+		return -1;
+	r->status = status;
+	r->resp_started = true;
+	r->resp_nobody = head_method || !status_has_body(status);
+	if (!r->resp_nobody && content_length < 0) {
+		if (r->head.minor >= 1)
+			r->resp_chunked = true;
+		else
+			r->resp_close = true;	/* HTTP/1.0: ends at close */
+	}
+	if (reason == NULL) {
+		reason = http_reason(status);
+		reason_len = strlen(reason);
+	}
+	rc |= buf_append(o, "HTTP/1.1 ", 9);
+	rc |= append_uint(o, (uint64_t)status, 10);
+	rc |= buf_append(o, " ", 1);
+	rc |= buf_append(o, reason, reason_len);
+	rc |= buf_append(o, "\r\n", 2);
+	rc |= buf_append(o, hdrs, hdrs_len);
+	if (r->resp_chunked)
+		rc |= buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+	else if (content_length >= 0 && status != 204 &&
+	    (status >= 200 || status == 101)) {
+		rc |= buf_append(o, "Content-Length: ", 16);
+		rc |= append_uint(o, (uint64_t)content_length, 10);
+		rc |= buf_append(o, "\r\n", 2);
+	}
+	if (!conn_keepalive(c)) {
+		r->resp_close = true;
+		rc |= buf_append(o, "Connection: close\r\n", 19);
+	} else if (r->head.minor == 0)
+		rc |= buf_append(o, "Connection: keep-alive\r\n", 24);
+	rc |= buf_append(o, "\r\n", 2);
+	if (rc != 0) {
+		conn_fail(c, "out of memory");
+		return -1;
+	}
+	conn_mark_dirty(c);
+	return 0;
+}
+
+int
+req_write_body(struct request *r, const char *data, size_t len)
+{
+	struct conn *c = r->conn;
+	struct buf *o = &c->out;
+	int rc = 0;
+
+	if (c->closing)
+		return -1;
+	if (len == 0 || r->resp_nobody)
+		return 0;
+	if (r->resp_chunked) {
+		rc |= append_uint(o, len, 16);
+		rc |= buf_append(o, "\r\n", 2);
+	}
+	rc |= buf_append(o, data, len);
+	if (r->resp_chunked)
+		rc |= buf_append(o, "\r\n", 2);
+	if (rc != 0) {
+		conn_fail(c, "out of memory");
+		return -1;
+	}
+	r->resp_bytes += len;
+	if (buf_pending(o) >= OUT_HIGH)
+		r->resp_paused = true;
+	conn_mark_dirty(c);
+	return 0;
+}
+
+void
+req_end_response(struct request *r)
+{
+	struct conn *c = r->conn;
+
+	if (r->resp_chunked && !c->closing &&
+	    buf_append(&c->out, "0\r\n\r\n", 5) != 0)
+		conn_fail(c, "out of memory");
+	r->resp_done = true;
+	r->hooks = NULL;
+	conn_mark_dirty(c);
+}
+
+void
+req_fail(struct request *r, const char *why)
+{
+	r->hooks = NULL;
+	r->resp_done = true;
+	if (!r->resp_started)
+		r->status = 502;
+	conn_fail(r->conn, why);
+}
+
+bool
+req_output_full(struct request *r)
+{
+	if (buf_pending(&r->conn->out) < OUT_HIGH)
+		return false;
+	r->resp_paused = true;
+	return true;
+}
+
+void
+req_continue(struct request *r)
+{
+	struct conn *c = r->conn;
+
+	if (!r->head.expect_continue || r->resp_started || c->closing)
+		return;
+	r->head.expect_continue = false;
+	if (buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0) {
+		conn_fail(c, "out of memory");
+		return;
+	}
+	conn_mark_dirty(c);
+}
+
+void
+req_respond(struct request *r, int status, const char *content_type,
+    const char *body, size_t len, const char *extra)
+{
+	struct buf h = { 0 };
+	const char *date;
+	size_t dlen;
+	int rc = 0;
+
+	date = date_header(&dlen);
+	rc |= buf_append(&h, date, dlen);
+	rc |= buf_appendf(&h, "Content-Type: %s\r\nX-Request-Id: %.*s\r\n",
+	    content_type, (int)r->id_len, r->id);
+	if (extra != NULL)
+		rc |= buf_append(&h, extra, strlen(extra));
+	if (rc != 0 || req_start_response(r, status, NULL, 0, h.data, h.len,
+	    (int64_t)len) == -1 || req_write_body(r, body, len) == -1) {
+		buf_free(&h);
+		req_fail(r, "cannot answer");
+		return;
+	}
+	buf_free(&h);
+	req_end_response(r);
+}
+
+void
+req_error(struct request *r, int status, const char *msg,
+    const char *extra)
+{
+	struct buf b = { 0 };
+
+	if (r->resp_started) {
+		/* Too late for a status: the client sees a cut response. */
+		req_fail(r, msg);
+		return;
+	}
+	/* An error before the body was read: the connection cannot be reused
+	 * unless the rest of the body is already here to skip. */
+	if (!r->body_done && !request_discard_body(r))
+		r->resp_close = true;
+	if (buf_append(&b, "{\"error\":\"", 10) != 0 ||
+	    buf_append_json(&b, msg, strlen(msg)) != 0 ||
+	    buf_appendf(&b, "\",\"status\":%d,\"request_id\":\"", status) != 0 ||
+	    buf_append_json(&b, r->id, r->id_len) != 0 ||
+	    buf_append(&b, "\"}\n", 3) != 0) {
+		buf_free(&b);
+		req_fail(r, "out of memory");
+		return;
+	}
+	req_respond(r, status, "application/json", b.data, b.len, extra);
+	buf_free(&b);
+}

@@ -1,0 +1,84 @@
+/*
+ * A worker process: one event loop serving client connections on the
+ * listeners it inherited from the supervisor.  This header is the
+ * worker's face to the supervisor (worker_main) and the shared state of
+ * the worker's own modules.
+ */
+#ifndef AGATE_WORKER_H
+#define AGATE_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "gateway/config.h"
+#include "worker/timer.h"
+
+/* Bytes of the supervisor -> worker control channel. */
+#define CTL_DRAIN	'D'	/* reload: finish in-flight, then exit */
+#define CTL_STOP	'S'	/* TERM/QUIT: health 503, shutdown_delay, drain */
+#define CTL_QUIT	'Q'	/* INT: exit now */
+#define CTL_REOPEN	'O'	/* USR1: reopen log files */
+/* worker -> supervisor */
+#define CTL_READY	'R'
+
+/* Exit codes the supervisor acts on. */
+#define EXIT_CANNOT_START 2	/* config or privileges: do not respawn */
+
+struct listener {
+	int			 fd;
+	const struct listen_cfg	*cfg;
+	struct event		 ev;
+	bool			 added;
+};
+
+enum worker_phase {
+	WP_RUNNING,		/* serving */
+	WP_STOPPING,		/* health answers 503; still serving */
+	WP_DRAINING		/* not accepting; finishing in-flight work */
+};
+
+struct worker {
+	struct event_base	*base;
+	const struct config	*cfg;
+	int			 index;
+	unsigned		 generation;
+	int			 ctl_fd;
+	struct event		 ctl_ev;
+	struct event		 stop_ev;	/* shutdown_delay, drain_timeout */
+	enum worker_phase	 phase;
+	bool			 health_down;	/* health path answers 503 */
+	struct listener		*listeners;
+	size_t			 nlisteners;
+	bool			 accepting;
+	int			 nconns;
+	size_t			 rbuf_size;	/* per-connection read buffer */
+	/* Timeout lists, one per duration a connection can wait. */
+	struct tlist		 t_header;
+	struct tlist		 t_idle;
+	struct tlist		 t_send;
+	struct tlist		 t_linger;
+	struct tlist		 t_grace;
+};
+
+extern struct worker worker;
+
+struct worker_start {
+	const struct config	*cfg;
+	int			 index;
+	unsigned		 generation;
+	int			 ctl_fd;
+	const int		*listen_fds;	/* one per cfg->server.listen */
+};
+
+/* Runs a worker in a freshly forked child; never returns. */
+void	worker_main(const struct worker_start *) __attribute__((noreturn));
+/* A connection closed: accept again if max_connections had stopped it. */
+void	worker_conn_closed(void);
+/* Stops accepting and starts the drain (also on supervisor EOF). */
+void	worker_drain(void);
+
+#endif
