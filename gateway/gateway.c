@@ -1,0 +1,103 @@
+/*
+ * Request dispatch: the health path first (before any route, so a load
+ * balancer can always ask), then the router, then the route's handler.
+ * Also brings up and tears down the gateway's per-worker state.
+ */
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "gateway/curlev.h"
+#include "gateway/gateway.h"
+#include "gateway/proxy.h"
+#include "gateway/upstream.h"
+#include "lib/log.h"
+#include "worker/worker.h"
+
+int
+gateway_init(struct event_base *base, const struct config *cfg)
+{
+	long keep = 0;
+	size_t i;
+
+	for (i = 0; i < cfg->nupstreams; i++)
+		keep += cfg->upstreams[i].keepalive;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_warnx("gateway: libcurl failed to initialise");
+		return -1;
+	}
+	if (curlev_init(base, keep > 0 ? keep : 1) == -1 ||
+	    upstream_init(cfg) == -1 || proxy_init(cfg) == -1) {
+		log_warnx("gateway: out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+void
+gateway_shutdown(void)
+{
+	proxy_free();
+	curlev_free();
+	upstream_free();
+	curl_global_cleanup();
+}
+
+static void
+health_respond(struct request *r)
+{
+	static const char ok[] = "{\"status\":\"ok\"}\n";
+	static const char down[] = "{\"status\":\"draining\"}\n";
+
+	if (worker.health_down)
+		req_respond(r, 503, "application/json", down, sizeof(down) - 1,
+		    "Cache-Control: no-store\r\n");
+	else
+		req_respond(r, 200, "application/json", ok, sizeof(ok) - 1,
+		    "Cache-Control: no-store\r\n");
+}
+
+static bool
+is_health_path(const struct request *r, const char *hp)
+{
+	size_t n;
+
+	if (hp == NULL)
+		return false;
+	n = strlen(hp);
+	return r->head.path_len == n && memcmp(r->head.path, hp, n) == 0;
+}
+
+void
+gateway_handle(struct request *r)
+{
+	const struct config *cfg = worker.cfg;
+	struct route_match m;
+	char allow[300];
+
+	if (is_health_path(r, cfg->server.health_path)) {
+		health_respond(r);
+		return;
+	}
+	switch (router_match(cfg, r->head.path, r->head.path_len,
+	    r->head.method, r->head.method_len, &m)) {
+	case ROUTE_NOT_FOUND:
+		req_error(r, 404, "no route matches this path", NULL);
+		return;
+	case ROUTE_BAD_METHOD:
+		snprintf(allow, sizeof(allow), "Allow: %s\r\n", m.allow);
+		req_error(r, 405, "method not allowed on this route", allow);
+		return;
+	case ROUTE_FOUND:
+		break;
+	}
+	r->route = m.route;
+	memcpy(r->params, m.params, m.nparams * sizeof(m.params[0]));
+	r->nparams = m.nparams;
+	if (m.route->has_fanout) {
+		req_error(r, 501, "fan-out routes are not implemented in this "
+		    "build", NULL);
+		return;
+	}
+	proxy_start(r);
+}

@@ -1,0 +1,70 @@
+/*
+ * The gateway: what happens to one parsed request.  The worker calls
+ * gateway_init() once its event loop exists and gateway_handle() for each
+ * request; everything else in gateway/ hangs off these.
+ */
+#ifndef AGATE_GATEWAY_H
+#define AGATE_GATEWAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gateway/config.h"
+#include "lib/buf.h"
+#include "worker/http.h"
+
+struct event_base;
+
+int	gateway_init(struct event_base *, const struct config *);
+void	gateway_handle(struct request *);
+void	gateway_shutdown(void);
+
+/* -- router.c ---------------------------------------------------------- */
+
+enum route_result {
+	ROUTE_FOUND,
+	ROUTE_NOT_FOUND,
+	ROUTE_BAD_METHOD	/* path matched, method did not: 405 */
+};
+
+struct route_match {
+	const struct route_cfg	*route;
+	struct route_param	 params[REQ_MAX_PARAMS];
+	size_t			 nparams;
+	char			 allow[256];	/* Allow: for a 405 */
+};
+
+/* First route in file order whose path and method match. */
+enum route_result router_match(const struct config *, const char *path,
+	    size_t path_len, const char *method, size_t method_len,
+	    struct route_match *);
+/* The path an upstream receives: strip_prefix removed, never empty. */
+size_t	router_upstream_path(const struct route_cfg *, const char *path,
+	    size_t len, const char **out);
+
+/* -- headers.c --------------------------------------------------------- */
+
+/* Receives one "Name: value" line (no CRLF) for the upstream request. */
+typedef int (*header_emit_fn)(void *arg, const char *line, size_t len);
+
+/*
+ * The request headers an upstream receives: the client's end-to-end
+ * headers, then X-Forwarded-For/-Proto/-Host and X-Request-Id.  Empty
+ * values are emitted as "Name;" (libcurl's way of sending them).
+ */
+int	headers_upstream_request(const struct request *, header_emit_fn,
+	    void *arg);
+/*
+ * Filters an upstream response head (header lines, each ending in CRLF
+ * or LF, no status line) into out, for the client: hop-by-hop fields and
+ * framing dropped, X-Request-Id replaced by id.  *content_length gets the
+ * upstream's Content-Length or -1.  Returns 0, or -1 if the head is not
+ * something to pass on (bad bytes in a value, conflicting lengths).
+ */
+int	headers_upstream_response(const char *raw, size_t len,
+	    const char *id, size_t id_len, struct buf *out,
+	    int64_t *content_length);
+/* True for hop-by-hop fields (RFC 9110 section 7.6.1). */
+bool	headers_hop_by_hop(const char *name, size_t len);
+
+#endif

@@ -1,0 +1,295 @@
+/*
+ * Which headers cross the gateway, in each direction.  Hop-by-hop fields
+ * (RFC 9110 section 7.6.1: Connection and what it names, Keep-Alive, TE,
+ * Trailer, Transfer-Encoding, Upgrade, Proxy-*) stop here; framing is
+ * agate's to set on each side; the X-Forwarded-* family tells the upstream
+ * who really called.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "gateway/gateway.h"
+#include "worker/http.h"
+
+bool
+headers_hop_by_hop(const char *n, size_t len)
+{
+	return http_token_eq(n, len, "connection") ||
+	    http_token_eq(n, len, "keep-alive") ||
+	    http_token_eq(n, len, "te") ||
+	    http_token_eq(n, len, "trailer") ||
+	    http_token_eq(n, len, "transfer-encoding") ||
+	    http_token_eq(n, len, "upgrade") ||
+	    (len >= 6 && strncasecmp(n, "proxy-", 6) == 0);
+}
+
+/* Whether name is one of the tokens of a Connection value. */
+static bool
+listed_in(const char *name, size_t len, const char *conn, size_t clen)
+{
+	const char *p = conn, *end = conn + clen;
+
+	while (p < end) {
+		const char *t;
+		size_t tl;
+
+		while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+			p++;
+		t = p;
+		while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+			p++;
+		tl = (size_t)(p - t);
+		if (tl == len && strncasecmp(t, name, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+named_by_connection(const struct http_head *h, const char *name, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < h->nheaders; i++) {
+		const struct http_header *f = &h->headers[i];
+
+		if (http_token_eq(f->name, f->name_len, "connection") &&
+		    listed_in(name, len, f->value, f->value_len))
+			return true;
+	}
+	return false;
+}
+
+/* Headers agate sets itself towards the upstream. */
+static bool
+replaced_upstream(const char *n, size_t len)
+{
+	return http_token_eq(n, len, "host") ||
+	    http_token_eq(n, len, "content-length") ||
+	    http_token_eq(n, len, "expect") ||
+	    http_token_eq(n, len, "x-forwarded-for") ||
+	    http_token_eq(n, len, "x-forwarded-proto") ||
+	    http_token_eq(n, len, "x-forwarded-host") ||
+	    http_token_eq(n, len, "x-request-id");
+}
+
+static int
+emit_field(header_emit_fn emit, void *arg, char *line, size_t size,
+    const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	int n;
+
+	if (vlen == 0)
+		n = snprintf(line, size, "%.*s;", (int)nlen, name);
+	else
+		n = snprintf(line, size, "%.*s: %.*s", (int)nlen, name,
+		    (int)vlen, value);
+	if (n < 0 || (size_t)n >= size)
+		return -1;
+	return emit(arg, line, (size_t)n);
+}
+
+/* X-Forwarded-For: what the client sent, then the peer we saw. */
+static int
+emit_xff(const struct request *r, header_emit_fn emit, void *arg, char *line,
+    size_t size)
+{
+	size_t i, n = 0;
+	int w;
+
+	w = snprintf(line, size, "X-Forwarded-For: ");
+	n = (size_t)w;
+	for (i = 0; i < r->head.nheaders; i++) {
+		const struct http_header *f = &r->head.headers[i];
+
+		if (!http_token_eq(f->name, f->name_len, "x-forwarded-for") ||
+		    f->value_len == 0)
+			continue;
+		w = snprintf(line + n, size - n, "%.*s, ", (int)f->value_len,
+		    f->value);
+		if (w < 0 || (size_t)w >= size - n)
+			return -1;
+		n += (size_t)w;
+	}
+	w = snprintf(line + n, size - n, "%s", req_peer(r));
+	if (w < 0 || (size_t)w >= size - n)
+		return -1;
+	return emit(arg, line, n + (size_t)w);
+}
+
+int
+headers_upstream_request(const struct request *r, header_emit_fn emit,
+    void *arg)
+{
+	const struct http_head *h = &r->head;
+	char line[HTTP_MAX_REQUEST_LINE + 2048];
+	bool accept = false;
+	size_t i;
+
+	for (i = 0; i < h->nheaders; i++) {
+		const struct http_header *f = &h->headers[i];
+
+		if (headers_hop_by_hop(f->name, f->name_len) ||
+		    replaced_upstream(f->name, f->name_len) ||
+		    named_by_connection(h, f->name, f->name_len))
+			continue;
+		accept |= http_token_eq(f->name, f->name_len, "accept");
+		if (emit_field(emit, arg, line, sizeof(line), f->name,
+		    f->name_len, f->value, f->value_len) == -1)
+			return -1;
+	}
+	if (emit_xff(r, emit, arg, line, sizeof(line)) == -1)
+		return -1;
+	if (emit_field(emit, arg, line, sizeof(line), "X-Forwarded-Proto", 17,
+	    req_tls(r) ? "https" : "http", req_tls(r) ? 5 : 4) == -1)
+		return -1;
+	if (h->host_len > 0 && emit_field(emit, arg, line, sizeof(line),
+	    "X-Forwarded-Host", 16, h->host, h->host_len) == -1)
+		return -1;
+	if (emit_field(emit, arg, line, sizeof(line), "X-Request-Id", 12,
+	    r->id, r->id_len) == -1)
+		return -1;
+	/* Keep libcurl from adding its own Accept and Expect. */
+	if (!accept && emit(arg, "Accept:", 7) == -1)
+		return -1;
+	return emit(arg, "Expect:", 7);
+}
+
+struct resp_line {
+	const char	*name;
+	size_t		 nlen;
+	const char	*value;
+	size_t		 vlen;
+};
+
+/* Splits "Name: value" off raw; returns bytes used, 0 at the end, -1 bad. */
+static long
+next_line(const char *raw, size_t len, struct resp_line *l)
+{
+	const char *eol = memchr(raw, '\n', len), *colon, *v, *ve;
+	size_t n;
+
+	if (len == 0)
+		return 0;
+	if (eol == NULL)
+		return -1;
+	n = (size_t)(eol - raw) + 1;
+	ve = eol;
+	if (ve > raw && ve[-1] == '\r')
+		ve--;
+	if (ve == raw)
+		return 0;			/* the blank line */
+	if ((colon = memchr(raw, ':', (size_t)(ve - raw))) == NULL ||
+	    colon == raw)
+		return -1;
+	l->name = raw;
+	l->nlen = (size_t)(colon - raw);
+	for (v = colon + 1; v < ve && (*v == ' ' || *v == '\t'); v++)
+		;
+	while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+		ve--;
+	l->value = v;
+	l->vlen = (size_t)(ve - v);
+	return (long)n;
+}
+
+static bool
+value_ok(const char *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+
+		if (c != '\t' && (c < ' ' || c == 0x7f))
+			return false;
+	}
+	return true;
+}
+
+static bool
+name_ok(const char *n, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)n[i] <= ' ' || n[i] == 0x7f || n[i] == ':')
+			return false;
+	return true;
+}
+
+/* The Connection tokens of a response, to drop what they name. */
+static void
+response_connection(const char *raw, size_t len, const char **conn,
+    size_t *clen)
+{
+	struct resp_line l;
+	long n;
+
+	*conn = NULL;
+	*clen = 0;
+	while ((n = next_line(raw, len, &l)) > 0) {
+		if (http_token_eq(l.name, l.nlen, "connection")) {
+			*conn = l.value;
+			*clen = l.vlen;
+		}
+		raw += n;
+		len -= (size_t)n;
+	}
+}
+
+int
+headers_upstream_response(const char *raw, size_t len, const char *id,
+    size_t id_len, struct buf *out, int64_t *content_length)
+{
+	const char *conn;
+	struct resp_line l;
+	size_t clen;
+	bool chunked = false;
+	long n;
+	int rc = 0;
+
+	*content_length = -1;
+	response_connection(raw, len, &conn, &clen);
+	while ((n = next_line(raw, len, &l)) > 0) {
+		raw += n;
+		len -= (size_t)n;
+		if (!name_ok(l.name, l.nlen) || !value_ok(l.value, l.vlen))
+			return -1;
+		if (http_token_eq(l.name, l.nlen, "content-length")) {
+			int64_t v = 0;
+			size_t i;
+
+			for (i = 0; i < l.vlen; i++) {
+				if (l.value[i] < '0' || l.value[i] > '9' ||
+				    v > (INT64_MAX - 9) / 10)
+					return -1;
+				v = v * 10 + (l.value[i] - '0');
+			}
+			if (l.vlen == 0 || (*content_length != -1 &&
+			    *content_length != v))
+				return -1;
+			*content_length = v;
+			continue;
+		}
+		chunked |= http_token_eq(l.name, l.nlen, "transfer-encoding");
+		if (headers_hop_by_hop(l.name, l.nlen) ||
+		    http_token_eq(l.name, l.nlen, "x-request-id") ||
+		    (conn != NULL && listed_in(l.name, l.nlen, conn, clen)))
+			continue;
+		rc |= buf_append(out, l.name, l.nlen);
+		rc |= buf_append(out, ": ", 2);
+		rc |= buf_append(out, l.value, l.vlen);
+		rc |= buf_append(out, "\r\n", 2);
+	}
+	if (n < 0)
+		return -1;
+	/* Both framings: the chunked one wins (RFC 9112 section 6.3). */
+	if (chunked)
+		*content_length = -1;
+	rc |= buf_append(out, "X-Request-Id: ", 14);
+	rc |= buf_append(out, id, id_len);
+	rc |= buf_append(out, "\r\n", 2);
+	return rc == 0 ? 0 : -1;
+}

@@ -1,0 +1,547 @@
+/*
+ * One proxied exchange.  A struct proxy (from a free list) holds the easy
+ * handle (reused, with its buffers), the upstream response head as it
+ * arrives, and the pause state of each direction:
+ *
+ *   client body --req_read_body--> READFUNCTION --> upstream
+ *   upstream --> WRITEFUNCTION --req_write_body--> client
+ *
+ * A direction with nothing to move returns libcurl's PAUSE code and is
+ * resumed by the worker's body_ready/writable hooks, so a slow client
+ * slows the upstream transfer instead of growing memory.  The proxy
+ * answers the client only from proxy_done() (never inside a libcurl
+ * callback) except for the streamed body itself.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/curlev.h"
+#include "gateway/gateway.h"
+#include "gateway/proxy.h"
+#include "gateway/upstream.h"
+#include "lib/buf.h"
+#include "lib/log.h"
+
+#define PROXY_POOL_MAX		256
+#define UPSTREAM_HEAD_MAX	(64 * 1024)
+
+struct proxy {
+	struct curl_job		 job;		/* first: curlev's cookie */
+	struct request		*req;		/* NULL once detached */
+	struct upstream_rt	*up;
+	size_t			 server;
+	CURL			*easy;
+	struct curl_slist	*hdrs;
+	struct buf		 url;
+	struct buf		 rhead;		/* upstream header lines */
+	struct buf		 chead;		/* filtered, for the client */
+	int			 status;
+	const char		*reason;
+	size_t			 reason_len;
+	char			 reason_buf[64];
+	bool			 in_head;	/* status line seen */
+	bool			 head_done;
+	bool			 bad_head;
+	bool			 read_paused;
+	bool			 write_paused;
+	struct proxy		*next_free;
+	char			 errbuf[CURL_ERROR_SIZE];
+};
+
+static struct proxy	*proxy_pool;
+static size_t		 proxy_pooled;
+
+static void	proxy_done(struct curl_job *, CURLcode);
+static void	proxy_body_ready(struct request *);
+static void	proxy_writable(struct request *);
+static void	proxy_abort(struct request *);
+
+static const struct req_hooks proxy_hooks = {
+	proxy_body_ready, proxy_writable, proxy_abort
+};
+
+/* -- pool -------------------------------------------------------------- */
+
+static struct proxy *
+proxy_get(void)
+{
+	struct proxy *p = proxy_pool;
+
+	if (p != NULL) {
+		proxy_pool = p->next_free;
+		proxy_pooled--;
+		curl_easy_reset(p->easy);
+	} else {
+		if ((p = calloc(1, sizeof(*p))) == NULL)
+			return NULL;
+		if ((p->easy = curl_easy_init()) == NULL) {
+			free(p);
+			return NULL;
+		}
+	}
+	p->job.done = proxy_done;
+	p->req = NULL;
+	p->hdrs = NULL;
+	buf_reset(&p->url);
+	buf_reset(&p->rhead);
+	buf_reset(&p->chead);
+	p->status = 0;
+	p->reason = NULL;
+	p->in_head = p->head_done = p->bad_head = false;
+	p->read_paused = p->write_paused = false;
+	p->errbuf[0] = '\0';
+	return p;
+}
+
+static void
+proxy_put(struct proxy *p)
+{
+	curl_slist_free_all(p->hdrs);
+	p->hdrs = NULL;
+	if (p->up != NULL)
+		upstream_end(p->up, p->server);
+	p->up = NULL;
+	if (proxy_pooled >= PROXY_POOL_MAX) {
+		curl_easy_cleanup(p->easy);
+		buf_free(&p->url);
+		buf_free(&p->rhead);
+		buf_free(&p->chead);
+		free(p);
+		return;
+	}
+	buf_trim(&p->rhead, 8192);
+	buf_trim(&p->chead, 8192);
+	p->next_free = proxy_pool;
+	proxy_pool = p;
+	proxy_pooled++;
+}
+
+/* -- libcurl callbacks ---------------------------------------------- */
+
+static void
+proxy_status_line(struct proxy *p, const char *line, size_t len)
+{
+	const char *sp = memchr(line, ' ', len), *end = line + len;
+	int status = 0, i;
+
+	/* "HTTP/1.1 200 OK\r\n" */
+	for (i = 1; sp != NULL && i <= 3 && sp + i < end; i++) {
+		if (sp[i] < '0' || sp[i] > '9')
+			break;
+		status = status * 10 + (sp[i] - '0');
+	}
+	if (sp == NULL || i != 4 || status < 100) {
+		p->bad_head = true;
+		return;
+	}
+	p->status = status;
+	p->reason = NULL;
+	if (sp + 4 < end && sp[4] == ' ') {
+		const char *r = sp + 5, *re = end;
+		size_t n;
+
+		while (re > r && (re[-1] == '\n' || re[-1] == '\r'))
+			re--;
+		n = (size_t)(re - r);
+		if (n > 0 && n < sizeof(p->reason_buf)) {
+			memcpy(p->reason_buf, r, n);
+			p->reason = p->reason_buf;
+			p->reason_len = n;
+		}
+	}
+}
+
+static int
+proxy_head_end(struct proxy *p)
+{
+	struct request *r = p->req;
+	int64_t clen;
+
+	if (headers_upstream_response(p->rhead.data, p->rhead.len, r->id,
+	    r->id_len, &p->chead, &clen) == -1)
+		return -1;
+	if (req_start_response(r, p->status, p->reason, p->reason_len,
+	    p->chead.data, p->chead.len, clen) == -1)
+		return -1;
+	return 0;
+}
+
+static size_t
+proxy_header_cb(char *line, size_t size, size_t n, void *arg)
+{
+	struct proxy *p = arg;
+	size_t len = size * n;
+
+	if (p->req == NULL || p->bad_head)
+		return 0;
+	if (p->head_done)
+		return len;		/* trailers: not passed on */
+	if (!p->in_head) {
+		proxy_status_line(p, line, len);
+		p->in_head = true;
+		return p->bad_head ? 0 : len;
+	}
+	if (len > 2 || (line[0] != '\r' && line[0] != '\n')) {
+		if (p->rhead.len + len > UPSTREAM_HEAD_MAX ||
+		    buf_append(&p->rhead, line, len) != 0) {
+			p->bad_head = true;
+			return 0;
+		}
+		return len;
+	}
+	/* The blank line.  An interim 1xx answer is dropped whole. */
+	p->in_head = false;
+	if (p->status < 200) {
+		buf_reset(&p->rhead);
+		return len;
+	}
+	p->head_done = true;
+	if (proxy_head_end(p) == -1) {
+		p->bad_head = !p->req->resp_started;
+		return 0;
+	}
+	return len;
+}
+
+static size_t
+proxy_write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct proxy *p = arg;
+	size_t len = size * n;
+
+	if (p->req == NULL || !p->head_done)
+		return 0;
+	if (req_output_full(p->req)) {
+		p->write_paused = true;
+		return CURL_WRITEFUNC_PAUSE;
+	}
+	if (req_write_body(p->req, data, len) == -1)
+		return 0;
+	return len;
+}
+
+static size_t
+proxy_read_cb(char *dst, size_t size, size_t n, void *arg)
+{
+	struct proxy *p = arg;
+	ssize_t got;
+
+	if (p->req == NULL)
+		return CURL_READFUNC_ABORT;
+	got = req_read_body(p->req, dst, size * n);
+	if (got >= 0)
+		return (size_t)got;
+	if (got == REQ_BODY_AGAIN) {
+		p->read_paused = true;
+		return CURL_READFUNC_PAUSE;
+	}
+	/* The body was bad or too big and the client has been answered. */
+	p->req = NULL;
+	return CURL_READFUNC_ABORT;
+}
+
+/* -- worker hooks ------------------------------------------------------ */
+
+static void
+proxy_unpause(struct proxy *p)
+{
+	int mask = (p->read_paused ? CURLPAUSE_SEND : 0) |
+	    (p->write_paused ? CURLPAUSE_RECV : 0);
+
+	curl_easy_pause(p->easy, mask);
+}
+
+static void
+proxy_body_ready(struct request *r)
+{
+	struct proxy *p = r->gw;
+
+	if (p->read_paused) {
+		p->read_paused = false;
+		proxy_unpause(p);
+	}
+}
+
+static void
+proxy_writable(struct request *r)
+{
+	struct proxy *p = r->gw;
+
+	if (p->write_paused) {
+		p->write_paused = false;
+		proxy_unpause(p);
+	}
+}
+
+static void
+proxy_abort(struct request *r)
+{
+	struct proxy *p = r->gw;
+
+	/* Removing a transfer mid-way makes libcurl close its connection,
+	 * which is how the upstream learns the client has gone. */
+	curlev_remove(p->easy);
+	p->req = NULL;
+	r->gw = NULL;
+	proxy_put(p);
+}
+
+/* -- finishing --------------------------------------------------------- */
+
+static void
+proxy_log_failure(struct proxy *p, const char *what, CURLcode rc)
+{
+	static uint64_t window, count;
+	uint64_t sec = (uint64_t)time(NULL);
+
+	/* At most 10 lines a second per worker: a dead upstream under load
+	 * must not flood the log. */
+	if (sec != window) {
+		if (count > 10)
+			log_warnx("proxy: %llu upstream failures not logged",
+			    (unsigned long long)(count - 10));
+		window = sec;
+		count = 0;
+	}
+	if (++count > 10)
+		return;
+	log_warnx("proxy: upstream %s server %s: %s (%s)", p->up->cfg->name,
+	    p->up->cfg->servers[p->server].url, what,
+	    p->errbuf[0] ? p->errbuf : curl_easy_strerror(rc));
+}
+
+/* Maps a failed transfer to agate's answer. */
+static int
+proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
+{
+	switch (rc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		if (!p->req->body_done) {
+			*msg = "client sent the request body too slowly";
+			return 408;
+		}
+		*msg = "upstream timed out";
+		return 504;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		*msg = "upstream connection failed";
+		return 502;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		*msg = "upstream TLS handshake failed";
+		return 502;
+	case CURLE_WRITE_ERROR:
+		if (p->bad_head) {
+			*msg = "upstream sent an invalid response head";
+			return 502;
+		}
+		/* FALLTHROUGH */
+	default:
+		if (p->bad_head || rc == CURLE_WEIRD_SERVER_REPLY ||
+		    rc == CURLE_UNSUPPORTED_PROTOCOL) {
+			*msg = "upstream sent an invalid response";
+			return 502;
+		}
+		*msg = "upstream closed the connection";
+		return 502;
+	}
+}
+
+static void
+proxy_done(struct curl_job *job, CURLcode rc)
+{
+	struct proxy *p = (struct proxy *)job;
+	struct request *r = p->req;
+	const char *msg;
+	int status;
+
+	curlev_remove(p->easy);
+	if (r == NULL) {
+		proxy_put(p);
+		return;
+	}
+	r->gw = NULL;
+	r->hooks = NULL;
+	if (rc == CURLE_OK && p->head_done && !p->bad_head) {
+		proxy_put(p);
+		req_end_response(r);
+		return;
+	}
+	if (rc == CURLE_OK) {
+		p->bad_head = true;
+		rc = CURLE_WEIRD_SERVER_REPLY;
+	}
+	status = proxy_error_status(p, rc, &msg);
+	if (status != 408)
+		proxy_log_failure(p, msg, rc);
+	proxy_put(p);
+	if (r->resp_started)
+		req_fail(r, msg);	/* the client sees a cut response */
+	else
+		req_error(r, status, msg, NULL);
+}
+
+/* -- starting ---------------------------------------------------------- */
+
+static int
+proxy_add_header(void *arg, const char *line, size_t len)
+{
+	struct proxy *p = arg;
+	struct curl_slist *l;
+
+	(void)len;
+	if ((l = curl_slist_append(p->hdrs, line)) == NULL)
+		return -1;
+	p->hdrs = l;
+	return 0;
+}
+
+static int
+proxy_build_url(struct proxy *p, const struct request *r,
+    const struct server_cfg *srv)
+{
+	const char *path;
+	size_t plen;
+	int rc = 0;
+
+	plen = router_upstream_path(r->route, r->head.path, r->head.path_len,
+	    &path);
+	rc |= buf_append(&p->url, srv->url, strlen(srv->url));
+	rc |= buf_append(&p->url, path, plen);
+	if (r->head.query != NULL) {
+		rc |= buf_append(&p->url, "?", 1);
+		rc |= buf_append(&p->url, r->head.query, r->head.query_len);
+	}
+	rc |= buf_append(&p->url, "", 1);	/* NUL for libcurl */
+	return rc;
+}
+
+static uint64_t
+proxy_timeout(const struct request *r, const struct upstream_cfg *u)
+{
+	uint64_t t = u->timeout_ms, spent;
+
+	if (r->route->timeout_ms == 0)
+		return t;
+	spent = req_elapsed_ms(r);
+	if (spent >= r->route->timeout_ms)
+		return 1;
+	return r->route->timeout_ms - spent < t ?
+	    r->route->timeout_ms - spent : t;
+}
+
+static void
+proxy_set_method(struct proxy *p, struct request *r)
+{
+	CURL *e = p->easy;
+	const struct http_head *h = &r->head;
+	char method[32];
+
+	if (h->method_len < sizeof(method)) {
+		memcpy(method, h->method, h->method_len);
+		method[h->method_len] = '\0';
+	} else
+		strcpy(method, "GET");
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else if (strcmp(method, "GET") != 0 || req_has_body(r) ||
+	    h->content_length == 0)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	/* CURLOPT_CUSTOMREQUEST copies the string. */
+	if (req_has_body(r) || h->content_length == 0) {
+		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
+		curl_easy_setopt(e, CURLOPT_READDATA, p);
+		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+		    (curl_off_t)(r->body_chunked ? -1 : h->content_length));
+	}
+}
+
+static int
+proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
+{
+	CURL *e = p->easy;
+	const struct server_cfg *srv = &u->servers[p->server];
+
+	if (proxy_build_url(p, r, srv) != 0 ||
+	    headers_upstream_request(r, proxy_add_header, p) != 0)
+		return -1;
+	curl_easy_setopt(e, CURLOPT_URL, p->url.data);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, proxy_header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, p);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, proxy_write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+	    (long)u->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)proxy_timeout(r, u));
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
+	    (long)((u->keepalive_timeout_ms + 999) / 1000));
+	if (srv->https) {
+		if (u->tls_ca != NULL)
+			curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
+		    u->tls_verify ? 1L : 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
+		    u->tls_verify ? 2L : 0L);
+	}
+	proxy_set_method(p, r);
+	return 0;
+}
+
+void
+proxy_start(struct request *r)
+{
+	const struct upstream_cfg *u = r->route->upstream;
+	struct proxy *p;
+
+	if ((p = proxy_get()) == NULL) {
+		req_error(r, 503, "out of memory", NULL);
+		return;
+	}
+	p->req = r;
+	p->up = upstream_rt(u);
+	p->server = upstream_pick(p->up);
+	upstream_begin(p->up, p->server);
+	if (proxy_setup(p, r, u) == -1 || curlev_add(p->easy, &p->job) == -1) {
+		p->req = NULL;
+		proxy_put(p);
+		req_error(r, 502, "cannot start the upstream request", NULL);
+		return;
+	}
+	r->gw = p;
+	r->hooks = &proxy_hooks;
+	r->tries = 1;
+	r->upstream = u->servers[p->server].url;
+	req_continue(r);
+}
+
+int
+proxy_init(const struct config *cfg)
+{
+	return 0;
+}
+
+void
+proxy_free(void)
+{
+	struct proxy *p;
+
+	while ((p = proxy_pool) != NULL) {
+		proxy_pool = p->next_free;
+		curl_easy_cleanup(p->easy);
+		buf_free(&p->url);
+		buf_free(&p->rhead);
+		buf_free(&p->chead);
+		free(p);
+	}
+	proxy_pooled = 0;
+}
