@@ -1,0 +1,128 @@
+/*
+ * agate's command line: run in the foreground (-c FILE), test a config
+ * (-t), signal a running agate through its pid file (-s), print the
+ * version (-V).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/config.h"
+#include "lib/log.h"
+#include "supervisor/supervisor.h"
+
+#ifndef AGATE_CONF_PATH
+#define AGATE_CONF_PATH "/etc/agate/agate.yaml"
+#endif
+
+static const struct {
+	const char	*name;
+	int		 sig;
+} commands[] = {
+	{ "reload", SIGHUP },
+	{ "stop", SIGTERM },
+	{ "quit", SIGQUIT },
+	{ "reopen", SIGUSR1 },
+};
+
+static void __attribute__((noreturn))
+usage(int code)
+{
+	fprintf(code ? stderr : stdout,
+	    "usage: agate [-c FILE] [-t] [-s reload|stop|quit|reopen] [-V]\n"
+	    "  -c FILE  config file (default %s)\n"
+	    "  -t       check the config and exit 0 if it is valid, 1 if not\n"
+	    "  -s CMD   signal the running agate named by the config's "
+	    "pid_file\n"
+	    "  -V       print the version\n", AGATE_CONF_PATH);
+	exit(code);
+}
+
+static int
+send_command(const char *path, const char *cmd)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg;
+	size_t i;
+	pid_t pid;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(cmd, commands[i].name) == 0)
+			break;
+	if (i == sizeof(commands) / sizeof(commands[0])) {
+		fprintf(stderr, "agate: unknown command '%s' (expected reload, "
+		    "stop, quit or reopen)\n", cmd);
+		return 1;
+	}
+	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "agate: %s\n", err);
+		return 1;
+	}
+	if (cfg->server.pid_file == NULL) {
+		fprintf(stderr, "agate: %s sets no server.pid_file, so there is "
+		    "no way to find the running agate\n", path);
+		config_free(cfg);
+		return 1;
+	}
+	pid = pidfile_read(cfg->server.pid_file, err, sizeof(err));
+	config_free(cfg);
+	if (pid == -1) {
+		fprintf(stderr, "agate: %s\n", err);
+		return 1;
+	}
+	if (kill(pid, commands[i].sig) == -1) {
+		fprintf(stderr, "agate: cannot signal pid %ld: %s\n", (long)pid,
+		    strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *path = AGATE_CONF_PATH, *cmd = NULL;
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg;
+	bool test = false;
+	int ch;
+
+	while ((ch = getopt(argc, argv, "c:hs:tV")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 's':
+			cmd = optarg;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'V':
+			printf("agate %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(0);
+		default:
+			usage(1);
+		}
+	}
+	if (optind != argc)
+		usage(1);
+	if (cmd != NULL)
+		return send_command(path, cmd);
+	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "agate: %s\n", err);
+		return 1;
+	}
+	if (test) {
+		fprintf(stderr, "agate: %s: the configuration is valid\n", path);
+		config_free(cfg);
+		return 0;
+	}
+	return supervisor_run(path, cfg);
+}

@@ -1,0 +1,792 @@
+/*
+ * Process control, nginx-style but smaller.  Workers come in generations:
+ * one generation per config.  A reload parses the file into a new config
+ * (an error leaves everything as it was), starts a new generation on the
+ * same listening sockets, and only once all its workers report ready
+ * tells the previous one to drain.  A worker of the serving generation
+ * that dies is respawned at once, or with exponential backoff if it keeps
+ * dying right after start; one that exits with EXIT_CANNOT_START is not
+ * respawned at all.
+ *
+ * The loop is poll(2) over a signalfd (signals are blocked, so no handler
+ * runs at an awkward moment) and the control sockets of the workers, with
+ * the nearest deadline as its timeout.  sup_signals[] is the whole signal
+ * contract in one table.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "supervisor/supervisor.h"
+#include "worker/timer.h"
+#include "worker/worker.h"
+
+#define SLOTS			CONFIG_MAX_WORKERS
+#define READY_TIMEOUT_MS	10000
+#define QUICK_DEATH_MS		1000	/* dying sooner is a crash at start */
+#define RESPAWN_FIRST_MS	100
+#define RESPAWN_MAX_MS		30000
+#define FAST_STOP_MS		5000
+
+struct slot {
+	pid_t		 pid;		/* 0: empty */
+	int		 ctl;		/* our end of its socketpair, or -1 */
+	bool		 ready;
+	bool		 retired;	/* told to leave: its exit is expected */
+	bool		 failed;	/* exited EXIT_CANNOT_START */
+	uint64_t	 started;
+	int		 quick_deaths;
+	uint64_t	 respawn_at;	/* 0: none pending */
+};
+
+enum gen_state {
+	GEN_STARTING,	/* a reload's workers, not all ready yet */
+	GEN_ACTIVE,	/* the serving generation */
+	GEN_DRAINING	/* told to finish and go */
+};
+
+struct gen {
+	unsigned	 id;
+	enum gen_state	 state;
+	struct config	*cfg;
+	int		*fds;		/* listening sockets, per cfg listen */
+	struct slot	 slots[SLOTS];
+	int		 wanted;	/* workers it should have */
+	uint64_t	 ready_deadline;
+	struct gen	*next;
+};
+
+static struct {
+	const char	*conf_path;
+	struct gen	*gens;		/* newest first */
+	unsigned	 next_id;
+	int		 sigfd;
+	bool		 stopping;
+	bool		 fast;
+	uint64_t	 kill_at;	/* backstop while stopping */
+	int		 exit_code;
+	char		*pid_file;	/* the one we wrote */
+} sup;
+
+static void	sup_reload(void);
+static void	sup_graceful(void);
+static void	sup_fast(void);
+static void	sup_reopen(void);
+static void	sup_upgrade(void);
+static void	sup_more(void);
+static void	sup_fewer(void);
+static void	sup_reap(void);
+
+static const struct {
+	int		 sig;
+	void		(*action)(void);
+	const char	*what;
+} sup_signals[] = {
+	{ SIGHUP,	sup_reload,	"reload the config" },
+	{ SIGTERM,	sup_graceful,	"graceful stop" },
+	{ SIGQUIT,	sup_graceful,	"graceful stop" },
+	{ SIGINT,	sup_fast,	"fast stop" },
+	{ SIGUSR1,	sup_reopen,	"reopen log files" },
+	{ SIGUSR2,	sup_upgrade,	"binary upgrade" },
+	{ SIGTTIN,	sup_more,	"one worker more" },
+	{ SIGTTOU,	sup_fewer,	"one worker fewer" },
+	{ SIGCHLD,	sup_reap,	"reap workers" },
+};
+
+#define NSIGNALS (sizeof(sup_signals) / sizeof(sup_signals[0]))
+
+/* -- generations ------------------------------------------------------- */
+
+static struct gen *
+gen_active(void)
+{
+	struct gen *g;
+
+	for (g = sup.gens; g != NULL; g = g->next)
+		if (g->state == GEN_ACTIVE)
+			return g;
+	return NULL;
+}
+
+static struct gen *
+gen_new(struct config *cfg, int *fds, enum gen_state state)
+{
+	struct gen *g = calloc(1, sizeof(*g));
+	int i;
+
+	if (g == NULL)
+		return NULL;
+	g->id = ++sup.next_id;
+	g->state = state;
+	g->cfg = cfg;
+	g->fds = fds;
+	g->wanted = config_workers(cfg);
+	for (i = 0; i < SLOTS; i++)
+		g->slots[i].ctl = -1;
+	g->next = sup.gens;
+	sup.gens = g;
+	return g;
+}
+
+static int
+gen_live(const struct gen *g)
+{
+	int i, n = 0;
+
+	for (i = 0; i < SLOTS; i++)
+		n += g->slots[i].pid != 0;
+	return n;
+}
+
+static void
+gen_free(struct gen *g)
+{
+	struct gen **pp;
+	int i;
+
+	for (pp = &sup.gens; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	for (i = 0; i < SLOTS; i++)
+		if (g->slots[i].ctl >= 0)
+			close(g->slots[i].ctl);
+	config_free(g->cfg);
+	free(g->fds);
+	free(g);
+}
+
+/* Closes listeners that no remaining generation is configured for. */
+static void
+sup_release_listeners(void)
+{
+	const struct config *keep[8];
+	struct gen *g;
+	size_t n = 0;
+
+	for (g = sup.gens; g != NULL && n < 8; g = g->next)
+		if (g->state != GEN_DRAINING)
+			keep[n++] = g->cfg;
+	listeners_release(keep, n);
+}
+
+/* -- workers ----------------------------------------------------------- */
+
+static void
+slot_send(struct slot *s, char cmd)
+{
+	if (s->pid == 0)
+		return;
+	if (s->ctl < 0 || write(s->ctl, &cmd, 1) != 1)
+		kill(s->pid, cmd == CTL_QUIT ? SIGKILL : SIGTERM);
+}
+
+static void
+gen_send(struct gen *g, char cmd)
+{
+	int i;
+
+	for (i = 0; i < SLOTS; i++) {
+		if (g->slots[i].pid == 0)
+			continue;
+		if (cmd != CTL_REOPEN)
+			g->slots[i].retired = true;
+		slot_send(&g->slots[i], cmd);
+	}
+	if (cmd != CTL_REOPEN)
+		for (i = 0; i < SLOTS; i++)
+			g->slots[i].respawn_at = 0;
+}
+
+/* In the child: keep only what the worker needs. */
+static void
+child_close_fds(struct gen *mine, int keep_ctl)
+{
+	struct gen *g;
+	int i;
+
+	close(sup.sigfd);
+	for (g = sup.gens; g != NULL; g = g->next)
+		for (i = 0; i < SLOTS; i++)
+			if (g->slots[i].ctl >= 0)
+				close(g->slots[i].ctl);
+	listeners_close_except(mine->fds, mine->cfg->server.nlisten);
+	(void)keep_ctl;
+}
+
+static int
+slot_spawn(struct gen *g, int i)
+{
+	struct slot *s = &g->slots[i];
+	struct worker_start ws;
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_warn("supervisor: socketpair");
+		return -1;
+	}
+	if ((pid = fork()) == -1) {
+		log_warn("supervisor: fork");
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		child_close_fds(g, sv[1]);
+		ws.cfg = g->cfg;
+		ws.index = i;
+		ws.generation = g->id;
+		ws.ctl_fd = sv[1];
+		ws.listen_fds = g->fds;
+		worker_main(&ws);
+	}
+	close(sv[1]);
+	s->pid = pid;
+	s->ctl = sv[0];
+	s->ready = false;
+	s->retired = false;
+	s->started = now_ms();
+	s->respawn_at = 0;
+	log_debug("supervisor: worker %d of generation %u is pid %ld", i,
+	    g->id, (long)pid);
+	return 0;
+}
+
+static void
+gen_spawn_all(struct gen *g)
+{
+	int i;
+
+	for (i = 0; i < g->wanted; i++)
+		if (slot_spawn(g, i) == -1)
+			g->slots[i].respawn_at = now_ms() + RESPAWN_FIRST_MS;
+}
+
+static void
+describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "was killed by signal %d (%s)",
+		    WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "ended with status %d", status);
+}
+
+/* An active worker died on its own: respawn, backing off if it loops. */
+static void
+slot_crashed(struct gen *g, int i, int status, const char *how)
+{
+	struct slot *s = &g->slots[i];
+	uint64_t lived = now_ms() - s->started, delay;
+
+	if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CANNOT_START) {
+		s->failed = true;
+		log_errorx("supervisor: worker %d %s: it cannot start; not "
+		    "respawning it", i, how);
+		return;
+	}
+	s->quick_deaths = lived < QUICK_DEATH_MS ? s->quick_deaths + 1 : 0;
+	delay = 0;
+	if (s->quick_deaths > 0) {
+		delay = (uint64_t)RESPAWN_FIRST_MS << (s->quick_deaths < 10 ?
+		    s->quick_deaths - 1 : 9);
+		if (delay > RESPAWN_MAX_MS)
+			delay = RESPAWN_MAX_MS;
+		log_warnx("supervisor: worker %d %s %llums after start; "
+		    "respawning in %llums", i, how,
+		    (unsigned long long)lived, (unsigned long long)delay);
+	} else
+		log_warnx("supervisor: worker %d %s; respawning", i, how);
+	s->respawn_at = now_ms() + delay;
+}
+
+static void
+gen_abort(struct gen *g, const char *why)
+{
+	log_errorx("supervisor: reload failed: generation %u %s; still "
+	    "serving the previous config", g->id, why);
+	g->state = GEN_DRAINING;
+	gen_send(g, CTL_QUIT);
+	sup_release_listeners();
+}
+
+static bool
+gen_all_failed(const struct gen *g)
+{
+	int i, failed = 0;
+
+	for (i = 0; i < SLOTS; i++) {
+		if (g->slots[i].pid != 0 || g->slots[i].respawn_at != 0)
+			return false;
+		failed += g->slots[i].failed;
+	}
+	return failed > 0;
+}
+
+static void
+child_exited(pid_t pid, int status)
+{
+	char how[96];
+	struct gen *g;
+	int i;
+
+	for (g = sup.gens; g != NULL; g = g->next)
+		for (i = 0; i < SLOTS; i++)
+			if (g->slots[i].pid == pid)
+				goto found;
+	return;
+found:
+	g->slots[i].pid = 0;
+	if (g->slots[i].ctl >= 0) {
+		close(g->slots[i].ctl);
+		g->slots[i].ctl = -1;
+	}
+	describe_exit(status, how, sizeof(how));
+	if (g->slots[i].retired || sup.stopping) {
+		log_debug("supervisor: worker %d of generation %u %s", i,
+		    g->id, how);
+	} else if (g->state == GEN_STARTING) {
+		gen_abort(g, "lost a worker that had not started");
+		log_errorx("supervisor: worker %d %s", i, how);
+	} else {
+		slot_crashed(g, i, status, how);
+		if (gen_all_failed(g)) {
+			log_errorx("supervisor: no worker can start; stopping");
+			sup.exit_code = EXIT_CANNOT_START;
+			sup_fast();
+		}
+	}
+	if (g->state == GEN_DRAINING && gen_live(g) == 0) {
+		log_info("supervisor: generation %u has finished", g->id);
+		gen_free(g);
+	}
+}
+
+static void
+sup_reap(void)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		child_exited(pid, status);
+}
+
+/* -- reload ------------------------------------------------------------ */
+
+static void
+sup_apply_logging(const struct config *cfg)
+{
+	log_level = (enum log_level)cfg->log_level;
+	if (log_open(cfg->log_error) == -1)
+		log_warn("supervisor: cannot open error log %s",
+		    cfg->log_error);
+}
+
+/* Writes the pid file the config names (and drops one it no longer does). */
+static void
+sup_pid_file(const struct config *cfg)
+{
+	const char *want = cfg->server.pid_file;
+
+	if (sup.pid_file != NULL && want != NULL &&
+	    strcmp(sup.pid_file, want) == 0)
+		return;
+	if (sup.pid_file != NULL) {
+		pidfile_remove(sup.pid_file);
+		free(sup.pid_file);
+		sup.pid_file = NULL;
+	}
+	if (want == NULL)
+		return;
+	if (pidfile_write(want) == -1) {
+		log_warn("supervisor: cannot write pid file %s", want);
+		return;
+	}
+	sup.pid_file = strdup(want);
+}
+
+/* All workers of a reload are up: they serve, the previous ones drain. */
+static void
+gen_promote(struct gen *g)
+{
+	struct gen *o;
+
+	for (o = sup.gens; o != NULL; o = o->next) {
+		if (o == g)
+			continue;
+		if (o->state == GEN_ACTIVE) {
+			o->state = GEN_DRAINING;
+			gen_send(o, CTL_DRAIN);
+		} else if (o->state == GEN_DRAINING && gen_live(o) > 0) {
+			/* At most two generations: the oldest goes now. */
+			log_info("supervisor: generation %u is still draining; "
+			    "closing it", o->id);
+			gen_send(o, CTL_QUIT);
+		}
+	}
+	g->state = GEN_ACTIVE;
+	sup_apply_logging(g->cfg);
+	sup_pid_file(g->cfg);
+	sup_release_listeners();
+	log_info("supervisor: reload done: generation %u serves with %d "
+	    "workers", g->id, g->wanted);
+}
+
+static void
+sup_reload(void)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg;
+	struct gen *g;
+	int *fds;
+
+	if (sup.stopping)
+		return;
+	log_info("supervisor: reloading %s", sup.conf_path);
+	if ((cfg = config_load(sup.conf_path, err, sizeof(err))) == NULL) {
+		log_errorx("supervisor: reload failed: %s; still serving the "
+		    "previous config", err);
+		return;
+	}
+	if ((fds = calloc(cfg->server.nlisten, sizeof(*fds))) == NULL ||
+	    listeners_acquire(cfg, fds, err, sizeof(err)) == -1) {
+		log_errorx("supervisor: reload failed: %s; still serving the "
+		    "previous config", fds ? err : "out of memory");
+		free(fds);
+		config_free(cfg);
+		return;
+	}
+	config_warn_unimplemented(cfg);
+	for (g = sup.gens; g != NULL; g = g->next)
+		if (g->state == GEN_STARTING)
+			gen_abort(g, "was replaced by a newer reload");
+	if ((g = gen_new(cfg, fds, GEN_STARTING)) == NULL) {
+		free(fds);
+		config_free(cfg);
+		sup_release_listeners();
+		return;
+	}
+	g->ready_deadline = now_ms() + READY_TIMEOUT_MS;
+	gen_spawn_all(g);
+}
+
+static void
+gen_check_ready(struct gen *g)
+{
+	int i;
+
+	for (i = 0; i < g->wanted; i++)
+		if (g->slots[i].pid == 0 || !g->slots[i].ready)
+			break;
+	if (i == g->wanted)
+		gen_promote(g);
+	else if (now_ms() >= g->ready_deadline)
+		gen_abort(g, "did not get ready in time");
+}
+
+/* -- other signals ----------------------------------------------------- */
+
+static uint64_t
+stop_budget_ms(void)
+{
+	uint64_t most = 0, t;
+	struct gen *g;
+
+	for (g = sup.gens; g != NULL; g = g->next) {
+		t = g->cfg->server.shutdown_delay_ms +
+		    g->cfg->server.drain_timeout_ms;
+		if (t > most)
+			most = t;
+	}
+	return most + FAST_STOP_MS;
+}
+
+static void
+sup_graceful(void)
+{
+	struct gen *g;
+
+	if (sup.stopping) {
+		log_info("supervisor: second stop signal: stopping now");
+		sup_fast();
+		return;
+	}
+	log_info("supervisor: graceful stop");
+	sup.stopping = true;
+	sup.kill_at = now_ms() + stop_budget_ms();
+	for (g = sup.gens; g != NULL; g = g->next)
+		gen_send(g, CTL_STOP);
+}
+
+static void
+sup_fast(void)
+{
+	struct gen *g;
+
+	if (sup.fast)
+		return;
+	log_info("supervisor: fast stop");
+	sup.stopping = sup.fast = true;
+	sup.kill_at = now_ms() + FAST_STOP_MS;
+	for (g = sup.gens; g != NULL; g = g->next)
+		gen_send(g, CTL_QUIT);
+}
+
+static void
+sup_reopen(void)
+{
+	struct gen *g;
+
+	if (log_reopen() == -1)
+		log_warn("supervisor: reopen error log");
+	for (g = sup.gens; g != NULL; g = g->next)
+		gen_send(g, CTL_REOPEN);
+}
+
+static void
+sup_upgrade(void)
+{
+	log_warnx("supervisor: binary upgrade (USR2) is not supported by "
+	    "this build; use HUP to reload the config");
+}
+
+static void
+sup_more(void)
+{
+	struct gen *g = gen_active();
+	int i;
+
+	if (g == NULL || sup.stopping)
+		return;
+	for (i = 0; i < SLOTS; i++)
+		if (g->slots[i].pid == 0 && g->slots[i].respawn_at == 0 &&
+		    !g->slots[i].failed)
+			break;
+	if (i == SLOTS) {
+		log_warnx("supervisor: TTIN: already at %d workers", SLOTS);
+		return;
+	}
+	if (slot_spawn(g, i) == 0) {
+		g->wanted++;
+		log_info("supervisor: TTIN: now %d workers", g->wanted);
+	}
+}
+
+static void
+sup_fewer(void)
+{
+	struct gen *g = gen_active();
+	int i;
+
+	if (g == NULL || sup.stopping || g->wanted <= 1) {
+		log_info("supervisor: TTOU: keeping at least one worker");
+		return;
+	}
+	for (i = SLOTS - 1; i >= 0; i--)
+		if ((g->slots[i].pid != 0 && !g->slots[i].retired) ||
+		    g->slots[i].respawn_at != 0)
+			break;
+	if (i < 0)
+		return;
+	g->wanted--;
+	g->slots[i].respawn_at = 0;
+	g->slots[i].retired = true;
+	slot_send(&g->slots[i], CTL_DRAIN);
+	log_info("supervisor: TTOU: now %d workers", g->wanted);
+}
+
+/* -- the loop ---------------------------------------------------------- */
+
+static void
+sup_signal(void)
+{
+	struct signalfd_siginfo si;
+	size_t i;
+
+	while (read(sup.sigfd, &si, sizeof(si)) == sizeof(si)) {
+		for (i = 0; i < NSIGNALS; i++)
+			if ((int)si.ssi_signo == sup_signals[i].sig)
+				break;
+		if (i == NSIGNALS)
+			continue;
+		if (sup_signals[i].sig != SIGCHLD)
+			log_info("supervisor: %s: %s",
+			    strsignal(sup_signals[i].sig), sup_signals[i].what);
+		sup_signals[i].action();
+	}
+}
+
+static void
+slot_read_ctl(struct slot *s)
+{
+	char buf[16];
+	ssize_t n, i;
+
+	n = read(s->ctl, buf, sizeof(buf));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		close(s->ctl);
+		s->ctl = -1;
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if (buf[i] == CTL_READY)
+			s->ready = true;
+}
+
+/* Due respawns and deadlines; returns ms until the next one, or -1. */
+static int
+sup_timers(void)
+{
+	uint64_t now = now_ms(), next = UINT64_MAX;
+	struct gen *g, *gnext;
+	int i;
+
+	for (g = sup.gens; g != NULL; g = gnext) {
+		gnext = g->next;
+		for (i = 0; i < SLOTS; i++) {
+			struct slot *s = &g->slots[i];
+
+			if (s->respawn_at == 0)
+				continue;
+			if (s->respawn_at <= now) {
+				s->respawn_at = 0;
+				if (slot_spawn(g, i) == -1)
+					s->respawn_at = now + RESPAWN_MAX_MS;
+			} else if (s->respawn_at < next)
+				next = s->respawn_at;
+		}
+		if (g->state == GEN_STARTING) {
+			gen_check_ready(g);
+			if (g->state == GEN_STARTING && g->ready_deadline < next)
+				next = g->ready_deadline;
+		}
+	}
+	if (sup.stopping && sup.kill_at <= now) {
+		log_warnx("supervisor: workers did not stop in time; killing");
+		for (g = sup.gens; g != NULL; g = g->next)
+			for (i = 0; i < SLOTS; i++)
+				if (g->slots[i].pid != 0)
+					kill(g->slots[i].pid, SIGKILL);
+		sup.kill_at = now + 1000;
+	}
+	if (sup.stopping && sup.kill_at < next)
+		next = sup.kill_at;
+	if (next == UINT64_MAX)
+		return -1;
+	return next <= now ? 0 : (int)(next - now + 1);
+}
+
+static bool
+sup_children_left(void)
+{
+	struct gen *g;
+
+	for (g = sup.gens; g != NULL; g = g->next)
+		if (gen_live(g) > 0)
+			return true;
+	return false;
+}
+
+static void
+sup_poll(void)
+{
+	struct pollfd pfd[1 + SLOTS * 3];
+	struct slot *who[1 + SLOTS * 3];
+	struct gen *g;
+	int n = 1, i, timeout;
+
+	timeout = sup_timers();
+	pfd[0].fd = sup.sigfd;
+	pfd[0].events = POLLIN;
+	for (g = sup.gens; g != NULL; g = g->next)
+		for (i = 0; i < SLOTS && n < (int)(sizeof(pfd) /
+		    sizeof(pfd[0])); i++)
+			if (g->slots[i].ctl >= 0) {
+				pfd[n].fd = g->slots[i].ctl;
+				pfd[n].events = POLLIN;
+				who[n++] = &g->slots[i];
+			}
+	if (poll(pfd, (nfds_t)n, timeout) <= 0)
+		return;
+	/* Worker messages first: a slot may be freed by the signals. */
+	for (i = 1; i < n; i++)
+		if (pfd[i].revents != 0 && who[i]->ctl == pfd[i].fd)
+			slot_read_ctl(who[i]);
+	if (pfd[0].revents & POLLIN)
+		sup_signal();
+}
+
+static int
+sup_block_signals(void)
+{
+	sigset_t set;
+	size_t i;
+
+	sigemptyset(&set);
+	for (i = 0; i < NSIGNALS; i++)
+		sigaddset(&set, sup_signals[i].sig);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	sup.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return sup.sigfd;
+}
+
+int
+supervisor_run(const char *conf_path, struct config *cfg)
+{
+	char err[CONFIG_ERR_MAX];
+	struct gen *g;
+	int *fds;
+
+	sup.conf_path = conf_path;
+	log_set_role("supervisor");
+	if (sup_block_signals() == -1)
+		fatal(1, "supervisor: signalfd");
+	sup_apply_logging(cfg);
+	if ((fds = calloc(cfg->server.nlisten, sizeof(*fds))) == NULL)
+		fatalx(1, "supervisor: out of memory");
+	if (listeners_acquire(cfg, fds, err, sizeof(err)) == -1)
+		fatalx(1, "supervisor: %s", err);
+	if (cfg->server.pid_file != NULL &&
+	    pidfile_write(cfg->server.pid_file) == -1)
+		fatal(1, "supervisor: cannot write pid file %s",
+		    cfg->server.pid_file);
+	if (cfg->server.pid_file != NULL)
+		sup.pid_file = strdup(cfg->server.pid_file);
+	config_warn_unimplemented(cfg);
+	if ((g = gen_new(cfg, fds, GEN_ACTIVE)) == NULL)
+		fatalx(1, "supervisor: out of memory");
+	log_info("supervisor: agate %s starting %d workers (config %s)",
+	    PACKAGE_VERSION, g->wanted, conf_path);
+	gen_spawn_all(g);
+	while (!sup.stopping || sup_children_left())
+		sup_poll();
+	if (sup.pid_file != NULL) {
+		pidfile_remove(sup.pid_file);
+		free(sup.pid_file);
+	}
+	log_info("supervisor: stopped");
+	while (sup.gens != NULL)
+		gen_free(sup.gens);
+	listeners_close_all();
+	close(sup.sigfd);
+	return sup.exit_code;
+}
