@@ -1,0 +1,89 @@
+"""The command line: -V, -t, -s, and start-up failures."""
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from harness import AGATE, main
+
+
+def run(*args, cwd=None):
+    p = subprocess.run([AGATE] + list(args), capture_output=True, text=True,
+                       timeout=20, cwd=cwd)
+    return p.returncode, p.stdout, p.stderr
+
+
+class CliTest(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="agate-cli-")
+
+    def write(self, text, name="agate.yaml"):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_version(self):
+        rc, out, _ = run("-V")
+        self.assertEqual(rc, 0)
+        self.assertRegex(out, r"^agate \d+\.\d+\.\d+\n$")
+
+    def test_check_valid_config(self):
+        path = self.write("server:\n  listen: [\"127.0.0.1:1\"]\n")
+        rc, _, err = run("-t", "-c", path)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("valid", err)
+
+    def test_check_invalid_config_names_file_line_column(self):
+        path = self.write("server:\n  workers: 2\n  idle_timeout: 10\n")
+        rc, _, err = run("-t", "-c", path)
+        self.assertEqual(rc, 1)
+        self.assertEqual(err.strip(), "agate: %s:3:17: idle_timeout: expected "
+                         "a duration like 250ms, 10s or 2m, got '10'" % path)
+
+    def test_check_missing_file(self):
+        rc, _, err = run("-t", "-c", os.path.join(self.dir, "nope.yaml"))
+        self.assertEqual(rc, 1)
+        self.assertIn("nope.yaml:1:1: cannot open", err)
+
+    def test_signal_without_a_running_agate(self):
+        path = self.write("server:\n  pid_file: agate.pid\n")
+        rc, _, err = run("-s", "reload", "-c", path)
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot open pid file", err)
+
+    def test_signal_without_a_pid_file_setting(self):
+        path = self.write("server:\n  workers: 1\n")
+        rc, _, err = run("-s", "stop", "-c", path)
+        self.assertEqual(rc, 1)
+        self.assertIn("no server.pid_file", err)
+
+    def test_unknown_command_and_option(self):
+        path = self.write("server:\n  pid_file: agate.pid\n")
+        rc, _, err = run("-s", "restart", "-c", path)
+        self.assertEqual(rc, 1)
+        self.assertIn("unknown command 'restart'", err)
+        rc, _, err = run("-x")
+        self.assertEqual(rc, 1)
+        self.assertIn("usage:", err)
+
+    def test_start_fails_cleanly_when_the_port_is_taken(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        path = self.write("server:\n  workers: 1\n  listen: [\"127.0.0.1:%d\"]"
+                          "\n" % port)
+        rc, _, err = run("-c", path)
+        s.close()
+        self.assertEqual(rc, 1)
+        self.assertRegex(err, re.escape("listen 127.0.0.1:%d: Address already "
+                                        "in use" % port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Operating agate with signals: reload, stop, reopen, scale, crashes."""
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+from harness import AgateTest, alive, main, read_proc, wait_until
+
+
+class Looper(threading.Thread):
+    """A client hammering agate over keep-alive, counting every failure."""
+
+    def __init__(self, gw, path):
+        super().__init__(daemon=True)
+        self.gw, self.path = gw, path
+        self.ok = 0
+        self.failures = []
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        c = None
+        while not self.stop_flag.is_set():
+            try:
+                if c is None:
+                    c = self.gw.conn(timeout=10)
+                c.request("GET", self.path)
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    self.failures.append("status %d" % r.status)
+                else:
+                    self.ok += 1
+                if r.getheader("Connection", "").lower() == "close":
+                    c.close()
+                    c = None
+            except Exception as e:      # noqa: BLE001 - a failure is data
+                self.failures.append(repr(e))
+                if c is not None:
+                    c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(30)
+
+
+class SignalTest(AgateTest):
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream("one")
+        self.gw = self.agate(
+            upstreams={"one": {"servers": [self.up.url]}},
+            routes=[{"path": "/one/", "upstream": "one"}],
+            drain_timeout="10s")
+
+    def with_route(self, path, upstream="one"):
+        cfg = json.loads(json.dumps(self.gw.config))
+        cfg["routes"].append({"path": path, "upstream": upstream})
+        return cfg
+
+    def test_reload_with_new_route_under_load_loses_nothing(self):
+        two = self.upstream("two")
+        self.assertEqual(self.gw.get("/two/x").status, 404)
+        loopers = [Looper(self.gw, "/one/x") for _ in range(4)]
+        for l in loopers:
+            l.start()
+        time.sleep(0.3)
+        cfg = self.with_route("/two/", "two")
+        cfg["upstreams"]["two"] = {"servers": [two.url]}
+        self.gw.write_config(cfg)
+        old = set(self.gw.workers())
+        self.gw.signal(signal.SIGHUP)
+        wait_until(lambda: self.gw.get("/two/x").status == 200,
+                   what="the new route")
+        self.assertEqual(self.gw.get("/two/x").json()["server"], "two")
+        wait_until(lambda: not any(alive(p) for p in old),
+                   what="the old workers to exit")
+        time.sleep(0.3)
+        for l in loopers:
+            l.finish()
+        self.assertEqual([f for l in loopers for f in l.failures], [])
+        self.assertGreater(sum(l.ok for l in loopers), 50)
+
+    def test_many_reloads_in_a_row_under_load(self):
+        loopers = [Looper(self.gw, "/one/x") for _ in range(3)]
+        for l in loopers:
+            l.start()
+        for i in range(8):
+            cfg = self.with_route("/extra%d/" % i)
+            self.gw.write_config(cfg if i % 3 != 2 else "server: [broken")
+            self.gw.signal(signal.SIGHUP)
+            time.sleep(0.25)
+        time.sleep(1)
+        for l in loopers:
+            l.finish()
+        self.assertEqual([f for l in loopers for f in l.failures], [])
+        # Never more than two generations at once: ours plus one draining.
+        self.assertLessEqual(len(self.gw.workers()), 4)
+
+    def test_broken_reload_keeps_old_config_serving(self):
+        before = set(self.gw.workers())
+        self.gw.write_config("server:\n  workers: 2\n  listen: [\"127.0.0.1:%d\"]"
+                             "\n  bogus_key: 1\n" % self.gw.port)
+        self.gw.signal(signal.SIGHUP)
+        wait_until(lambda: "bogus_key" in self.gw.error_log(),
+                   what="the reload error")
+        log = self.gw.error_log()
+        self.assertRegex(log, r"agate\.yaml:4:3: unknown key 'bogus_key' in "
+                              r"server")
+        self.assertIn("still serving the previous config", log)
+        self.assertEqual(self.gw.get("/one/x").status, 200)
+        self.assertEqual(set(self.gw.workers()), before)
+
+    def test_term_lets_a_slow_request_finish_then_exits_zero(self):
+        result = {}
+
+        def slow():
+            result["r"] = self.gw.get("/one/slow?delay=1500", timeout=20)
+        t = threading.Thread(target=slow)
+        t.start()
+        wait_until(lambda: self.up.stats()["requests"] >= 1,
+                   what="the slow request to reach the upstream")
+        self.gw.signal(signal.SIGTERM)
+        t.join(20)
+        self.assertEqual(result["r"].status, 200)
+        self.assertEqual(self.gw.proc.wait(20), 0)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "agate.pid")))
+
+    def test_shutdown_delay_fails_health_but_keeps_serving(self):
+        self.gw.stop(signal.SIGINT)
+        cfg = json.loads(json.dumps(self.gw.config))
+        cfg["server"]["shutdown_delay"] = "1500ms"
+        self.gw.write_config(cfg)
+        self.gw.start()
+        c = self.gw.conn()
+        self.gw.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        self.assertEqual(r.status, 503)
+        self.assertEqual(json.loads(r.read())["status"], "draining")
+        self.assertEqual(self.gw.get("/one/x").status, 200)
+        c.close()
+        self.assertEqual(self.gw.proc.wait(20), 0)
+
+    def test_int_is_a_fast_stop(self):
+        t0 = time.monotonic()
+        s = socket.create_connection(("127.0.0.1", self.gw.port))
+        s.sendall(b"GET /one/x?delay=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: self.up.stats()["requests"] >= 1,
+                   what="the request to reach the upstream")
+        workers = self.gw.workers()
+        self.gw.signal(signal.SIGINT)
+        self.assertEqual(self.gw.proc.wait(10), 0)
+        self.assertLess(time.monotonic() - t0, 4)
+        self.assertFalse(any(alive(w) for w in workers))
+        s.close()
+
+    def test_kill_9_worker_is_respawned_and_service_continues(self):
+        victim = self.gw.workers()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(self.gw.workers()) == 2 and
+                   victim not in self.gw.workers(), timeout=3,
+                   what="a new worker")
+        for _ in range(20):
+            self.assertEqual(self.gw.get("/one/x").status, 200)
+        self.assertIn("killed by signal 9", self.gw.error_log())
+
+    def test_workers_exit_when_the_supervisor_dies(self):
+        workers = self.gw.workers()
+        self.gw.signal(signal.SIGKILL)
+        self.gw.proc.wait(5)
+        wait_until(lambda: not any(alive(w) for w in workers), timeout=5,
+                   what="orphaned workers to exit")
+
+    def test_usr1_reopens_the_access_log(self):
+        self.gw.get("/one/before", headers={"X-Request-Id": "before"})
+        wait_until(lambda: self.gw.access_log(), what="a first log line")
+        os.rename(self.gw.access_path, self.gw.access_path + ".1")
+        self.gw.signal(signal.SIGUSR1)
+        wait_until(lambda: os.path.exists(self.gw.access_path),
+                   what="a new access log")
+        self.gw.get("/one/after", headers={"X-Request-Id": "after"})
+        wait_until(lambda: [l for l in self.gw.access_log()
+                            if l["request_id"] == "after"],
+                   what="the line in the new file")
+        self.assertIn("before", read_proc(self.gw.access_path + ".1"))
+
+    def test_ttin_and_ttou_scale_workers(self):
+        self.gw.signal(signal.SIGTTIN)
+        wait_until(lambda: len(self.gw.workers()) == 3, what="3 workers")
+        # One at a time: pending signals of one kind merge into one.
+        self.gw.signal(signal.SIGTTOU)
+        wait_until(lambda: len(self.gw.workers()) == 2, what="2 workers")
+        self.gw.signal(signal.SIGTTOU)
+        wait_until(lambda: len(self.gw.workers()) == 1, what="1 worker")
+        self.assertEqual(self.gw.get("/one/x").status, 200)
+
+    def test_reload_through_the_cli(self):
+        self.gw.write_config(self.with_route("/cli/"))
+        rc = __import__("subprocess").call(
+            [__import__("harness").AGATE, "-s", "reload", "-c", self.gw.path])
+        self.assertEqual(rc, 0)
+        wait_until(lambda: self.gw.get("/cli/x").status == 200,
+                   what="the reloaded route")
+
+
+class CrashLoopTest(AgateTest):
+
+    def test_worker_that_cannot_start_stops_agate_with_code_2(self):
+        gw = self.agate(routes=[], start=False, user="no-such-user-agate")
+        gw.start(wait=False)
+        self.assertEqual(gw.proc.wait(15), 2)
+        self.assertIn("no such user", gw.error_log())
+
+
+if __name__ == "__main__":
+    main()
