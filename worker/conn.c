@@ -255,6 +255,9 @@ conn_finish(struct conn *c)
 	request_free(r);
 	c->req = NULL;
 	c->nrequests++;
+	/* Not while streaming: freeing and regrowing per write would churn
+	 * malloc (and mmap, at these sizes). */
+	buf_trim(&c->out, 64 * 1024);
 	if (!keep) {
 		conn_close_after(c, client_asked);
 		return;

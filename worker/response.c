@@ -80,8 +80,6 @@ conn_write_out(struct conn *c)
 	}
 	if (c->timer.list == &worker.t_send)
 		tnode_del(&c->timer);
-	/* A big response grew the queue: give the memory back. */
-	buf_trim(&c->out, 64 * 1024);
 	return 0;
 }
 
