@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gateway/config_engine.h"
@@ -90,8 +91,12 @@ const char *
 cfg_scalar(struct cfg_ctx *ctx, yaml_node_t *node, const char *expected)
 {
 	if (node->type != YAML_SCALAR_NODE) {
-		cfg_error(ctx, node, "expected %s, got %s", expected,
-		    cfg_kind(node));
+		if (ctx->key != NULL)
+			cfg_error(ctx, node, "%s: expected %s, got %s", ctx->key,
+			    expected, cfg_kind(node));
+		else
+			cfg_error(ctx, node, "expected %s, got %s", expected,
+			    cfg_kind(node));
 		return NULL;
 	}
 	return (const char *)node->data.scalar.value;
@@ -114,11 +119,16 @@ cfg_path(struct cfg_ctx *ctx, const char *s)
 int
 cfg_readable(struct cfg_ctx *ctx, yaml_node_t *node, const char *path)
 {
-	FILE *f = fopen(path, "r");
+	struct stat st;
+	FILE *f;
 
-	if (f == NULL)
+	if ((f = fopen(path, "r")) == NULL)
 		return cfg_error(ctx, node, "cannot read %s: %s", path,
 		    strerror(errno));
+	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
+		fclose(f);
+		return cfg_error(ctx, node, "%s is not a regular file", path);
+	}
 	fclose(f);
 	return 0;
 }
@@ -341,7 +351,7 @@ cfg_strlist(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
 }
 
 static int
-cfg_value(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
+cfg_value_typed(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
     void *base)
 {
 	void *field = (char *)base + k->off;
@@ -372,6 +382,19 @@ cfg_value(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
 	return cfg_error(ctx, val, "%s: internal error: bad key type", k->name);
 }
 
+static int
+cfg_value(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
+    void *base)
+{
+	const char *outer = ctx->key;
+	int rc;
+
+	ctx->key = k->name;
+	rc = cfg_value_typed(ctx, val, k, base);
+	ctx->key = outer;
+	return rc;
+}
+
 int
 cfg_map(struct cfg_ctx *ctx, yaml_node_t *node, const struct cfg_key *keys,
     void *base, const char *what)
@@ -388,7 +411,11 @@ cfg_map(struct cfg_ctx *ctx, yaml_node_t *node, const struct cfg_key *keys,
 	    pair < node->data.mapping.pairs.top; pair++) {
 		yaml_node_t *kn = cfg_node(ctx, pair->key);
 		yaml_node_t *vn = cfg_node(ctx, pair->value);
-		const char *name = cfg_scalar(ctx, kn, "a key name");
+		const char *outer = ctx->key, *name;
+
+		ctx->key = NULL;
+		name = cfg_scalar(ctx, kn, "a key name");
+		ctx->key = outer;
 
 		if (name == NULL)
 			return -1;
@@ -465,7 +492,7 @@ config_parse(struct cfg_ctx *ctx, FILE *f)
 struct config *
 config_load(const char *path, char *err, size_t errlen)
 {
-	struct cfg_ctx ctx = { path, NULL, NULL, err, errlen };
+	struct cfg_ctx ctx = { path, NULL, NULL, err, errlen, NULL };
 	struct config *cfg;
 	FILE *f;
 

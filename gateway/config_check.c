@@ -167,6 +167,12 @@ check_strip_prefix(struct cfg_ctx *ctx, const struct route_cfg *r)
 	if (n > lit || strncmp(r->path, r->strip_prefix, n) != 0)
 		return check_error(ctx, r->pos, "strip_prefix '%s' is not a "
 		    "leading part of path '%s'", r->strip_prefix, r->path);
+	/* Whole segments only: "/ap" off "/api/x" would leave "i/x". */
+	if (r->strip_prefix[n - 1] != '/' && r->path[n] != '/' &&
+	    r->path[n] != '\0')
+		return check_error(ctx, r->pos, "strip_prefix '%s' ends inside "
+		    "a segment of path '%s'; strip whole segments", r->strip_prefix,
+		    r->path);
 	return 0;
 }
 

@@ -20,6 +20,7 @@ struct cfg_ctx {
 	struct config	*cfg;
 	char		*err;
 	size_t		 errlen;
+	const char	*key;		/* being parsed, for messages */
 };
 
 enum cfg_type {

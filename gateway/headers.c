@@ -5,7 +5,6 @@
  * agate's to set on each side; the X-Forwarded-* family tells the upstream
  * who really called.
  */
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -74,48 +73,52 @@ replaced_upstream(const char *n, size_t len)
 	    http_token_eq(n, len, "x-request-id");
 }
 
+/* Formats "Name: value" (or "Name;" when empty) into line and emits it. */
 static int
-emit_field(header_emit_fn emit, void *arg, char *line, size_t size,
+emit_field(header_emit_fn emit, void *arg, struct buf *line,
     const char *name, size_t nlen, const char *value, size_t vlen)
 {
-	int n;
+	int rc = 0;
 
+	buf_reset(line);
+	rc |= buf_append(line, name, nlen);
 	if (vlen == 0)
-		n = snprintf(line, size, "%.*s;", (int)nlen, name);
-	else
-		n = snprintf(line, size, "%.*s: %.*s", (int)nlen, name,
-		    (int)vlen, value);
-	if (n < 0 || (size_t)n >= size)
+		rc |= buf_append(line, ";", 1);
+	else {
+		rc |= buf_append(line, ": ", 2);
+		rc |= buf_append(line, value, vlen);
+	}
+	rc |= buf_append(line, "", 1);		/* NUL, for libcurl */
+	if (rc != 0)
 		return -1;
-	return emit(arg, line, (size_t)n);
+	return emit(arg, line->data, line->len - 1);
 }
 
 /* X-Forwarded-For: what the client sent, then the peer we saw. */
 static int
-emit_xff(const struct request *r, header_emit_fn emit, void *arg, char *line,
-    size_t size)
+emit_xff(const struct request *r, header_emit_fn emit, void *arg,
+    struct buf *line)
 {
-	size_t i, n = 0;
-	int w;
+	const char *peer = req_peer(r);
+	size_t i;
+	int rc = 0;
 
-	w = snprintf(line, size, "X-Forwarded-For: ");
-	n = (size_t)w;
+	buf_reset(line);
+	rc |= buf_append(line, "X-Forwarded-For: ", 17);
 	for (i = 0; i < r->head.nheaders; i++) {
 		const struct http_header *f = &r->head.headers[i];
 
 		if (!http_token_eq(f->name, f->name_len, "x-forwarded-for") ||
 		    f->value_len == 0)
 			continue;
-		w = snprintf(line + n, size - n, "%.*s, ", (int)f->value_len,
-		    f->value);
-		if (w < 0 || (size_t)w >= size - n)
-			return -1;
-		n += (size_t)w;
+		rc |= buf_append(line, f->value, f->value_len);
+		rc |= buf_append(line, ", ", 2);
 	}
-	w = snprintf(line + n, size - n, "%s", req_peer(r));
-	if (w < 0 || (size_t)w >= size - n)
+	rc |= buf_append(line, peer, strlen(peer));
+	rc |= buf_append(line, "", 1);
+	if (rc != 0)
 		return -1;
-	return emit(arg, line, n + (size_t)w);
+	return emit(arg, line->data, line->len - 1);
 }
 
 int
@@ -123,9 +126,10 @@ headers_upstream_request(const struct request *r, header_emit_fn emit,
     void *arg)
 {
 	const struct http_head *h = &r->head;
-	char line[HTTP_MAX_REQUEST_LINE + 2048];
+	struct buf line = { 0 };
 	bool accept = false;
 	size_t i;
+	int rc = -1;
 
 	for (i = 0; i < h->nheaders; i++) {
 		const struct http_header *f = &h->headers[i];
@@ -135,25 +139,27 @@ headers_upstream_request(const struct request *r, header_emit_fn emit,
 		    named_by_connection(h, f->name, f->name_len))
 			continue;
 		accept |= http_token_eq(f->name, f->name_len, "accept");
-		if (emit_field(emit, arg, line, sizeof(line), f->name,
-		    f->name_len, f->value, f->value_len) == -1)
-			return -1;
+		if (emit_field(emit, arg, &line, f->name, f->name_len,
+		    f->value, f->value_len) == -1)
+			goto out;
 	}
-	if (emit_xff(r, emit, arg, line, sizeof(line)) == -1)
-		return -1;
-	if (emit_field(emit, arg, line, sizeof(line), "X-Forwarded-Proto", 17,
+	if (emit_xff(r, emit, arg, &line) == -1 ||
+	    emit_field(emit, arg, &line, "X-Forwarded-Proto", 17,
 	    req_tls(r) ? "https" : "http", req_tls(r) ? 5 : 4) == -1)
-		return -1;
-	if (h->host_len > 0 && emit_field(emit, arg, line, sizeof(line),
+		goto out;
+	if (h->host_len > 0 && emit_field(emit, arg, &line,
 	    "X-Forwarded-Host", 16, h->host, h->host_len) == -1)
-		return -1;
-	if (emit_field(emit, arg, line, sizeof(line), "X-Request-Id", 12,
-	    r->id, r->id_len) == -1)
-		return -1;
+		goto out;
+	if (emit_field(emit, arg, &line, "X-Request-Id", 12, r->id,
+	    r->id_len) == -1)
+		goto out;
 	/* Keep libcurl from adding its own Accept and Expect. */
 	if (!accept && emit(arg, "Accept:", 7) == -1)
-		return -1;
-	return emit(arg, "Expect:", 7);
+		goto out;
+	rc = emit(arg, "Expect:", 7);
+out:
+	buf_free(&line);
+	return rc;
 }
 
 struct resp_line {
@@ -219,39 +225,36 @@ name_ok(const char *n, size_t len)
 	return true;
 }
 
-/* The Connection tokens of a response, to drop what they name. */
-static void
-response_connection(const char *raw, size_t len, const char **conn,
-    size_t *clen)
+/* Whether any Connection field of a response head names this field. */
+static bool
+named_by_response_connection(const char *raw, size_t len, const char *name,
+    size_t nlen)
 {
 	struct resp_line l;
 	long n;
 
-	*conn = NULL;
-	*clen = 0;
 	while ((n = next_line(raw, len, &l)) > 0) {
-		if (http_token_eq(l.name, l.nlen, "connection")) {
-			*conn = l.value;
-			*clen = l.vlen;
-		}
+		if (http_token_eq(l.name, l.nlen, "connection") &&
+		    listed_in(name, nlen, l.value, l.vlen))
+			return true;
 		raw += n;
 		len -= (size_t)n;
 	}
+	return false;
 }
 
 int
 headers_upstream_response(const char *raw, size_t len, const char *id,
     size_t id_len, struct buf *out, int64_t *content_length)
 {
-	const char *conn;
+	const char *all = raw;
+	size_t all_len = len;
 	struct resp_line l;
-	size_t clen;
 	bool chunked = false;
 	long n;
 	int rc = 0;
 
 	*content_length = -1;
-	response_connection(raw, len, &conn, &clen);
 	while ((n = next_line(raw, len, &l)) > 0) {
 		raw += n;
 		len -= (size_t)n;
@@ -276,7 +279,7 @@ headers_upstream_response(const char *raw, size_t len, const char *id,
 		chunked |= http_token_eq(l.name, l.nlen, "transfer-encoding");
 		if (headers_hop_by_hop(l.name, l.nlen) ||
 		    http_token_eq(l.name, l.nlen, "x-request-id") ||
-		    (conn != NULL && listed_in(l.name, l.nlen, conn, clen)))
+		    named_by_response_connection(all, all_len, l.name, l.nlen))
 			continue;
 		rc |= buf_append(out, l.name, l.nlen);
 		rc |= buf_append(out, ": ", 2);

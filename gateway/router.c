@@ -67,32 +67,36 @@ route_method_match(const struct route_cfg *r, const char *m, size_t mlen)
 }
 
 static void
+allow_one(char *allow, size_t size, const char *meth)
+{
+	size_t ml = strlen(meth), n = strlen(allow);
+	const char *p = allow;
+
+	while ((p = strstr(p, meth)) != NULL) {
+		if ((p == allow || p[-1] == ' ') &&
+		    (p[ml] == ',' || p[ml] == '\0'))
+			return;			/* listed already */
+		p += ml;
+	}
+	if (n + ml + 3 >= size)
+		return;
+	if (n > 0) {
+		memcpy(allow + n, ", ", 2);
+		n += 2;
+	}
+	memcpy(allow + n, meth, ml + 1);
+}
+
+/* Adds a route's methods to an Allow list; GET brings HEAD along. */
+static void
 allow_add(char *allow, size_t size, const struct route_cfg *r)
 {
-	size_t i, n = strlen(allow);
+	size_t i;
 
 	for (i = 0; i < r->nmethods; i++) {
-		const char *meth = r->methods[i];
-		size_t ml = strlen(meth);
-		const char *p = allow;
-		bool dup = false;
-
-		while ((p = strstr(p, meth)) != NULL) {
-			if ((p == allow || p[-1] == ' ') &&
-			    (p[ml] == ',' || p[ml] == '\0')) {
-				dup = true;
-				break;
-			}
-			p += ml;
-		}
-		if (dup || n + ml + 3 >= size)
-			continue;
-		if (n > 0) {
-			memcpy(allow + n, ", ", 2);
-			n += 2;
-		}
-		memcpy(allow + n, meth, ml + 1);
-		n += ml;
+		allow_one(allow, size, r->methods[i]);
+		if (strcmp(r->methods[i], "GET") == 0)
+			allow_one(allow, size, "HEAD");
 	}
 }
 

@@ -129,17 +129,23 @@ parse_target(struct http_head *h, int *status, const char **why)
 		}
 		if (h->target_len > 7 && (strncasecmp(t, "http://", 7) == 0 ||
 		    (h->target_len > 8 && strncasecmp(t, "https://", 8) == 0))) {
-			const char *auth = t + (t[4] == ':' ? 7 : 8);
-			const char *slash = memchr(auth, '/', (size_t)(end - auth));
+			const char *auth = t + (t[4] == ':' ? 7 : 8), *ae = auth;
 
+			while (ae < end && *ae != '/' && *ae != '?')
+				ae++;
 			h->host = auth;
-			h->host_len = (size_t)((slash ? slash : end) - auth);
-			if (slash == NULL) {
+			h->host_len = (size_t)(ae - auth);
+			if (ae == end || *ae == '?') {
+				/* "http://host?q": the path is "/". */
 				h->path = "/";
 				h->path_len = 1;
+				if (ae < end) {
+					h->query = ae + 1;
+					h->query_len = (size_t)(end - ae - 1);
+				}
 				return HTTP_OK;
 			}
-			t = slash;
+			t = ae;
 		} else
 			return fail(status, why, 400, "bad request target");
 	}

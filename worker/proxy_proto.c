@@ -120,7 +120,6 @@ parse_v2(const unsigned char *b, size_t len, struct sockaddr_storage *peer,
 	*used = 16 + body;
 	if ((b[12] & 15) == 0)		/* LOCAL: a health check of the LB */
 		return 1;
-	memset(peer, 0, sizeof(*peer));
 	switch (b[13]) {
 	case 0x11:			/* TCP over IPv4 */
 	case 0x12: {
@@ -128,6 +127,7 @@ parse_v2(const unsigned char *b, size_t len, struct sockaddr_storage *peer,
 
 		if (body < 12)
 			return -1;
+		memset(peer, 0, sizeof(*peer));
 		sin->sin_family = AF_INET;
 		memcpy(&sin->sin_addr, b + 16, 4);
 		memcpy(&sin->sin_port, b + 24, 2);
@@ -139,6 +139,7 @@ parse_v2(const unsigned char *b, size_t len, struct sockaddr_storage *peer,
 
 		if (body < 36)
 			return -1;
+		memset(peer, 0, sizeof(*peer));
 		sin6->sin6_family = AF_INET6;
 		memcpy(&sin6->sin6_addr, b + 16, 16);
 		memcpy(&sin6->sin6_port, b + 48, 2);
