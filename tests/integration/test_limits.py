@@ -52,7 +52,7 @@ class LimitTest(AgateTest):
     def test_wrong_method_is_405_with_allow(self):
         r = self.gw.request("POST", "/get/x", body=b"")
         self.assert_error(r, 405)
-        self.assertEqual(r.header("Allow"), "GET, PUT")
+        self.assertEqual(r.header("Allow"), "GET, HEAD, PUT")
         self.assertEqual(self.gw.request("PUT", "/get/x", body=b"").status,
                          200)
         self.assertEqual(self.gw.request("HEAD", "/get/x").status, 200)

@@ -213,6 +213,32 @@ class SignalTest(AgateTest):
 
 class CrashLoopTest(AgateTest):
 
+    def test_worker_dying_at_start_is_respawned_with_backoff(self):
+        gw = self.agate(routes=[], workers=1)
+        time.sleep(1.1)                 # it has lived: respawned at once
+        seen = set()
+        appeared = []
+        victim = gw.workers()[0]
+        for _ in range(5):
+            seen.add(victim)
+            os.kill(victim, signal.SIGKILL)
+            t0 = time.monotonic()
+            victim = wait_until(lambda: next((w for w in gw.workers()
+                                              if w not in seen), None),
+                                timeout=10, interval=0.005,
+                                what="a respawned worker")
+            appeared.append(time.monotonic() - t0)
+        # First death after a long life: at once.  Then each death within
+        # a second of start doubles the wait: 100, 200, 400, 800 ms.
+        self.assertLess(appeared[0], 0.5)
+        for expect, got in zip((0.1, 0.2, 0.4, 0.8), appeared[1:]):
+            self.assertGreaterEqual(got, expect * 0.9, appeared)
+            self.assertLess(got, expect + 1.0, appeared)
+        log = gw.error_log()
+        for ms in (100, 200, 400, 800):
+            self.assertIn("respawning in %dms" % ms, log)
+        self.assertEqual(gw.get("/healthz").status, 200)
+
     def test_worker_that_cannot_start_stops_agate_with_code_2(self):
         gw = self.agate(routes=[], start=False, user="no-such-user-agate")
         gw.start(wait=False)
