@@ -20,6 +20,7 @@
 #include "gateway/gateway.h"
 #include "lib/log.h"
 #include "worker/conn.h"
+#include "worker/path.h"
 #include "worker/proxy_proto.h"
 #include "worker/worker.h"
 
@@ -361,6 +362,27 @@ conn_skip_blank_lines(struct conn *c)
 	c->scan = 0;
 }
 
+/*
+ * Routing and the upstream must see the same path: normalise it in place
+ * (the head is ours), or refuse the request.
+ */
+static bool
+conn_normalize_path(struct conn *c, struct request *r)
+{
+	struct http_head *h = &r->head;
+	const char *why;
+	size_t n;
+
+	if (h->path[0] != '/' || (h->path_len == 1))
+		return true;		/* "*", or "/" (maybe a literal) */
+	if ((n = path_normalize((char *)h->path, h->path_len, &why)) == 0) {
+		conn_reject(c, 400, why);
+		return false;
+	}
+	h->path_len = n;
+	return true;
+}
+
 static bool
 conn_head(struct conn *c)
 {
@@ -396,6 +418,8 @@ conn_head(struct conn *c)
 	}
 	c->head_len = c->body_off = end;
 	request_identify(r);
+	if (!conn_normalize_path(c, r))
+		return true;
 	if (r->head.chunked) {
 		r->body_chunked = true;
 		http_chunked_init(&r->chunk);
