@@ -26,6 +26,14 @@
 #define PROXY_POOL_MAX		256
 #define UPSTREAM_HEAD_MAX	(64 * 1024)
 
+/* Why a libcurl callback stopped the transfer (its CURLcode cannot say). */
+enum proxy_fail {
+	PF_NONE,
+	PF_BAD_HEAD,		/* the upstream's head is not to pass on */
+	PF_UPGRADE,		/* 101: protocol switches are not proxied */
+	PF_CLIENT		/* the client is gone */
+};
+
 struct proxy {
 	struct curl_job		 job;		/* first: curlev's cookie */
 	struct request		*req;		/* NULL once detached */
@@ -42,7 +50,7 @@ struct proxy {
 	char			 reason_buf[64];
 	bool			 in_head;	/* status line seen */
 	bool			 head_done;
-	bool			 bad_head;
+	enum proxy_fail		 fail;		/* why a callback said stop */
 	bool			 read_paused;
 	bool			 write_paused;
 	struct proxy		*next_free;
@@ -88,7 +96,8 @@ proxy_get(void)
 	buf_reset(&p->chead);
 	p->status = 0;
 	p->reason = NULL;
-	p->in_head = p->head_done = p->bad_head = false;
+	p->in_head = p->head_done = false;
+	p->fail = PF_NONE;
 	p->read_paused = p->write_paused = false;
 	p->errbuf[0] = '\0';
 	return p;
@@ -119,6 +128,21 @@ proxy_put(struct proxy *p)
 
 /* -- libcurl callbacks ---------------------------------------------- */
 
+/* HTAB, SP, VCHAR, obs-text: a reason never carries a CR to the client. */
+static bool
+reason_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c != '\t' && (c < ' ' || c == 0x7f))
+			return false;
+	}
+	return true;
+}
+
 static void
 proxy_status_line(struct proxy *p, const char *line, size_t len)
 {
@@ -132,7 +156,7 @@ proxy_status_line(struct proxy *p, const char *line, size_t len)
 		status = status * 10 + (sp[i] - '0');
 	}
 	if (sp == NULL || i != 4 || status < 100) {
-		p->bad_head = true;
+		p->fail = PF_BAD_HEAD;
 		return;
 	}
 	p->status = status;
@@ -144,7 +168,7 @@ proxy_status_line(struct proxy *p, const char *line, size_t len)
 		while (re > r && (re[-1] == '\n' || re[-1] == '\r'))
 			re--;
 		n = (size_t)(re - r);
-		if (n > 0 && n < sizeof(p->reason_buf)) {
+		if (n > 0 && n < sizeof(p->reason_buf) && reason_ok(r, n)) {
 			memcpy(p->reason_buf, r, n);
 			p->reason = p->reason_buf;
 			p->reason_len = n;
@@ -159,11 +183,15 @@ proxy_head_end(struct proxy *p)
 	int64_t clen;
 
 	if (headers_upstream_response(p->rhead.data, p->rhead.len, r->id,
-	    r->id_len, &p->chead, &clen) == -1)
+	    r->id_len, &p->chead, &clen) == -1) {
+		p->fail = PF_BAD_HEAD;
 		return -1;
+	}
 	if (req_start_response(r, p->status, p->reason, p->reason_len,
-	    p->chead.data, p->chead.len, clen) == -1)
+	    p->chead.data, p->chead.len, clen) == -1) {
+		p->fail = PF_CLIENT;
 		return -1;
+	}
 	return 0;
 }
 
@@ -173,35 +201,35 @@ proxy_header_cb(char *line, size_t size, size_t n, void *arg)
 	struct proxy *p = arg;
 	size_t len = size * n;
 
-	if (p->req == NULL || p->bad_head)
+	if (p->req == NULL || p->fail != PF_NONE)
 		return 0;
 	if (p->head_done)
 		return len;		/* trailers: not passed on */
 	if (!p->in_head) {
 		proxy_status_line(p, line, len);
 		p->in_head = true;
-		return p->bad_head ? 0 : len;
+		return p->fail != PF_NONE ? 0 : len;
 	}
 	if (len > 2 || (line[0] != '\r' && line[0] != '\n')) {
 		if (p->rhead.len + len > UPSTREAM_HEAD_MAX ||
 		    buf_append(&p->rhead, line, len) != 0) {
-			p->bad_head = true;
+			p->fail = PF_BAD_HEAD;
 			return 0;
 		}
 		return len;
 	}
 	/* The blank line.  An interim 1xx answer is dropped whole. */
 	p->in_head = false;
+	if (p->status == 101) {
+		p->fail = PF_UPGRADE;
+		return 0;
+	}
 	if (p->status < 200) {
 		buf_reset(&p->rhead);
 		return len;
 	}
 	p->head_done = true;
-	if (proxy_head_end(p) == -1) {
-		p->bad_head = !p->req->resp_started;
-		return 0;
-	}
-	return len;
+	return proxy_head_end(p) == -1 ? 0 : len;
 }
 
 static size_t
@@ -216,8 +244,10 @@ proxy_write_cb(char *data, size_t size, size_t n, void *arg)
 		p->write_paused = true;
 		return CURL_WRITEFUNC_PAUSE;
 	}
-	if (req_write_body(p->req, data, len) == -1)
+	if (req_write_body(p->req, data, len) == -1) {
+		p->fail = PF_CLIENT;
 		return 0;
+	}
 	return len;
 }
 
@@ -315,9 +345,18 @@ proxy_log_failure(struct proxy *p, const char *what, CURLcode rc)
 static int
 proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
 {
+	if (p->fail == PF_BAD_HEAD) {
+		*msg = "upstream sent an invalid response head";
+		return 502;
+	}
+	if (p->fail == PF_UPGRADE) {
+		*msg = "upstream switched protocols, which is not proxied";
+		return 502;
+	}
 	switch (rc) {
 	case CURLE_OPERATION_TIMEDOUT:
-		if (!p->req->body_done) {
+		/* Waiting on the client's body: the client was too slow. */
+		if (p->read_paused && !p->req->body_done) {
 			*msg = "client sent the request body too slowly";
 			return 408;
 		}
@@ -332,18 +371,12 @@ proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
 	case CURLE_SSL_CACERT_BADFILE:
 		*msg = "upstream TLS handshake failed";
 		return 502;
-	case CURLE_WRITE_ERROR:
-		if (p->bad_head) {
-			*msg = "upstream sent an invalid response head";
-			return 502;
-		}
-		/* FALLTHROUGH */
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_BAD_CONTENT_ENCODING:
+		*msg = "upstream sent an invalid response";
+		return 502;
 	default:
-		if (p->bad_head || rc == CURLE_WEIRD_SERVER_REPLY ||
-		    rc == CURLE_UNSUPPORTED_PROTOCOL) {
-			*msg = "upstream sent an invalid response";
-			return 502;
-		}
 		*msg = "upstream closed the connection";
 		return 502;
 	}
@@ -364,15 +397,18 @@ proxy_done(struct curl_job *job, CURLcode rc)
 	}
 	r->gw = NULL;
 	r->hooks = NULL;
-	if (rc == CURLE_OK && p->head_done && !p->bad_head) {
+	if (rc == CURLE_OK && p->head_done && p->fail == PF_NONE) {
 		proxy_put(p);
 		req_end_response(r);
 		return;
 	}
-	if (rc == CURLE_OK) {
-		p->bad_head = true;
-		rc = CURLE_WEIRD_SERVER_REPLY;
+	if (p->fail == PF_CLIENT) {
+		proxy_put(p);
+		req_fail(r, "client gone");
+		return;
 	}
+	if (rc == CURLE_OK)
+		rc = CURLE_WEIRD_SERVER_REPLY;	/* ended without a head */
 	status = proxy_error_status(p, rc, &msg);
 	if (status != 408)
 		proxy_log_failure(p, msg, rc);
@@ -432,24 +468,25 @@ proxy_timeout(const struct request *r, const struct upstream_cfg *u)
 	    r->route->timeout_ms - spent : t;
 }
 
+/*
+ * The upstream gets the client's method, exactly: libcurl's defaults
+ * (GET, HEAD with NOBODY, PUT with UPLOAD) are only a starting point, so
+ * the method is always given by name.  HEAD never uploads (the parser
+ * refuses a HEAD with a body).
+ */
 static void
 proxy_set_method(struct proxy *p, struct request *r)
 {
 	CURL *e = p->easy;
 	const struct http_head *h = &r->head;
-	char method[32];
+	char method[HTTP_MAX_METHOD + 1];
 
-	if (h->method_len < sizeof(method)) {
-		memcpy(method, h->method, h->method_len);
-		method[h->method_len] = '\0';
-	} else
-		strcpy(method, "GET");
-	if (strcmp(method, "HEAD") == 0)
+	memcpy(method, h->method, h->method_len);
+	method[h->method_len] = '\0';
+	if (strcmp(method, "HEAD") == 0) {
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0 || req_has_body(r) ||
-	    h->content_length == 0)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-	/* CURLOPT_CUSTOMREQUEST copies the string. */
+		return;
+	}
 	if (req_has_body(r) || h->content_length == 0) {
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
@@ -457,6 +494,10 @@ proxy_set_method(struct proxy *p, struct request *r)
 		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
 		    (curl_off_t)(r->body_chunked ? -1 : h->content_length));
 	}
+	/* Copied by libcurl; set after UPLOAD, which would imply PUT. */
+	if (strcmp(method, "GET") != 0 || req_has_body(r) ||
+	    h->content_length == 0)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 }
 
 static int
@@ -469,6 +510,9 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	    headers_upstream_request(r, proxy_add_header, p) != 0)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_URL, p->url.data);
+	/* Only the configured servers: never http_proxy & co from the
+	 * environment. */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);

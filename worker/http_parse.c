@@ -171,6 +171,8 @@ parse_request_line(const char **pp, const char *end, struct http_head *h,
 	h->method_len = (size_t)(p - h->method);
 	if (h->method_len == 0 || p >= end || *p != ' ')
 		return fail(status, why, 400, "malformed request line");
+	if (h->method_len > HTTP_MAX_METHOD)
+		return fail(status, why, 501, "method not implemented");
 	h->target = ++p;
 	while (p < end && (unsigned char)*p > ' ' && *p != 0x7f)
 		p++;
@@ -362,6 +364,9 @@ check_framing(struct http_head *h, int *status, const char **why)
 			h->expect_continue = h->minor >= 1;
 		}
 	}
+	if (http_token_eq(h->method, h->method_len, "HEAD") &&
+	    (te.codings > 0 || h->content_length > 0))
+		return fail(status, why, 400, "a HEAD request cannot have a body");
 	if (hosts > 1 || (hosts == 0 && h->minor >= 1))
 		return fail(status, why, 400, hosts ? "more than one Host" :
 		    "missing Host header");

@@ -15,6 +15,7 @@
 
 #define HTTP_MAX_HEADERS	100
 #define HTTP_MAX_REQUEST_LINE	8192
+#define HTTP_MAX_METHOD		32
 
 struct http_header {
 	const char	*name;

@@ -493,6 +493,16 @@ static const struct {
 	/* request line */
 	{ "HTTP/2.0", S("GET / HTTP/2.0\r\n" HOST "\r\n"),
 	    505, "HTTP version not supported" },
+	/* A HEAD with a body could be turned into an upload upstream. */
+	{ "HEAD with Content-Length", S("HEAD / HTTP/1.1\r\n" HOST
+	    "Content-Length: 5\r\n\r\n"), 400,
+	    "a HEAD request cannot have a body" },
+	{ "HEAD chunked", S("HEAD / HTTP/1.1\r\n" HOST
+	    "Transfer-Encoding: chunked\r\n\r\n"), 400,
+	    "a HEAD request cannot have a body" },
+	/* 33 characters: a method agate will not carry. */
+	{ "method too long", S("ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFG / HTTP/1.1\r\n"
+	    HOST "\r\n"), 501, "method not implemented" },
 	{ "HTTP/0.9", S("GET / HTTP/0.9\r\n" HOST "\r\n"),
 	    505, "HTTP version not supported" },
 	{ "version letters", S("GET / HTTP/1.x\r\n" HOST "\r\n"),
