@@ -225,21 +225,67 @@ name_ok(const char *n, size_t len)
 	return true;
 }
 
-/* Whether any Connection field of a response head names this field. */
-static bool
-named_by_response_connection(const char *raw, size_t len, const char *name,
-    size_t nlen)
+#define RESP_MAX_FIELDS		128	/* as HAProxy's tune.http.maxhdr */
+#define RESP_MAX_CONN_TOKENS	32
+
+struct conn_tokens {
+	struct {
+		const char	*p;
+		size_t		 n;
+	}		 t[RESP_MAX_CONN_TOKENS];
+	size_t		 n;
+};
+
+/*
+ * One pass over a response head: counts its fields and collects the
+ * tokens of every Connection field.  Fails on too many of either, so a
+ * hostile upstream cannot make filtering cost more than linear time.
+ */
+static int
+response_scan(const char *raw, size_t len, struct conn_tokens *ct)
 {
 	struct resp_line l;
+	size_t fields = 0;
 	long n;
 
+	ct->n = 0;
 	while ((n = next_line(raw, len, &l)) > 0) {
-		if (http_token_eq(l.name, l.nlen, "connection") &&
-		    listed_in(name, nlen, l.value, l.vlen))
-			return true;
 		raw += n;
 		len -= (size_t)n;
+		if (++fields > RESP_MAX_FIELDS)
+			return -1;
+		if (!http_token_eq(l.name, l.nlen, "connection"))
+			continue;
+		const char *p = l.value, *end = l.value + l.vlen;
+
+		while (p < end) {
+			const char *t;
+
+			while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+				p++;
+			t = p;
+			while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+				p++;
+			if (p == t)
+				continue;
+			if (ct->n == RESP_MAX_CONN_TOKENS)
+				return -1;
+			ct->t[ct->n].p = t;
+			ct->t[ct->n].n = (size_t)(p - t);
+			ct->n++;
+		}
 	}
+	return n < 0 ? -1 : 0;
+}
+
+static bool
+conn_token_names(const struct conn_tokens *ct, const char *name, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < ct->n; i++)
+		if (ct->t[i].n == len && strncasecmp(ct->t[i].p, name, len) == 0)
+			return true;
 	return false;
 }
 
@@ -247,14 +293,15 @@ int
 headers_upstream_response(const char *raw, size_t len, const char *id,
     size_t id_len, struct buf *out, int64_t *content_length)
 {
-	const char *all = raw;
-	size_t all_len = len;
+	struct conn_tokens ct;
 	struct resp_line l;
 	bool chunked = false;
 	long n;
 	int rc = 0;
 
 	*content_length = -1;
+	if (response_scan(raw, len, &ct) == -1)
+		return -1;
 	while ((n = next_line(raw, len, &l)) > 0) {
 		raw += n;
 		len -= (size_t)n;
@@ -279,7 +326,7 @@ headers_upstream_response(const char *raw, size_t len, const char *id,
 		chunked |= http_token_eq(l.name, l.nlen, "transfer-encoding");
 		if (headers_hop_by_hop(l.name, l.nlen) ||
 		    http_token_eq(l.name, l.nlen, "x-request-id") ||
-		    named_by_response_connection(all, all_len, l.name, l.nlen))
+		    conn_token_names(&ct, l.name, l.nlen))
 			continue;
 		rc |= buf_append(out, l.name, l.nlen);
 		rc |= buf_append(out, ": ", 2);
