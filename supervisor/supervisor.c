@@ -62,6 +62,7 @@ struct gen {
 	struct slot	 slots[SLOTS];
 	int		 wanted;	/* workers it should have */
 	uint64_t	 ready_deadline;
+	uint64_t	 kill_at;	/* draining: SIGKILL what is left then */
 	struct gen	*next;
 };
 
@@ -314,14 +315,30 @@ slot_crashed(struct gen *g, int i, int status, const char *how)
 	s->respawn_at = now_ms() + delay;
 }
 
+/* Tells a generation to go: drain (D) or quit (Q), with a kill backstop. */
 static void
-gen_abort(struct gen *g, const char *why)
+gen_retire(struct gen *g, char cmd)
+{
+	uint64_t grace = cmd == CTL_QUIT ? FAST_STOP_MS :
+	    g->cfg->server.drain_timeout_ms + FAST_STOP_MS;
+
+	g->state = GEN_DRAINING;
+	g->kill_at = now_ms() + grace;
+	gen_send(g, cmd);
+}
+
+/*
+ * A reload that will not happen.  Listeners only it had bound are
+ * closed, unless a newer reload is about to take them (release false).
+ */
+static void
+gen_abort(struct gen *g, const char *why, bool release)
 {
 	log_errorx("supervisor: reload failed: generation %u %s; still "
 	    "serving the previous config", g->id, why);
-	g->state = GEN_DRAINING;
-	gen_send(g, CTL_QUIT);
-	sup_release_listeners();
+	gen_retire(g, CTL_QUIT);
+	if (release)
+		sup_release_listeners();
 }
 
 static bool
@@ -360,7 +377,7 @@ found:
 		log_debug("supervisor: worker %d of generation %u %s", i,
 		    g->id, how);
 	} else if (g->state == GEN_STARTING) {
-		gen_abort(g, "lost a worker that had not started");
+		gen_abort(g, "lost a worker that had not started", true);
 		log_errorx("supervisor: worker %d %s", i, how);
 	} else {
 		slot_crashed(g, i, status, how);
@@ -430,13 +447,12 @@ gen_promote(struct gen *g)
 		if (o == g)
 			continue;
 		if (o->state == GEN_ACTIVE) {
-			o->state = GEN_DRAINING;
-			gen_send(o, CTL_DRAIN);
+			gen_retire(o, CTL_DRAIN);
 		} else if (o->state == GEN_DRAINING && gen_live(o) > 0) {
 			/* At most two generations: the oldest goes now. */
 			log_info("supervisor: generation %u is still draining; "
 			    "closing it", o->id);
-			gen_send(o, CTL_QUIT);
+			gen_retire(o, CTL_QUIT);
 		}
 	}
 	g->state = GEN_ACTIVE;
@@ -474,7 +490,7 @@ sup_reload(void)
 	config_warn_unimplemented(cfg);
 	for (g = sup.gens; g != NULL; g = g->next)
 		if (g->state == GEN_STARTING)
-			gen_abort(g, "was replaced by a newer reload");
+			gen_abort(g, "was replaced by a newer reload", false);
 	if ((g = gen_new(cfg, fds, GEN_STARTING)) == NULL) {
 		free(fds);
 		config_free(cfg);
@@ -496,7 +512,7 @@ gen_check_ready(struct gen *g)
 	if (i == g->wanted)
 		gen_promote(g);
 	else if (now_ms() >= g->ready_deadline)
-		gen_abort(g, "did not get ready in time");
+		gen_abort(g, "did not get ready in time", true);
 }
 
 /* -- other signals ----------------------------------------------------- */
@@ -650,6 +666,20 @@ slot_read_ctl(struct slot *s)
 			s->ready = true;
 }
 
+/* A draining generation overstayed (a stuck worker): kill what is left. */
+static void
+gen_kill(struct gen *g)
+{
+	int i;
+
+	log_warnx("supervisor: generation %u did not finish draining in "
+	    "time; killing its workers", g->id);
+	for (i = 0; i < SLOTS; i++)
+		if (g->slots[i].pid != 0)
+			kill(g->slots[i].pid, SIGKILL);
+	g->kill_at = now_ms() + 1000;
+}
+
 /* Due respawns and deadlines; returns ms until the next one, or -1. */
 static int
 sup_timers(void)
@@ -676,6 +706,12 @@ sup_timers(void)
 			gen_check_ready(g);
 			if (g->state == GEN_STARTING && g->ready_deadline < next)
 				next = g->ready_deadline;
+		}
+		if (g->state == GEN_DRAINING && gen_live(g) > 0) {
+			if (g->kill_at <= now)
+				gen_kill(g);
+			else if (g->kill_at < next)
+				next = g->kill_at;
 		}
 	}
 	if (sup.stopping && sup.kill_at <= now) {
@@ -758,6 +794,7 @@ supervisor_run(const char *conf_path, struct config *cfg)
 
 	sup.conf_path = conf_path;
 	log_set_role("supervisor");
+	log_set_nonblocking();
 	if (sup_block_signals() == -1)
 		fatal(1, "supervisor: signalfd");
 	sup_apply_logging(cfg);
