@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,8 +22,54 @@ enum log_level log_level = LOG_LVL_INFO;
 static char	 log_role[32] = "agate";
 static char	*log_path;		/* NULL: stderr */
 static int	 log_dest = STDERR_FILENO;
+static bool	 log_nb;		/* log_set_nonblocking() was called */
+static bool	 log_sock;		/* log_dest is a socket */
+static unsigned long log_dropped;	/* lines a stalled reader cost us */
 
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
+
+int
+log_nonblocking_fd(int fd, bool *is_socket)
+{
+	char path[32];
+	struct stat st;
+	int nfd;
+
+	*is_socket = false;
+	if (fstat(fd, &st) == -1)
+		return fd;
+	if (S_ISSOCK(st.st_mode)) {
+		*is_socket = true;
+		return fd;
+	}
+	if (!S_ISFIFO(st.st_mode))
+		return fd;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	nfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	return nfd == -1 ? fd : nfd;
+}
+
+ssize_t
+log_write_nb(int fd, bool is_socket, const void *p, size_t n)
+{
+	if (is_socket)
+		return send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return write(fd, p, n);
+}
+
+void
+log_set_nonblocking(void)
+{
+	int fd;
+
+	if (log_nb)
+		return;
+	log_nb = true;
+	fd = log_nonblocking_fd(log_dest, &log_sock);
+	if (fd != log_dest && log_dest != STDERR_FILENO)
+		close(log_dest);
+	log_dest = fd;
+}
 
 void
 log_set_role(const char *role)
@@ -41,9 +89,16 @@ log_open(const char *path)
 	int fd;
 
 	if (path == NULL || strcmp(path, "stderr") == 0) {
+		if (log_path == NULL)
+			return 0;		/* stderr already */
 		if (log_dest != STDERR_FILENO)
 			close(log_dest);
 		log_dest = STDERR_FILENO;
+		log_sock = false;
+		if (log_nb) {
+			log_nb = false;
+			log_set_nonblocking();
+		}
 		free(log_path);
 		log_path = NULL;
 		return 0;
@@ -54,6 +109,7 @@ log_open(const char *path)
 	if (log_dest != STDERR_FILENO)
 		close(log_dest);
 	log_dest = fd;
+	log_sock = false;
 	if (log_path != path) {
 		char *copy = strdup(path);
 
@@ -98,9 +154,17 @@ log_emit(enum log_level lvl, int with_errno, const char *fmt, va_list ap)
 		    (int)sizeof(line) - 2 : n + m;
 	}
 	line[n++] = '\n';
-	if (write(log_dest, line, n) == -1) {
-		/* Nowhere left to complain. */
+	if (log_dropped > 0) {
+		char note[96];
+		int m2 = snprintf(note, sizeof(note), "[warn] %lu log lines were "
+		    "dropped while the error log's reader stalled\n",
+		    log_dropped);
+
+		if (log_write_nb(log_dest, log_sock, note, (size_t)m2) == m2)
+			log_dropped = 0;
 	}
+	if (log_write_nb(log_dest, log_sock, line, (size_t)n) != n)
+		log_dropped++;		/* a stalled reader: never block */
 	errno = saved;
 }
 

@@ -11,6 +11,8 @@
 #define AGATE_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <sys/types.h>
 
 enum log_level {
 	LOG_LVL_ERROR,
@@ -31,6 +33,20 @@ int	log_open(const char *path);
 /* Reopens the current file (logrotate); a no-op for stderr. */
 int	log_reopen(void);
 int	log_fd(void);
+
+/*
+ * Where writing may block (a pipe or socket whose reader stalls), give a
+ * descriptor that never does, without touching fd's own flags (they are
+ * shared with other processes): a pipe is reopened through /proc/self/fd
+ * as a new non-blocking open file; a socket is written with MSG_DONTWAIT.
+ * Returns the descriptor to use (fd itself for files and terminals).
+ */
+int	log_nonblocking_fd(int fd, bool *is_socket);
+/* write(2), or send(MSG_DONTWAIT) on a socket. */
+ssize_t	log_write_nb(int fd, bool is_socket, const void *p, size_t n);
+/* Makes the error log non-blocking (workers: a stalled reader of stderr
+ * must not stall the event loop; lines are dropped and counted then). */
+void	log_set_nonblocking(void);
 
 void	log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_errorx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -25,12 +25,15 @@
 
 #define BATCH_BYTES	(32 * 1024)
 #define BATCH_MS	100
+#define PENDING_MAX	(1024 * 1024)	/* then lines are dropped, counted */
 
 static int		 al_fd = -1;
-static bool		 al_own;	/* we opened it (a file) */
+static bool		 al_own;	/* we opened it: close it */
 static bool		 al_pipe;
+static bool		 al_sock;	/* write with MSG_DONTWAIT */
 static struct buf	 al_buf;
 static struct event	*al_timer;
+static unsigned long	 al_dropped;
 
 static int
 al_open_target(void)
@@ -42,9 +45,11 @@ al_open_target(void)
 	if (cfg->log_access == ACCESS_OFF)
 		return -1;
 	if (cfg->log_access == ACCESS_STDOUT) {
-		fd = STDOUT_FILENO;
-		al_own = false;
+		/* A stalled reader of stdout must not stall this loop. */
+		fd = log_nonblocking_fd(STDOUT_FILENO, &al_sock);
+		al_own = fd != STDOUT_FILENO;
 	} else {
+		al_sock = false;
 		fd = open(cfg->log_access_file,
 		    O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 		if (fd == -1) {
@@ -83,44 +88,56 @@ accesslog_reopen(void)
 	int fd;
 
 	accesslog_flush();
+	if (al_own && al_fd >= 0)
+		close(al_fd);
+	al_fd = -1;
 	if ((fd = al_open_target()) == -2)
 		return -1;
-	if (al_fd > STDERR_FILENO && al_fd != fd)
-		close(al_fd);
 	al_fd = fd;
 	return 0;
 }
 
-static void
-al_write_all(const char *p, size_t n)
+/* Writes what the descriptor takes now; returns bytes written. */
+static size_t
+al_write_some(const char *p, size_t n)
 {
-	while (n > 0) {
-		ssize_t w = write(al_fd, p, n);
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = log_write_nb(al_fd, al_sock, p + done, n - done);
 
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w <= 0) {
-			/* A full pipe or disk must not stall the loop. */
-			return;
-		}
-		p += w;
-		n -= (size_t)w;
+		if (w <= 0)
+			break;		/* full (or gone): try again later */
+		done += (size_t)w;
 	}
+	return done;
+}
+
+static void
+al_arm(void)
+{
+	struct timeval tv = { 0, BATCH_MS * 1000 };
+
+	if (!evtimer_pending(al_timer, NULL))
+		evtimer_add(al_timer, &tv);
 }
 
 void
 accesslog_flush(void)
 {
 	const char *p = buf_head(&al_buf);
-	size_t n = buf_pending(&al_buf);
+	size_t n = buf_pending(&al_buf), cut, w;
 
 	if (n == 0 || al_fd < 0) {
 		buf_reset(&al_buf);
 		return;
 	}
 	while (n > 0) {
-		size_t cut = n;
-
+		cut = n;
+		/* Into a pipe, whole lines up to PIPE_BUF: atomic, so lines
+		 * of different workers never interleave. */
 		if (al_pipe && cut > PIPE_BUF) {
 			cut = PIPE_BUF;
 			while (cut > 0 && p[cut - 1] != '\n')
@@ -128,12 +145,22 @@ accesslog_flush(void)
 			if (cut == 0)
 				cut = PIPE_BUF;
 		}
-		al_write_all(p, cut);
-		p += cut;
-		n -= cut;
+		w = al_write_some(p, cut);
+		buf_consume(&al_buf, w);
+		p += w;
+		n -= w;
+		if (w < cut)
+			break;
 	}
-	buf_reset(&al_buf);
-	buf_trim(&al_buf, 256 * 1024);
+	if (buf_pending(&al_buf) > 0)
+		al_arm();		/* the reader is slow: retry */
+	else
+		buf_trim(&al_buf, 256 * 1024);
+	if (al_dropped > 0 && buf_pending(&al_buf) == 0) {
+		log_warnx("access log: %lu lines dropped while its reader "
+		    "stalled", al_dropped);
+		al_dropped = 0;
+	}
 }
 
 /* RFC 3339 UTC with milliseconds; the seconds part is cached. */
@@ -174,6 +201,10 @@ accesslog_write(const struct request *r)
 
 	if (al_fd < 0)
 		return;
+	if (buf_pending(b) >= PENDING_MAX) {
+		al_dropped++;
+		return;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	ms = (double)(now.tv_sec - r->start.tv_sec) * 1e3 +
 	    (double)(now.tv_nsec - r->start.tv_nsec) / 1e6;
@@ -193,11 +224,8 @@ accesslog_write(const struct request *r)
 	buf_appendf(b, ",\"tries\":%d}\n", r->tries);
 	if (buf_pending(b) >= BATCH_BYTES)
 		accesslog_flush();
-	else if (!evtimer_pending(al_timer, NULL)) {
-		struct timeval tv = { 0, BATCH_MS * 1000 };
-
-		evtimer_add(al_timer, &tv);
-	}
+	else
+		al_arm();
 }
 
 void

@@ -142,25 +142,38 @@ drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	worker_stop_loop(0);
 }
 
+static void
+close_listeners_cb(evutil_socket_t fd, short what, void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < worker.nlisteners; i++) {
+		if (worker.listeners[i].fd >= 0)
+			close(worker.listeners[i].fd);
+		worker.listeners[i].fd = -1;
+	}
+}
+
 void
 worker_drain(void)
 {
 	uint64_t ms = worker.cfg->server.drain_timeout_ms;
 	struct timeval tv = { (time_t)(ms / 1000),
 	    (suseconds_t)(ms % 1000) * 1000 };
-	size_t i;
 
 	if (worker.phase == WP_DRAINING)
 		return;
 	worker_accept_pause();
 	worker.phase = WP_DRAINING;
-	/* Our copies only: the supervisor and the next generation keep the
-	 * sockets open, so nothing queued on them is lost. */
-	for (i = 0; i < worker.nlisteners; i++) {
-		if (worker.listeners[i].fd >= 0)
-			close(worker.listeners[i].fd);
-		worker.listeners[i].fd = -1;
-	}
+	/*
+	 * Close our copies of the listeners (the supervisor and the next
+	 * generation keep the sockets, so nothing queued is lost) -- but
+	 * only after the loop has applied the event_del above: with the
+	 * epoll changelist it is deferred, and a closed fd cannot be taken
+	 * out of epoll any more, so the listener would keep waking us.
+	 */
+	event_base_once(worker.base, -1, EV_TIMEOUT, close_listeners_cb, NULL,
+	    &(struct timeval){ 0, 0 });
 	evtimer_del(&accept_retry_ev);
 	conn_drain_all();
 	log_info("worker: draining %d connections (up to %llums)",
@@ -396,6 +409,7 @@ worker_main(const struct worker_start *ws)
 
 	snprintf(role, sizeof(role), "worker %d", ws->index);
 	log_set_role(role);
+	log_set_nonblocking();
 	memset(&worker, 0, sizeof(worker));
 	worker.cfg = ws->cfg;
 	worker.index = ws->index;
