@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -138,6 +139,52 @@ class Testup:
         text = self.log.read()
         self.log.close()
         return text
+
+
+class RawUpstream:
+    """A scripted upstream: answers every request with the given bytes.
+
+    For what testup will not send: a hostile or broken server.  Records
+    each request head it received in .heads.
+    """
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.heads = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        with c:
+            data = b""
+            c.settimeout(5)
+            try:
+                while b"\r\n\r\n" not in data:
+                    b = c.recv(65536)
+                    if not b:
+                        return
+                    data += b
+                self.heads.append(data.partition(b"\r\n\r\n")[0])
+                c.sendall(self.answer)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
 
 
 class Response:

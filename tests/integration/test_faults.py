@@ -5,8 +5,10 @@ import signal
 import socket
 import time
 
-from harness import (AgateTest, fd_targets, free_port, main, parse_status,
-                     wait_until)
+import subprocess
+
+from harness import (AGATE, Agate, AgateTest, RawUpstream, fd_targets,
+                     free_port, main, parse_status, wait_until)
 
 
 class FaultTest(AgateTest):
@@ -167,6 +169,94 @@ class FaultTest(AgateTest):
             self.assertEqual((r.status, r.body), (200, b"ok"))
         finally:
             srv.close()
+
+
+class HostileUpstreamTest(AgateTest):
+    """What a broken or hostile upstream sends must not reach the client
+    as-is, nor stall the worker."""
+
+    def gateway_to(self, answer):
+        self.raw_up = RawUpstream(answer)
+        self.addCleanup(self.raw_up.close)
+        return self.agate(upstreams={"h": {"servers": [self.raw_up.url]}},
+                          routes=[{"path": "/", "upstream": "h"}], workers=1)
+
+    def test_header_flood_is_refused_quickly(self):
+        # 10000 fields in 40 KB: under the 64 KiB head limit, so only a
+        # field cap keeps the filtering from going quadratic.
+        gw = self.gateway_to(b"HTTP/1.1 200 OK\r\n" + b"a:\r\n" * 10000 +
+                             b"Content-Length: 2\r\n\r\nok")
+        t0 = time.monotonic()
+        r = gw.get("/x")
+        self.assertEqual(r.status, 502)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        self.assertEqual(gw.get("/healthz").status, 200)
+
+    def test_cr_in_reason_phrase_is_not_passed_on(self):
+        gw = self.gateway_to(b"HTTP/1.1 200 OK\rX-Injected: yes\r\n"
+                             b"Content-Length: 2\r\n\r\nok")
+        raw = gw.raw(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close"
+                     b"\r\n\r\n")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw)
+        self.assertNotIn(b"X-Injected", raw)
+        self.assertNotIn(b"\r", raw.split(b"\n", 1)[0][:-1])
+
+    def test_switching_protocols_is_502(self):
+        gw = self.gateway_to(b"HTTP/1.1 101 Switching Protocols\r\n"
+                             b"Upgrade: websocket\r\nConnection: Upgrade"
+                             b"\r\n\r\n")
+        r = gw.get("/x")
+        self.assertEqual(r.status, 502)
+        self.assertIn("switched protocols", r.json()["error"])
+
+    def test_environment_proxy_is_ignored(self):
+        up = self.upstream()
+        cfg = Agate.default_config(free_port(), {"u": {"servers": [up.url]}},
+                                   [{"path": "/", "upstream": "u"}])
+        gw = self.agate(config=cfg, start=False)
+        os.environ["http_proxy"] = "http://127.0.0.1:9"
+        try:
+            gw.start()
+        finally:
+            del os.environ["http_proxy"]
+        r = gw.get("/via")
+        self.assertEqual((r.status, r.json()["server"]), (200, "up"))
+
+
+class StalledLogTest(AgateTest):
+
+    def test_a_stalled_access_log_reader_does_not_stall_requests(self):
+        up = self.upstream()
+        cfg = Agate.default_config(free_port(), {"u": {"servers": [up.url]}},
+                                   [{"path": "/", "upstream": "u"}],
+                                   workers=1)
+        cfg["log"]["access"] = "stdout"
+        gw = self.agate(config=cfg, start=False)
+        rfd, wfd = os.pipe()            # nobody reads rfd for a while
+        self.addCleanup(os.close, rfd)
+        gw.err = open(gw.error_path, "a+")
+        gw.proc = subprocess.Popen([AGATE, "-c", gw.path], stdout=wfd,
+                                   stderr=gw.err, cwd=gw.dir)
+        os.close(wfd)
+        gw.wait_ready()
+        c = gw.conn(timeout=5)
+        for i in range(3000):           # ~700 KB of log into a 64 KB pipe
+            c.request("GET", "/r%d" % i)
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        c.close()
+        data = b""
+        os.set_blocking(rfd, False)
+        wait_until(lambda: _drain(rfd), what="access log lines")
+        self.assertEqual(gw.get("/healthz").status, 200)
+
+
+def _drain(fd):
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return b""
 
 
 if __name__ == "__main__":

@@ -178,6 +178,60 @@ class LimitTest(AgateTest):
             s.close()
 
 
+class PathTest(AgateTest):
+    """Routing and the upstream see the same, normalised path."""
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream()
+        self.gw = self.agate(
+            upstreams={"u": {"servers": [self.up.url]}},
+            routes=[{"path": "/ro/", "upstream": "u", "methods": ["GET"]},
+                    {"path": "/any/", "upstream": "u"},
+                    {"path": "/api/users/", "upstream": "u",
+                     "strip_prefix": "/api"}])
+
+    def test_dot_segments_cannot_escape_a_route(self):
+        for path in ("/any/../ro/admin", "/any/%2e%2e/ro/admin",
+                     "/any/.%2E/ro/admin", "/any/./../ro/admin"):
+            r = self.gw.request("POST", path, body=b"x")
+            self.assertEqual(r.status, 405, path)     # /ro/ is GET only
+
+    def test_upstream_gets_the_normalised_path(self):
+        r = self.gw.get("/any//a/./b/../c/%7Ex?q=%2e%2e")
+        self.assertEqual(r.json()["path"], "/any/a/c/~x")
+        self.assertEqual(r.json()["query"], "q=%2e%2e")
+
+    def test_strip_prefix_cannot_be_climbed_out_of(self):
+        r = self.gw.get("/api/users/../../secret")
+        self.assertEqual(r.status, 404)               # it is /secret
+        self.assertEqual(self.up.stats()["requests"], 0)
+
+    def test_refused_paths(self):
+        for path in (b"/any/a%2fb", b"/..", b"/any/../../x", b"/any/%zz",
+                     b"/any/a%00"):
+            raw = self.gw.raw(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                              b"Connection: close\r\n\r\n")
+            self.assertEqual(parse_status(raw), 400, path)
+        self.assertEqual(self.up.stats()["requests"], 0)
+
+    def test_head_is_forwarded_as_head(self):
+        self.gw.request("HEAD", "/any/h")
+        self.assertEqual(self.up.last()["method"], "HEAD")
+        raw = self.gw.raw(b"HEAD /ro/x HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: 5\r\n\r\nhello")
+        self.assertEqual(parse_status(raw), 400)
+
+    def test_long_and_custom_methods(self):
+        m = "PURGE-" + "X" * 20
+        r = self.gw.request(m, "/any/m", body=b"data")
+        self.assertEqual(self.up.last()["method"], m)
+        self.assertEqual(r.status, 200)
+        raw = self.gw.raw(b"X" * 40 + b" /any/m HTTP/1.1\r\nHost: x\r\n"
+                          b"\r\n")
+        self.assertEqual(parse_status(raw), 501)
+
+
 class HealthPathTest(AgateTest):
 
     def test_custom_and_disabled_health_path(self):

@@ -1,5 +1,6 @@
 """Operating agate with signals: reload, stop, reopen, scale, crashes."""
 
+import http.client
 import json
 import os
 import signal
@@ -7,7 +8,7 @@ import socket
 import threading
 import time
 
-from harness import AgateTest, alive, main, read_proc, wait_until
+from harness import AgateTest, alive, free_port, main, read_proc, wait_until
 
 
 class Looper(threading.Thread):
@@ -102,6 +103,34 @@ class SignalTest(AgateTest):
         self.assertEqual([f for l in loopers for f in l.failures], [])
         # Never more than two generations at once: ours plus one draining.
         self.assertLessEqual(len(self.gw.workers()), 4)
+
+    def test_two_quick_reloads_that_add_a_listener(self):
+        # The second HUP lands while the first reload's workers are still
+        # starting: the new listener must survive into the final config.
+        for attempt in range(3):
+            port2 = free_port()
+            cfg = json.loads(json.dumps(self.gw.config))
+            cfg["server"]["listen"] = [cfg["server"]["listen"][0],
+                                       "127.0.0.1:%d" % port2]
+            self.gw.write_config(cfg)
+            before = self.gw.error_log().count("reloading")
+            self.gw.signal(signal.SIGHUP)
+            wait_until(lambda: self.gw.error_log().count("reloading") > before,
+                       interval=0.0005, what="the first reload")
+            self.gw.signal(signal.SIGHUP)
+            wait_until(lambda: self.gw.error_log().count("reload done") >=
+                       attempt + 1, what="a reload to finish")
+            time.sleep(0.3)
+
+            def answers():
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port2,
+                                                   timeout=2)
+                    c.request("GET", "/one/x")
+                    return c.getresponse().status == 200
+                except OSError:
+                    return False
+            wait_until(answers, timeout=5, what="the added listener")
 
     def test_broken_reload_keeps_old_config_serving(self):
         before = set(self.gw.workers())
