@@ -73,12 +73,6 @@ http_head_too_big(const char *buf, size_t len, size_t max_head)
 	return 0;
 }
 
-bool
-http_token_eq(const char *a, size_t alen, const char *lit)
-{
-	return strlen(lit) == alen && strncasecmp(a, lit, alen) == 0;
-}
-
 const struct http_header *
 http_find_header(const struct http_head *h, const char *name)
 {
@@ -404,6 +398,113 @@ http_parse_head(const char *buf, size_t head_len, struct http_head *h,
 	if ((rc = parse_fields(p, end, h, status, why)) != HTTP_OK)
 		return rc;
 	return check_framing(h, status, why);
+}
+
+/* -- responses (from upstreams) ----------------------------------------- */
+
+static bool
+resp_status_line(const char **pp, const char *end, struct http_resp_head *r)
+{
+	const char *p = *pp, *reason;
+
+	/* "HTTP/1.1 200 OK": the reason may be empty, the space may not. */
+	if (end - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[7] < '0' ||
+	    p[7] > '9' || p[8] != ' ' || p[9] < '1' || p[9] > '5' ||
+	    p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+		return false;
+	r->minor = p[7] - '0';
+	r->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+	p += 12;
+	if (p < end && *p == ' ')
+		p++;
+	reason = p;
+	while (p < end && is_vbyte((unsigned char)*p))
+		p++;
+	r->reason = reason;
+	r->reason_len = (size_t)(p - reason);
+	if (!eat_eol(&p, end))
+		return false;
+	*pp = p;
+	return true;
+}
+
+static int
+resp_conn_token(const char *t, size_t len, void *arg)
+{
+	struct http_resp_head *r = arg;
+
+	if (http_token_eq(t, len, "close"))
+		r->keepalive = false;
+	else if (http_token_eq(t, len, "keep-alive") && r->minor == 0)
+		r->keepalive = true;
+	return 0;
+}
+
+/* One "name: value" line, framing fields acted on. */
+static bool
+resp_field(const char **pp, const char *end, struct http_resp_head *r,
+    struct te_state *te)
+{
+	const char *p = *pp, *name = p, *v, *ve;
+	size_t nlen;
+
+	while (p < end && tchar[(unsigned char)*p])
+		p++;
+	nlen = (size_t)(p - name);
+	if (nlen == 0 || p >= end || *p != ':')
+		return false;
+	for (p++; p < end && (*p == ' ' || *p == '\t'); p++)
+		;
+	for (v = p; p < end && is_vbyte((unsigned char)*p); p++)
+		;
+	for (ve = p; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+		;
+	if (!eat_eol(&p, end))
+		return false;
+	if (http_token_eq(name, nlen, "content-length")) {
+		if (!parse_content_length(v, (size_t)(ve - v),
+		    &r->content_length))
+			return false;
+	} else if (http_token_eq(name, nlen, "transfer-encoding")) {
+		if (each_token(v, (size_t)(ve - v), te_token, te) != 0)
+			return false;
+	} else if (http_token_eq(name, nlen, "connection"))
+		each_token(v, (size_t)(ve - v), resp_conn_token, r);
+	*pp = p;
+	return true;
+}
+
+bool
+http_parse_response_head(const char *buf, size_t head_len,
+    struct http_resp_head *r)
+{
+	const char *p = buf, *end = buf + head_len;
+	struct te_state te = { 0, false, false };
+	size_t fields = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->content_length = -1;
+	if (!resp_status_line(&p, end, r))
+		return false;
+	r->keepalive = r->minor >= 1;
+	r->fields = p;
+	while (!eat_eol(&p, end)) {
+		if (p >= end || *p == ' ' || *p == '\t' ||
+		    ++fields > HTTP_MAX_RESPONSE_FIELDS ||
+		    !resp_field(&p, end, r, &te))
+			return false;
+	}
+	r->fields_len = (size_t)(p - r->fields);
+	if (te.codings > 0) {
+		/* RFC 9112 6.3: Transfer-Encoding overrides Content-Length,
+		 * and such a connection must not be reused. */
+		if (r->content_length != -1)
+			r->keepalive = false;
+		r->content_length = -1;
+		r->chunked = te.last_chunked;
+		r->other_coding = !te.last_chunked || te.codings > 1;
+	}
+	return true;
 }
 
 const char *

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 #include <sys/types.h>
 
 #define HTTP_MAX_HEADERS	100
@@ -66,9 +67,43 @@ enum http_result http_parse_head(const char *buf, size_t head_len,
 /* Sizes a head still incomplete after len bytes: 0, or 414/431. */
 int	http_head_too_big(const char *buf, size_t len, size_t max_head);
 
+/* An upstream's response head, checked before anything passes it on. */
+struct http_resp_head {
+	int		 minor;
+	int		 status;
+	const char	*reason;
+	size_t		 reason_len;
+	const char	*fields;	/* header lines, each ending in (CR)LF */
+	size_t		 fields_len;
+	int64_t		 content_length;	/* -1: none */
+	bool		 chunked;	/* final coding chunked */
+	bool		 other_coding;	/* a coding we do not decode */
+	bool		 keepalive;	/* the connection may be reused */
+};
+
+#define HTTP_MAX_RESPONSE_FIELDS 128
+
+/*
+ * Parses a complete response head of head_len bytes.  Returns false on
+ * anything a gateway must not pass on: a bad status line, bad field
+ * syntax or bytes, obs-fold, conflicting lengths, too many fields.
+ */
+bool	http_parse_response_head(const char *buf, size_t head_len,
+	    struct http_resp_head *);
+
 const struct http_header *http_find_header(const struct http_head *,
 	    const char *name);
-bool	http_token_eq(const char *a, size_t alen, const char *lit);
+/*
+ * Case-insensitive compare of a token with a literal.  Inline so that
+ * strlen(lit) folds to a constant and most calls end at the length test
+ * (it runs for every header of every request, often several times).
+ */
+static inline bool
+http_token_eq(const char *a, size_t alen, const char *lit)
+{
+	return __builtin_strlen(lit) == alen &&
+	    strncasecmp(a, lit, alen) == 0;
+}
 const char *http_reason(int status);
 
 /* Chunked transfer-coding decoder (RFC 9112 section 7.1). */

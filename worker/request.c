@@ -126,7 +126,6 @@ request_client(struct request *r)
 	const char *best = NULL;
 	size_t bestlen = 0, i;
 
-	snprintf(r->client, sizeof(r->client), "%s", c->peer_str);
 	if (worker.cfg->server.ntrusted == 0 ||
 	    !trusted((struct sockaddr *)&c->peer))
 		return;
@@ -187,7 +186,7 @@ request_new(struct conn *c)
 	c->req = r;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
 	request_make_id(r);
-	snprintf(r->client, sizeof(r->client), "%s", c->peer_str);
+	memcpy(r->client, c->peer_str, sizeof(r->client));	/* same size */
 	return r;
 }
 
