@@ -1,5 +1,7 @@
 /*
- * One proxied exchange.  A struct proxy (from a free list) holds the easy
+ * The libcurl transport: one proxied exchange through the worker's multi
+ * handle (https:// servers, and any upstream with transport: curl).
+ * A struct proxy (from a free list) holds the easy
  * handle (reused, with its buffers), the upstream response head as it
  * arrives, and the pause state of each direction:
  *
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gateway/curlev.h"
 #include "gateway/gateway.h"
@@ -53,6 +56,7 @@ struct proxy {
 	enum proxy_fail		 fail;		/* why a callback said stop */
 	bool			 read_paused;
 	bool			 write_paused;
+	bool			 has_accept;
 	struct proxy		*next_free;
 	char			 errbuf[CURL_ERROR_SIZE];
 };
@@ -128,7 +132,7 @@ proxy_put(struct proxy *p)
 
 /* -- libcurl callbacks ---------------------------------------------- */
 
-/* HTAB, SP, VCHAR, obs-text: a reason never carries a CR to the client. */
+/* HTAB, SP, VCHAR, obs-text: anything else (a bare CR) makes it a 502. */
 static bool
 reason_ok(const char *s, size_t n)
 {
@@ -168,7 +172,11 @@ proxy_status_line(struct proxy *p, const char *line, size_t len)
 		while (re > r && (re[-1] == '\n' || re[-1] == '\r'))
 			re--;
 		n = (size_t)(re - r);
-		if (n > 0 && n < sizeof(p->reason_buf) && reason_ok(r, n)) {
+		if (!reason_ok(r, n)) {
+			p->fail = PF_BAD_HEAD;	/* as the native parser: 502 */
+			return;
+		}
+		if (n > 0 && n < sizeof(p->reason_buf)) {
 			memcpy(p->reason_buf, r, n);
 			p->reason = p->reason_buf;
 			p->reason_len = n;
@@ -319,28 +327,6 @@ proxy_abort(struct request *r)
 
 /* -- finishing --------------------------------------------------------- */
 
-static void
-proxy_log_failure(struct proxy *p, const char *what, CURLcode rc)
-{
-	static uint64_t window, count;
-	uint64_t sec = (uint64_t)time(NULL);
-
-	/* At most 10 lines a second per worker: a dead upstream under load
-	 * must not flood the log. */
-	if (sec != window) {
-		if (count > 10)
-			log_warnx("proxy: %llu upstream failures not logged",
-			    (unsigned long long)(count - 10));
-		window = sec;
-		count = 0;
-	}
-	if (++count > 10)
-		return;
-	log_warnx("proxy: upstream %s server %s: %s (%s)", p->up->cfg->name,
-	    p->up->cfg->servers[p->server].url, what,
-	    p->errbuf[0] ? p->errbuf : curl_easy_strerror(rc));
-}
-
 /* Maps a failed transfer to agate's answer. */
 static int
 proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
@@ -411,7 +397,8 @@ proxy_done(struct curl_job *job, CURLcode rc)
 		rc = CURLE_WEIRD_SERVER_REPLY;	/* ended without a head */
 	status = proxy_error_status(p, rc, &msg);
 	if (status != 408)
-		proxy_log_failure(p, msg, rc);
+		proxy_log_failure(p->up, p->server, msg,
+		    p->errbuf[0] ? p->errbuf : curl_easy_strerror(rc));
 	proxy_put(p);
 	if (r->resp_started)
 		req_fail(r, msg);	/* the client sees a cut response */
@@ -421,14 +408,46 @@ proxy_done(struct curl_job *job, CURLcode rc)
 
 /* -- starting ---------------------------------------------------------- */
 
+/* libcurl's header list: "Name: value", or "Name;" to send an empty one. */
 static int
-proxy_add_header(void *arg, const char *line, size_t len)
+proxy_add_header(void *arg, const char *name, size_t nlen, const char *value,
+    size_t vlen)
 {
 	struct proxy *p = arg;
 	struct curl_slist *l;
+	struct buf *line = &p->chead;
 
-	(void)len;
-	if ((l = curl_slist_append(p->hdrs, line)) == NULL)
+	buf_reset(line);
+	if (buf_append(line, name, nlen) != 0 ||
+	    (vlen == 0 ? buf_append(line, ";", 1) :
+	    (buf_append(line, ": ", 2) | buf_append(line, value, vlen))) != 0 ||
+	    buf_append(line, "", 1) != 0)
+		return -1;
+	if (name[0] == 'A' && nlen == 6 && strncasecmp(name, "accept", 6) == 0)
+		p->has_accept = true;
+	if ((l = curl_slist_append(p->hdrs, line->data)) == NULL)
+		return -1;
+	p->hdrs = l;
+	return 0;
+}
+
+/* The client's headers, and none of libcurl's own Accept or Expect. */
+static int
+proxy_headers(struct proxy *p, const struct request *r)
+{
+	struct curl_slist *l;
+
+	p->has_accept = false;
+	if (headers_upstream_request(r, proxy_add_header, p, &p->rhead) == -1)
+		return -1;
+	buf_reset(&p->rhead);
+	buf_reset(&p->chead);
+	if (!p->has_accept) {
+		if ((l = curl_slist_append(p->hdrs, "Accept:")) == NULL)
+			return -1;
+		p->hdrs = l;
+	}
+	if ((l = curl_slist_append(p->hdrs, "Expect:")) == NULL)
 		return -1;
 	p->hdrs = l;
 	return 0;
@@ -438,34 +457,12 @@ static int
 proxy_build_url(struct proxy *p, const struct request *r,
     const struct server_cfg *srv)
 {
-	const char *path;
-	size_t plen;
 	int rc = 0;
 
-	plen = router_upstream_path(r->route, r->head.path, r->head.path_len,
-	    &path);
 	rc |= buf_append(&p->url, srv->url, strlen(srv->url));
-	rc |= buf_append(&p->url, path, plen);
-	if (r->head.query != NULL) {
-		rc |= buf_append(&p->url, "?", 1);
-		rc |= buf_append(&p->url, r->head.query, r->head.query_len);
-	}
+	rc |= proxy_target(r, &p->url);
 	rc |= buf_append(&p->url, "", 1);	/* NUL for libcurl */
 	return rc;
-}
-
-static uint64_t
-proxy_timeout(const struct request *r, const struct upstream_cfg *u)
-{
-	uint64_t t = u->timeout_ms, spent;
-
-	if (r->route->timeout_ms == 0)
-		return t;
-	spent = req_elapsed_ms(r);
-	if (spent >= r->route->timeout_ms)
-		return 1;
-	return r->route->timeout_ms - spent < t ?
-	    r->route->timeout_ms - spent : t;
 }
 
 /*
@@ -506,8 +503,7 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	CURL *e = p->easy;
 	const struct server_cfg *srv = &u->servers[p->server];
 
-	if (proxy_build_url(p, r, srv) != 0 ||
-	    headers_upstream_request(r, proxy_add_header, p) != 0)
+	if (proxy_build_url(p, r, srv) != 0 || proxy_headers(p, r) != 0)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_URL, p->url.data);
 	/* Only the configured servers: never http_proxy & co from the
@@ -526,7 +522,7 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    (long)u->connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)proxy_timeout(r, u));
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)proxy_try_ms(r, u));
 	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
 	    (long)((u->keepalive_timeout_ms + 999) / 1000));
 	if (srv->https) {
@@ -542,19 +538,19 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 }
 
 void
-proxy_start(struct request *r)
+curlproxy_start(struct request *r, struct upstream_rt *up, size_t server)
 {
-	const struct upstream_cfg *u = r->route->upstream;
+	const struct upstream_cfg *u = up->cfg;
 	struct proxy *p;
 
 	if ((p = proxy_get()) == NULL) {
+		upstream_end(up, server);
 		req_error(r, 503, "out of memory", NULL);
 		return;
 	}
 	p->req = r;
-	p->up = upstream_rt(u);
-	p->server = upstream_pick(p->up);
-	upstream_begin(p->up, p->server);
+	p->up = up;
+	p->server = server;
 	if (proxy_setup(p, r, u) == -1 || curlev_add(p->easy, &p->job) == -1) {
 		p->req = NULL;
 		proxy_put(p);
@@ -563,19 +559,11 @@ proxy_start(struct request *r)
 	}
 	r->gw = p;
 	r->hooks = &proxy_hooks;
-	r->tries = 1;
-	r->upstream = u->servers[p->server].url;
 	req_continue(r);
 }
 
-int
-proxy_init(const struct config *cfg)
-{
-	return 0;
-}
-
 void
-proxy_free(void)
+curlproxy_free(void)
 {
 	struct proxy *p;
 

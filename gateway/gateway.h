@@ -44,16 +44,18 @@ size_t	router_upstream_path(const struct route_cfg *, const char *path,
 
 /* -- headers.c --------------------------------------------------------- */
 
-/* Receives one "Name: value" line (no CRLF) for the upstream request. */
-typedef int (*header_emit_fn)(void *arg, const char *line, size_t len);
+/* Receives one header field for the upstream request. */
+typedef int (*header_emit_fn)(void *arg, const char *name, size_t nlen,
+    const char *value, size_t vlen);
 
 /*
  * The request headers an upstream receives: the client's end-to-end
- * headers, then X-Forwarded-For/-Proto/-Host and X-Request-Id.  Empty
- * values are emitted as "Name;" (libcurl's way of sending them).
+ * headers, then X-Forwarded-For/-Proto/-Host and X-Request-Id.  Framing
+ * (Host, Content-Length, Transfer-Encoding, Expect) is the transport's.
+ * scratch is working space the caller owns (it grows as needed).
  */
 int	headers_upstream_request(const struct request *, header_emit_fn,
-	    void *arg);
+	    void *arg, struct buf *scratch);
 /*
  * Filters an upstream response head (header lines, each ending in CRLF
  * or LF, no status line) into out, for the client: hop-by-hop fields and

@@ -73,63 +73,37 @@ replaced_upstream(const char *n, size_t len)
 	    http_token_eq(n, len, "x-request-id");
 }
 
-/* Formats "Name: value" (or "Name;" when empty) into line and emits it. */
-static int
-emit_field(header_emit_fn emit, void *arg, struct buf *line,
-    const char *name, size_t nlen, const char *value, size_t vlen)
-{
-	int rc = 0;
-
-	buf_reset(line);
-	rc |= buf_append(line, name, nlen);
-	if (vlen == 0)
-		rc |= buf_append(line, ";", 1);
-	else {
-		rc |= buf_append(line, ": ", 2);
-		rc |= buf_append(line, value, vlen);
-	}
-	rc |= buf_append(line, "", 1);		/* NUL, for libcurl */
-	if (rc != 0)
-		return -1;
-	return emit(arg, line->data, line->len - 1);
-}
-
 /* X-Forwarded-For: what the client sent, then the peer we saw. */
 static int
 emit_xff(const struct request *r, header_emit_fn emit, void *arg,
-    struct buf *line)
+    struct buf *v)
 {
 	const char *peer = req_peer(r);
 	size_t i;
 	int rc = 0;
 
-	buf_reset(line);
-	rc |= buf_append(line, "X-Forwarded-For: ", 17);
+	buf_reset(v);
 	for (i = 0; i < r->head.nheaders; i++) {
 		const struct http_header *f = &r->head.headers[i];
 
 		if (!http_token_eq(f->name, f->name_len, "x-forwarded-for") ||
 		    f->value_len == 0)
 			continue;
-		rc |= buf_append(line, f->value, f->value_len);
-		rc |= buf_append(line, ", ", 2);
+		rc |= buf_append(v, f->value, f->value_len);
+		rc |= buf_append(v, ", ", 2);
 	}
-	rc |= buf_append(line, peer, strlen(peer));
-	rc |= buf_append(line, "", 1);
+	rc |= buf_append(v, peer, strlen(peer));
 	if (rc != 0)
 		return -1;
-	return emit(arg, line->data, line->len - 1);
+	return emit(arg, "X-Forwarded-For", 15, v->data, v->len);
 }
 
 int
 headers_upstream_request(const struct request *r, header_emit_fn emit,
-    void *arg)
+    void *arg, struct buf *scratch)
 {
 	const struct http_head *h = &r->head;
-	struct buf line = { 0 };
-	bool accept = false;
 	size_t i;
-	int rc = -1;
 
 	for (i = 0; i < h->nheaders; i++) {
 		const struct http_header *f = &h->headers[i];
@@ -138,28 +112,18 @@ headers_upstream_request(const struct request *r, header_emit_fn emit,
 		    replaced_upstream(f->name, f->name_len) ||
 		    named_by_connection(h, f->name, f->name_len))
 			continue;
-		accept |= http_token_eq(f->name, f->name_len, "accept");
-		if (emit_field(emit, arg, &line, f->name, f->name_len,
-		    f->value, f->value_len) == -1)
-			goto out;
+		if (emit(arg, f->name, f->name_len, f->value, f->value_len)
+		    == -1)
+			return -1;
 	}
-	if (emit_xff(r, emit, arg, &line) == -1 ||
-	    emit_field(emit, arg, &line, "X-Forwarded-Proto", 17,
-	    req_tls(r) ? "https" : "http", req_tls(r) ? 5 : 4) == -1)
-		goto out;
-	if (h->host_len > 0 && emit_field(emit, arg, &line,
-	    "X-Forwarded-Host", 16, h->host, h->host_len) == -1)
-		goto out;
-	if (emit_field(emit, arg, &line, "X-Request-Id", 12, r->id,
-	    r->id_len) == -1)
-		goto out;
-	/* Keep libcurl from adding its own Accept and Expect. */
-	if (!accept && emit(arg, "Accept:", 7) == -1)
-		goto out;
-	rc = emit(arg, "Expect:", 7);
-out:
-	buf_free(&line);
-	return rc;
+	if (emit_xff(r, emit, arg, scratch) == -1 ||
+	    emit(arg, "X-Forwarded-Proto", 17, req_tls(r) ? "https" : "http",
+	    req_tls(r) ? 5 : 4) == -1)
+		return -1;
+	if (h->host_len > 0 && emit(arg, "X-Forwarded-Host", 16, h->host,
+	    h->host_len) == -1)
+		return -1;
+	return emit(arg, "X-Request-Id", 12, r->id, r->id_len);
 }
 
 struct resp_line {
