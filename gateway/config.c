@@ -558,3 +558,10 @@ config_upstream(const struct config *cfg, const char *name)
 			return &cfg->upstreams[i];
 	return NULL;
 }
+
+bool
+config_server_native(const struct upstream_cfg *u, const struct server_cfg *s)
+{
+	return u->transport == TRANSPORT_NATIVE ||
+	    (u->transport == TRANSPORT_AUTO && !s->https);
+}

@@ -49,6 +49,13 @@ struct server_cfg {
 	uint16_t	 port;
 };
 
+/* How a worker talks to an upstream's servers. */
+enum transport {
+	TRANSPORT_AUTO,		/* native for http://, libcurl for https:// */
+	TRANSPORT_NATIVE,	/* agate's own HTTP/1.1 client (http:// only) */
+	TRANSPORT_CURL		/* libcurl's multi interface */
+};
+
 enum balance {
 	BALANCE_ROUND_ROBIN,
 	BALANCE_LEAST_REQUEST,
@@ -91,6 +98,7 @@ struct upstream_cfg {
 	struct server_cfg	*servers;
 	size_t			 nservers;
 	enum balance		 balance;
+	enum transport		 transport;
 	int			 keepalive;
 	uint64_t		 keepalive_timeout_ms;
 	uint64_t		 connect_timeout_ms;
@@ -228,6 +236,7 @@ enum log_access_kind { ACCESS_STDOUT, ACCESS_OFF, ACCESS_FILE };
 
 struct config {
 	struct arena		 arena;		/* owns everything below */
+	int			 refs;		/* supervisor: generations on it */
 	char			*file;
 	char			*dir;		/* relative paths resolve here */
 	struct server_sect	 server;
@@ -260,6 +269,9 @@ void		 config_free(struct config *);
 /* Workers to start: server.workers, or the online CPUs for auto. */
 int		 config_workers(const struct config *);
 struct upstream_cfg *config_upstream(const struct config *, const char *name);
+/* Whether this server is reached with agate's own HTTP/1.1 client. */
+bool		 config_server_native(const struct upstream_cfg *,
+		    const struct server_cfg *);
 /* Names what the config asks for that this build does not do yet. */
 void		 config_warn_unimplemented(const struct config *);
 

@@ -531,10 +531,16 @@ static const char *const balance_names[] = {
 	"round_robin", "least_request", "random", NULL
 };
 
+static const char *const transport_names[] = {
+	"auto", "native", "curl", NULL
+};
+
 static const struct cfg_key upstream_keys[] = {
 	{ "servers", CT_CUSTOM, 0, .aux = val_servers, .flags = CK_REQUIRED },
 	{ "balance", CT_ENUM, offsetof(struct upstream_cfg, balance),
 	    .aux = balance_names },
+	{ "transport", CT_ENUM, offsetof(struct upstream_cfg, transport),
+	    .aux = transport_names },
 	{ "keepalive", CT_INT, offsetof(struct upstream_cfg, keepalive),
 	    0, 100000 },
 	{ "keepalive_timeout", CT_DURATION,
@@ -640,6 +646,13 @@ val_upstreams(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 		if (cfg_map(ctx, cfg_node(ctx, pair->value), upstream_keys, up,
 		    up->name) == -1)
 			return -1;
+		for (j = 0; up->transport == TRANSPORT_NATIVE &&
+		    j < up->nservers; j++)
+			if (up->servers[j].https)
+				return cfg_error(ctx, cfg_node(ctx, pair->value),
+				    "%s: transport native speaks plain HTTP; "
+				    "server %s needs auto or curl", up->name,
+				    up->servers[j].url);
 		if (up->retry.backoff_ms > up->retry.max_backoff_ms)
 			return cfg_error(ctx, cfg_node(ctx, pair->value),
 			    "%s: retry backoff is larger than max_backoff",

@@ -27,7 +27,7 @@ gateway_init(struct event_base *base, const struct config *cfg)
 		return -1;
 	}
 	if (curlev_init(base, keep > 0 ? keep : 1) == -1 ||
-	    upstream_init(cfg) == -1 || proxy_init(cfg) == -1) {
+	    upstream_init(base, cfg) == -1) {
 		log_warnx("gateway: out of memory");
 		return -1;
 	}

@@ -4,10 +4,15 @@
  * random, so workers do not all pile onto the first server), random is
  * random.  The state is per worker: a worker never waits on another.
  */
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 
+#include "gateway/upconn.h"
 #include "gateway/upstream.h"
+#include "lib/log.h"
 
 static struct upstream_rt	*ups;
 static size_t			 nups;
@@ -28,8 +33,75 @@ rand_below(unsigned n)
 	return n ? state % n : 0;
 }
 
+/*
+ * A native server's address, resolved once per config load as nginx
+ * does (libcurl resolves per request instead).  A name that does not
+ * resolve leaves the server unusable (its requests get 502), logged.
+ */
+static void
+server_resolve(struct server_rt *s)
+{
+	const struct server_cfg *c = s->cfg;
+	struct addrinfo hints, *res = NULL;
+	char port[8], host[256];
+	size_t hl = strlen(c->host);
+	int rc;
+
+	/* "[::1]" in a URL is "::1" to getaddrinfo. */
+	if (c->host[0] == '[' && hl >= 2 && hl - 2 < sizeof(host)) {
+		memcpy(host, c->host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	} else
+		snprintf(host, sizeof(host), "%s", c->host);
+	snprintf(port, sizeof(port), "%u", c->port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0 || res == NULL) {
+		log_warnx("upstream: cannot resolve %s: %s", c->url,
+		    gai_strerror(rc));
+		return;
+	}
+	memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
+	s->salen = res->ai_addrlen;
+	s->resolved = true;
+	freeaddrinfo(res);
+}
+
+static int
+upstream_init_one(struct event_base *base, struct upstream_rt *u,
+    const struct upstream_cfg *cfg)
+{
+	size_t i;
+
+	u->cfg = cfg;
+	if ((u->servers = calloc(cfg->nservers, sizeof(*u->servers))) == NULL)
+		return -1;
+	for (i = 0; i < cfg->nservers; i++) {
+		struct server_rt *s = &u->servers[i];
+
+		s->cfg = &cfg->servers[i];
+		TAILQ_INIT(&s->idle);
+		s->native = config_server_native(cfg, s->cfg);
+		/* Host as libcurl would send it: the port unless default. */
+		if (s->cfg->port == (s->cfg->https ? 443 : 80))
+			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s",
+			    s->cfg->host);
+		else
+			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s:%u",
+			    s->cfg->host, s->cfg->port);
+		if (s->native)
+			server_resolve(s);
+	}
+	tlist_init(&u->keepalive, base, cfg->keepalive_timeout_ms,
+	    upconn_expire);
+	/* Workers start at different servers. */
+	u->rr = rand_below((unsigned)cfg->nservers);
+	return 0;
+}
+
 int
-upstream_init(const struct config *cfg)
+upstream_init(struct event_base *base, const struct config *cfg)
 {
 	size_t i;
 
@@ -37,25 +109,24 @@ upstream_init(const struct config *cfg)
 	nups = cfg->nupstreams;
 	if ((ups = calloc(nups ? nups : 1, sizeof(*ups))) == NULL)
 		return -1;
-	for (i = 0; i < nups; i++) {
-		ups[i].cfg = &cfg->upstreams[i];
-		ups[i].servers = calloc(cfg->upstreams[i].nservers,
-		    sizeof(*ups[i].servers));
-		if (ups[i].servers == NULL)
+	for (i = 0; i < nups; i++)
+		if (upstream_init_one(base, &ups[i], &cfg->upstreams[i]) == -1)
 			return -1;
-		/* Workers start at different servers. */
-		ups[i].rr = rand_below((unsigned)cfg->upstreams[i].nservers);
-	}
 	return 0;
 }
 
 void
 upstream_free(void)
 {
-	size_t i;
+	size_t i, j;
 
-	for (i = 0; i < nups; i++)
+	for (i = 0; i < nups; i++) {
+		for (j = 0; ups[i].servers != NULL && j < ups[i].cfg->nservers;
+		    j++)
+			upconn_close_idle(&ups[i].servers[j]);
+		tlist_free(&ups[i].keepalive);
 		free(ups[i].servers);
+	}
 	free(ups);
 	ups = NULL;
 	nups = 0;
