@@ -1,11 +1,17 @@
 /*
- * Listening sockets.  The supervisor binds them and keeps them for its
- * whole life, across worker crashes and reloads: a reload reuses every
- * socket whose address is still configured (so no queued connection is
- * ever reset), binds what is new, and closes what no generation uses.
+ * Listening sockets.  Each configured address gets a group of
+ * SO_REUSEPORT sockets, one per worker slot, so the kernel spreads new
+ * connections evenly across workers (one shared socket let whichever
+ * worker woke first take them: a 27/73 split was measured here).
+ *
+ * On Linux, closing a reuseport socket resets the connections queued on
+ * it.  So the supervisor keeps every socket of an address open for as
+ * long as the address is configured -- across crashes, reloads and
+ * scaling -- and only adds sockets when a generation has more workers
+ * than ever before.  Workers assign the sockets among themselves by slot
+ * (worker.h), so every socket always has an acceptor.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,28 +21,30 @@
 
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
+#include "worker/worker.h"
 
 #define LISTEN_BACKLOG	4096	/* clamped by net.core.somaxconn */
-#define MAX_SOCKETS	64
+#define MAX_ADDRESSES	64
 
-struct lsock {
+struct lgroup {
 	struct sockaddr_storage	 sa;
 	socklen_t		 salen;
-	int			 fd;
+	struct listen_group	 g;
 };
 
-static struct lsock	socks[MAX_SOCKETS];
-static size_t		nsocks;
+static struct lgroup	groups[MAX_ADDRESSES];
+static size_t		ngroups;
 
-static int
-lsock_find(const struct sockaddr_storage *sa, socklen_t len)
+static struct lgroup *
+lgroup_find(const struct sockaddr_storage *sa, socklen_t len)
 {
 	size_t i;
 
-	for (i = 0; i < nsocks; i++)
-		if (socks[i].salen == len && memcmp(&socks[i].sa, sa, len) == 0)
-			return (int)i;
-	return -1;
+	for (i = 0; i < ngroups; i++)
+		if (groups[i].salen == len &&
+		    memcmp(&groups[i].sa, sa, len) == 0)
+			return &groups[i];
+	return NULL;
 }
 
 static int
@@ -52,6 +60,7 @@ lsock_bind(const struct listen_cfg *l, char *err, size_t errlen)
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (l->sa.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&l->sa, l->salen) == -1 ||
@@ -64,51 +73,74 @@ lsock_bind(const struct listen_cfg *l, char *err, size_t errlen)
 	return fd;
 }
 
+/* Remembers what a call added, to take it back if a later step fails. */
+struct undo {
+	struct lgroup	*grp;
+	size_t		 from;		/* its nfds before */
+};
+
+static void
+listeners_undo(struct undo *u, size_t n, size_t first_new_group)
+{
+	while (n-- > 0)
+		while (u[n].grp->g.nfds > u[n].from)
+			close(u[n].grp->g.fds[--u[n].grp->g.nfds]);
+	ngroups = first_new_group;
+}
+
 int
-listeners_acquire(const struct config *cfg, int *fds, char *err,
-    size_t errlen)
+listeners_acquire(const struct config *cfg, size_t nsockets,
+    struct listen_group *out, char *err, size_t errlen)
 {
 	const struct server_sect *s = &cfg->server;
-	size_t i, first_new = nsocks;
-	int idx;
+	struct undo undo[MAX_ADDRESSES];
+	size_t i, nundo = 0, first_new = ngroups;
+	struct lgroup *grp;
+	int fd;
 
+	if (nsockets > LISTEN_SOCKETS_MAX)
+		nsockets = LISTEN_SOCKETS_MAX;
 	for (i = 0; i < s->nlisten; i++) {
 		const struct listen_cfg *l = &s->listen[i];
 
+		out[i].nfds = 0;
 		if (l->tls_cert != NULL) {
 			/* Never serve plain HTTP where TLS was asked for. */
 			log_errorx("supervisor: listen %s: TLS termination is "
 			    "not available in this build; not opening it",
 			    l->address);
-			fds[i] = -1;
 			continue;
 		}
-		if ((idx = lsock_find(&l->sa, l->salen)) >= 0) {
-			fds[i] = socks[idx].fd;
-			continue;
+		if ((grp = lgroup_find(&l->sa, l->salen)) == NULL) {
+			if (ngroups == MAX_ADDRESSES) {
+				snprintf(err, errlen, "too many listen "
+				    "addresses");
+				goto fail;
+			}
+			grp = &groups[ngroups++];
+			grp->sa = l->sa;
+			grp->salen = l->salen;
+			grp->g.nfds = 0;
+			log_info("supervisor: listening on %s%s", l->address,
+			    l->proxy_protocol ? " (PROXY protocol)" : "");
 		}
-		if (nsocks == MAX_SOCKETS) {
-			snprintf(err, errlen, "too many listening sockets");
-			goto fail;
+		undo[nundo].grp = grp;
+		undo[nundo++].from = grp->g.nfds;
+		while (grp->g.nfds < nsockets) {
+			if ((fd = lsock_bind(l, err, errlen)) == -1)
+				goto fail;
+			grp->g.fds[grp->g.nfds++] = fd;
 		}
-		if ((fds[i] = lsock_bind(l, err, errlen)) == -1)
-			goto fail;
-		socks[nsocks].sa = l->sa;
-		socks[nsocks].salen = l->salen;
-		socks[nsocks].fd = fds[i];
-		nsocks++;
-		log_info("supervisor: listening on %s%s", l->address,
-		    l->proxy_protocol ? " (PROXY protocol)" : "");
+		out[i] = grp->g;
 	}
 	return 0;
 fail:
-	while (nsocks > first_new)
-		close(socks[--nsocks].fd);
+	listeners_undo(undo, nundo, first_new);
 	return -1;
 }
 
 static bool
-lsock_used(const struct lsock *ls, const struct config *const *keep,
+lgroup_used(const struct lgroup *grp, const struct config *const *keep,
     size_t n)
 {
 	size_t i, j;
@@ -117,8 +149,8 @@ lsock_used(const struct lsock *ls, const struct config *const *keep,
 		for (j = 0; j < keep[i]->server.nlisten; j++) {
 			const struct listen_cfg *l = &keep[i]->server.listen[j];
 
-			if (l->salen == ls->salen &&
-			    memcmp(&l->sa, &ls->sa, l->salen) == 0)
+			if (l->tls_cert == NULL && l->salen == grp->salen &&
+			    memcmp(&l->sa, &grp->sa, l->salen) == 0)
 				return true;
 		}
 	return false;
@@ -129,33 +161,39 @@ listeners_release(const struct config *const *keep, size_t n)
 {
 	size_t i = 0;
 
-	while (i < nsocks) {
-		if (lsock_used(&socks[i], keep, n)) {
+	while (i < ngroups) {
+		if (lgroup_used(&groups[i], keep, n)) {
 			i++;
 			continue;
 		}
-		close(socks[i].fd);
-		socks[i] = socks[--nsocks];
+		while (groups[i].g.nfds > 0)
+			close(groups[i].g.fds[--groups[i].g.nfds]);
+		groups[i] = groups[--ngroups];
 	}
 }
 
 void
-listeners_close_except(const int *fds, size_t n)
+listeners_close_except(const int *keep, size_t n)
 {
-	size_t i, j;
+	size_t i, j, k;
 
-	for (i = 0; i < nsocks; i++) {
-		for (j = 0; j < n; j++)
-			if (fds[j] == socks[i].fd)
-				break;
-		if (j == n)
-			close(socks[i].fd);
-	}
+	for (i = 0; i < ngroups; i++)
+		for (j = 0; j < groups[i].g.nfds; j++) {
+			for (k = 0; k < n; k++)
+				if (keep[k] == groups[i].g.fds[j])
+					break;
+			if (k == n)
+				close(groups[i].g.fds[j]);
+		}
 }
 
 void
 listeners_close_all(void)
 {
-	while (nsocks > 0)
-		close(socks[--nsocks].fd);
+	while (ngroups > 0) {
+		struct lgroup *grp = &groups[--ngroups];
+
+		while (grp->g.nfds > 0)
+			close(grp->g.fds[--grp->g.nfds]);
+	}
 }

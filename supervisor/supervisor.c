@@ -57,8 +57,8 @@ enum gen_state {
 struct gen {
 	unsigned	 id;
 	enum gen_state	 state;
-	struct config	*cfg;
-	int		*fds;		/* listening sockets, per cfg listen */
+	struct config	*cfg;		/* shared, counted in cfg->refs */
+	struct listen_group *groups;	/* per cfg listen entry */
 	struct slot	 slots[SLOTS];
 	int		 wanted;	/* workers it should have */
 	uint64_t	 ready_deadline;
@@ -119,7 +119,8 @@ gen_active(void)
 }
 
 static struct gen *
-gen_new(struct config *cfg, int *fds, enum gen_state state)
+gen_new(struct config *cfg, struct listen_group *groups, int wanted,
+    enum gen_state state)
 {
 	struct gen *g = calloc(1, sizeof(*g));
 	int i;
@@ -129,8 +130,9 @@ gen_new(struct config *cfg, int *fds, enum gen_state state)
 	g->id = ++sup.next_id;
 	g->state = state;
 	g->cfg = cfg;
-	g->fds = fds;
-	g->wanted = config_workers(cfg);
+	cfg->refs++;
+	g->groups = groups;
+	g->wanted = wanted;
 	for (i = 0; i < SLOTS; i++)
 		g->slots[i].ctl = -1;
 	g->next = sup.gens;
@@ -162,8 +164,9 @@ gen_free(struct gen *g)
 	for (i = 0; i < SLOTS; i++)
 		if (g->slots[i].ctl >= 0)
 			close(g->slots[i].ctl);
-	config_free(g->cfg);
-	free(g->fds);
+	if (--g->cfg->refs == 0)
+		config_free(g->cfg);
+	free(g->groups);
 	free(g);
 }
 
@@ -209,10 +212,12 @@ gen_send(struct gen *g, char cmd)
 			g->slots[i].respawn_at = 0;
 }
 
-/* In the child: keep only what the worker needs. */
+/* In the child: keep only the control socket and this slot's sockets. */
 static void
-child_close_fds(struct gen *mine, int keep_ctl)
+child_close_fds(struct gen *mine, int slot)
 {
+	int keep[LISTEN_SOCKETS_MAX * 8];
+	size_t n = 0, l, j;
 	struct gen *g;
 	int i;
 
@@ -221,8 +226,12 @@ child_close_fds(struct gen *mine, int keep_ctl)
 		for (i = 0; i < SLOTS; i++)
 			if (g->slots[i].ctl >= 0)
 				close(g->slots[i].ctl);
-	listeners_close_except(mine->fds, mine->cfg->server.nlisten);
-	(void)keep_ctl;
+	for (l = 0; l < mine->cfg->server.nlisten; l++)
+		for (j = 0; j < mine->groups[l].nfds; j++)
+			if ((int)(j % (size_t)mine->wanted) == slot &&
+			    n < sizeof(keep) / sizeof(keep[0]))
+				keep[n++] = mine->groups[l].fds[j];
+	listeners_close_except(keep, n);
 }
 
 static int
@@ -245,12 +254,13 @@ slot_spawn(struct gen *g, int i)
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		child_close_fds(g, sv[1]);
+		child_close_fds(g, i);
 		ws.cfg = g->cfg;
 		ws.index = i;
+		ws.nworkers = g->wanted;
 		ws.generation = g->id;
 		ws.ctl_fd = sv[1];
-		ws.listen_fds = g->fds;
+		ws.groups = g->groups;
 		worker_main(&ws);
 	}
 	close(sv[1]);
@@ -463,13 +473,80 @@ gen_promote(struct gen *g)
 	    "workers", g->id, g->wanted);
 }
 
+/* One line per upstream: how it will be reached. */
+static void
+sup_log_upstreams(const struct config *cfg)
+{
+	static const char *const transports[] = { "auto", "native", "curl" };
+	static const char *const balances[] = {
+		"round_robin", "least_request", "random"
+	};
+	size_t i, j, native;
+
+	for (i = 0; i < cfg->nupstreams; i++) {
+		const struct upstream_cfg *u = &cfg->upstreams[i];
+
+		for (j = native = 0; j < u->nservers; j++)
+			native += config_server_native(u, &u->servers[j]);
+		log_info("supervisor: upstream %s: %zu servers, %s, transport "
+		    "%s (%zu native, %zu libcurl)", u->name, u->nservers,
+		    balances[u->balance], transports[u->transport], native,
+		    u->nservers - native);
+	}
+}
+
+/*
+ * Binds what cfg needs for `wanted` workers and makes a generation on it
+ * (not spawned yet).  On failure says why and leaves everything as it
+ * was; the caller still owns cfg then.
+ */
+static struct gen *
+sup_generation(struct config *cfg, int wanted, enum gen_state state,
+    const char *what)
+{
+	struct listen_group *groups;
+	char err[CONFIG_ERR_MAX];
+	struct gen *g;
+
+	groups = calloc(cfg->server.nlisten, sizeof(*groups));
+	if (groups == NULL || listeners_acquire(cfg, (size_t)wanted, groups,
+	    err, sizeof(err)) == -1) {
+		log_errorx("supervisor: %s failed: %s; still serving the "
+		    "previous config", what, groups ? err : "out of memory");
+		free(groups);
+		return NULL;
+	}
+	if ((g = gen_new(cfg, groups, wanted, state)) == NULL) {
+		log_errorx("supervisor: %s failed: out of memory", what);
+		free(groups);
+		sup_release_listeners();
+	}
+	return g;
+}
+
+/* A reload's or a rescale's generation: it serves once all are ready. */
+static void
+sup_start_generation(struct config *cfg, int wanted, const char *what)
+{
+	struct gen *g;
+
+	for (g = sup.gens; g != NULL; g = g->next)
+		if (g->state == GEN_STARTING)
+			gen_abort(g, "was replaced by a newer one", false);
+	if ((g = sup_generation(cfg, wanted, GEN_STARTING, what)) == NULL) {
+		if (cfg->refs == 0)
+			config_free(cfg);
+		return;
+	}
+	g->ready_deadline = now_ms() + READY_TIMEOUT_MS;
+	gen_spawn_all(g);
+}
+
 static void
 sup_reload(void)
 {
 	char err[CONFIG_ERR_MAX];
 	struct config *cfg;
-	struct gen *g;
-	int *fds;
 
 	if (sup.stopping)
 		return;
@@ -479,26 +556,9 @@ sup_reload(void)
 		    "previous config", err);
 		return;
 	}
-	if ((fds = calloc(cfg->server.nlisten, sizeof(*fds))) == NULL ||
-	    listeners_acquire(cfg, fds, err, sizeof(err)) == -1) {
-		log_errorx("supervisor: reload failed: %s; still serving the "
-		    "previous config", fds ? err : "out of memory");
-		free(fds);
-		config_free(cfg);
-		return;
-	}
 	config_warn_unimplemented(cfg);
-	for (g = sup.gens; g != NULL; g = g->next)
-		if (g->state == GEN_STARTING)
-			gen_abort(g, "was replaced by a newer reload", false);
-	if ((g = gen_new(cfg, fds, GEN_STARTING)) == NULL) {
-		free(fds);
-		config_free(cfg);
-		sup_release_listeners();
-		return;
-	}
-	g->ready_deadline = now_ms() + READY_TIMEOUT_MS;
-	gen_spawn_all(g);
+	sup_log_upstreams(cfg);
+	sup_start_generation(cfg, config_workers(cfg), "reload");
 }
 
 static void
@@ -581,49 +641,40 @@ sup_upgrade(void)
 	    "this build; use HUP to reload the config");
 }
 
+/*
+ * TTIN/TTOU: the same config on one worker more or fewer, as a new
+ * generation (the old one drains), so that every listening socket keeps
+ * exactly one acceptor (listeners.c).
+ */
 static void
-sup_more(void)
+sup_scale(int delta)
 {
 	struct gen *g = gen_active();
-	int i;
+	int n;
 
 	if (g == NULL || sup.stopping)
 		return;
-	for (i = 0; i < SLOTS; i++)
-		if (g->slots[i].pid == 0 && g->slots[i].respawn_at == 0 &&
-		    !g->slots[i].failed)
-			break;
-	if (i == SLOTS) {
-		log_warnx("supervisor: TTIN: already at %d workers", SLOTS);
+	n = g->wanted + delta;
+	if (n < 1 || n > SLOTS) {
+		log_info("supervisor: %s: staying at %d workers",
+		    delta > 0 ? "TTIN" : "TTOU", g->wanted);
 		return;
 	}
-	if (slot_spawn(g, i) == 0) {
-		g->wanted++;
-		log_info("supervisor: TTIN: now %d workers", g->wanted);
-	}
+	log_info("supervisor: %s: starting %d workers to replace %d",
+	    delta > 0 ? "TTIN" : "TTOU", n, g->wanted);
+	sup_start_generation(g->cfg, n, delta > 0 ? "TTIN" : "TTOU");
+}
+
+static void
+sup_more(void)
+{
+	sup_scale(1);
 }
 
 static void
 sup_fewer(void)
 {
-	struct gen *g = gen_active();
-	int i;
-
-	if (g == NULL || sup.stopping || g->wanted <= 1) {
-		log_info("supervisor: TTOU: keeping at least one worker");
-		return;
-	}
-	for (i = SLOTS - 1; i >= 0; i--)
-		if ((g->slots[i].pid != 0 && !g->slots[i].retired) ||
-		    g->slots[i].respawn_at != 0)
-			break;
-	if (i < 0)
-		return;
-	g->wanted--;
-	g->slots[i].respawn_at = 0;
-	g->slots[i].retired = true;
-	slot_send(&g->slots[i], CTL_DRAIN);
-	log_info("supervisor: TTOU: now %d workers", g->wanted);
+	sup_scale(-1);
 }
 
 /* -- the loop ---------------------------------------------------------- */
@@ -788,9 +839,9 @@ sup_block_signals(void)
 int
 supervisor_run(const char *conf_path, struct config *cfg)
 {
+	struct listen_group *groups;
 	char err[CONFIG_ERR_MAX];
 	struct gen *g;
-	int *fds;
 
 	sup.conf_path = conf_path;
 	log_set_role("supervisor");
@@ -798,9 +849,10 @@ supervisor_run(const char *conf_path, struct config *cfg)
 	if (sup_block_signals() == -1)
 		fatal(1, "supervisor: signalfd");
 	sup_apply_logging(cfg);
-	if ((fds = calloc(cfg->server.nlisten, sizeof(*fds))) == NULL)
+	if ((groups = calloc(cfg->server.nlisten, sizeof(*groups))) == NULL)
 		fatalx(1, "supervisor: out of memory");
-	if (listeners_acquire(cfg, fds, err, sizeof(err)) == -1)
+	if (listeners_acquire(cfg, (size_t)config_workers(cfg), groups, err,
+	    sizeof(err)) == -1)
 		fatalx(1, "supervisor: %s", err);
 	if (cfg->server.pid_file != NULL &&
 	    pidfile_write(cfg->server.pid_file) == -1)
@@ -809,7 +861,9 @@ supervisor_run(const char *conf_path, struct config *cfg)
 	if (cfg->server.pid_file != NULL)
 		sup.pid_file = strdup(cfg->server.pid_file);
 	config_warn_unimplemented(cfg);
-	if ((g = gen_new(cfg, fds, GEN_ACTIVE)) == NULL)
+	sup_log_upstreams(cfg);
+	if ((g = gen_new(cfg, groups, config_workers(cfg), GEN_ACTIVE)) ==
+	    NULL)
 		fatalx(1, "supervisor: out of memory");
 	log_info("supervisor: agate %s starting %d workers (config %s)",
 	    PACKAGE_VERSION, g->wanted, conf_path);

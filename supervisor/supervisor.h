@@ -16,17 +16,20 @@ int	supervisor_run(const char *conf_path, struct config *cfg);
 
 /* -- listeners.c ------------------------------------------------------- */
 
+struct listen_group;
+
 /*
- * Fills fds (one per cfg->server.listen) with listening sockets, reusing
- * the supervisor's open ones by address and binding the rest.  Returns 0,
- * or -1 with a reason in err (nothing new stays bound).
+ * Fills groups (one per cfg->server.listen) with at least nsockets
+ * listening sockets each, reusing the supervisor's open ones by address
+ * and binding the rest.  Returns 0, or -1 with a reason in err (nothing
+ * new stays bound).
  */
-int	listeners_acquire(const struct config *, int *fds, char *err,
-	    size_t errlen);
-/* Closes sockets that no config in keep[0..n) uses any more. */
+int	listeners_acquire(const struct config *, size_t nsockets,
+	    struct listen_group *groups, char *err, size_t errlen);
+/* Closes the sockets of addresses no config in keep[0..n) has. */
 void	listeners_release(const struct config *const *keep, size_t n);
-/* True if fd is a listening socket of ours not in cfg (child cleanup). */
-void	listeners_close_except(const int *fds, size_t n);
+/* In a worker: closes every listening socket but those in keep[0..n). */
+void	listeners_close_except(const int *keep, size_t n);
 void	listeners_close_all(void);
 
 /* -- pidfile.c --------------------------------------------------------- */

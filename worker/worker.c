@@ -330,26 +330,30 @@ worker_fd_limit(void)
 		    worker.cfg->server.max_connections);
 }
 
+/* The sockets of this worker's slot, from every listen address. */
 static int
-worker_listen(const int *fds)
+worker_listen(const struct worker_start *ws)
 {
 	const struct server_sect *s = &worker.cfg->server;
-	size_t i;
+	size_t i, j, n = 0;
 
-	worker.listeners = calloc(s->nlisten, sizeof(*worker.listeners));
+	for (i = 0; i < s->nlisten; i++)
+		n += ws->groups[i].nfds;
+	worker.listeners = calloc(n ? n : 1, sizeof(*worker.listeners));
 	if (worker.listeners == NULL)
 		return -1;
-	worker.nlisteners = s->nlisten;
-	for (i = 0; i < s->nlisten; i++) {
-		struct listener *l = &worker.listeners[i];
+	for (i = 0; i < s->nlisten; i++)
+		for (j = 0; j < ws->groups[i].nfds; j++) {
+			struct listener *l;
 
-		l->fd = fds[i];
-		l->cfg = &s->listen[i];
-		if (l->fd < 0)
-			continue;
-		event_assign(&l->ev, worker.base, l->fd, EV_READ | EV_PERSIST,
-		    accept_cb, l);
-	}
+			if ((int)(j % (size_t)ws->nworkers) != ws->index)
+				continue;
+			l = &worker.listeners[worker.nlisteners++];
+			l->fd = ws->groups[i].fds[j];
+			l->cfg = &s->listen[i];
+			event_assign(&l->ev, worker.base, l->fd,
+			    EV_READ | EV_PERSIST, accept_cb, l);
+		}
 	worker.accepting = false;
 	worker_accept_resume();
 	return 0;
@@ -428,7 +432,7 @@ worker_main(const struct worker_start *ws)
 		fatalx(EXIT_CANNOT_START, "worker: cannot open the access log");
 	if (gateway_init(worker.base, worker.cfg) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: gateway setup failed");
-	if (worker_listen(ws->listen_fds) == -1)
+	if (worker_listen(ws) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: out of memory");
 	event_assign(&worker.ctl_ev, worker.base, worker.ctl_fd,
 	    EV_READ | EV_PERSIST, ctl_cb, NULL);

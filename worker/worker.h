@@ -66,12 +66,26 @@ struct worker {
 
 extern struct worker worker;
 
+/*
+ * The sockets of one listen address: SO_REUSEPORT siblings, so the
+ * kernel spreads connections across workers.  The worker in slot i of a
+ * generation of n accepts on fds[j] for every j with j % n == i, so each
+ * socket always has exactly one acceptor per generation.
+ */
+#define LISTEN_SOCKETS_MAX CONFIG_MAX_WORKERS
+
+struct listen_group {
+	int			 fds[LISTEN_SOCKETS_MAX];
+	size_t			 nfds;		/* 0: not opened */
+};
+
 struct worker_start {
 	const struct config	*cfg;
 	int			 index;
+	int			 nworkers;	/* in its generation */
 	unsigned		 generation;
 	int			 ctl_fd;
-	const int		*listen_fds;	/* one per cfg->server.listen */
+	const struct listen_group *groups;	/* one per server.listen */
 };
 
 /* Runs a worker in a freshly forked child; never returns. */
