@@ -26,6 +26,8 @@ import unittest
 
 AGATE = os.environ.get("AGATE_BIN", os.path.abspath("agate"))
 TESTUP = os.environ.get("TESTUP_BIN", os.path.abspath("tests/upstream/testup"))
+# "native" or "curl": forced on every upstream (else each uses its default).
+TRANSPORT = os.environ.get("AGATE_TEST_TRANSPORT", "")
 
 # What a sanitizer or a crash leaves in a log: any of these fails the test.
 BAD_LOG = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehavior|"
@@ -228,6 +230,11 @@ class Agate:
                 "upstreams": upstreams, "routes": routes}
 
     def write_config(self, config):
+        if not isinstance(config, str) and TRANSPORT:
+            # CI runs the suite once per transport (docs/testing.md).
+            config = json.loads(json.dumps(config))
+            for up in config.get("upstreams", {}).values():
+                up.setdefault("transport", TRANSPORT)
         text = config if isinstance(config, str) else json.dumps(config,
                                                                  indent=1)
         tmp = self.path + ".tmp"

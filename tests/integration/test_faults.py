@@ -197,9 +197,9 @@ class HostileUpstreamTest(AgateTest):
                              b"Content-Length: 2\r\n\r\nok")
         raw = gw.raw(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close"
                      b"\r\n\r\n")
-        self.assertTrue(raw.startswith(b"HTTP/1.1 200 OK\r\n"), raw)
+        # A bare CR makes the head invalid (RFC 9112 section 2.2).
+        self.assertEqual(parse_status(raw), 502, raw)
         self.assertNotIn(b"X-Injected", raw)
-        self.assertNotIn(b"\r", raw.split(b"\n", 1)[0][:-1])
 
     def test_switching_protocols_is_502(self):
         gw = self.gateway_to(b"HTTP/1.1 101 Switching Protocols\r\n"

@@ -32,6 +32,13 @@ class ProxyTest(AgateTest):
         self.assertEqual(body["query"], "fields=name&x=%20y")
         self.assertEqual(r.header("X-Upstream"), "users")
 
+    def test_transport_in_use_is_logged(self):
+        want = os.environ.get("AGATE_TEST_TRANSPORT") or "auto"
+        counts = "(0 native, 1 libcurl)" if want == "curl" else \
+            "(1 native, 0 libcurl)"
+        self.assertIn("upstream users: 1 servers, round_robin, transport "
+                      "%s %s" % (want, counts), self.gw.error_log())
+
     def test_path_without_strip_prefix_is_unchanged(self):
         r = self.gw.get("/raw/a/b")
         self.assertEqual(r.json()["path"], "/raw/a/b")

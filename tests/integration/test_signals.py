@@ -221,15 +221,41 @@ class SignalTest(AgateTest):
                    what="the line in the new file")
         self.assertIn("before", read_proc(self.gw.access_path + ".1"))
 
+    def scaled_to(self, n):
+        """Waits for a rescale to n workers to finish: promoted, and the
+        previous generation gone."""
+        wait_until(lambda: "serves with %d workers" % n in
+                   self.gw.error_log().split("reload done")[-1],
+                   what="a generation of %d" % n)
+        wait_until(lambda: len(self.gw.workers()) == n,
+                   what="%d workers" % n)
+
     def test_ttin_and_ttou_scale_workers(self):
         self.gw.signal(signal.SIGTTIN)
-        wait_until(lambda: len(self.gw.workers()) == 3, what="3 workers")
+        self.scaled_to(3)
         # One at a time: pending signals of one kind merge into one.
         self.gw.signal(signal.SIGTTOU)
-        wait_until(lambda: len(self.gw.workers()) == 2, what="2 workers")
+        self.scaled_to(2)
         self.gw.signal(signal.SIGTTOU)
-        wait_until(lambda: len(self.gw.workers()) == 1, what="1 worker")
-        self.assertEqual(self.gw.get("/one/x").status, 200)
+        self.scaled_to(1)
+        self.gw.signal(signal.SIGTTOU)      # not below one
+        time.sleep(0.3)
+        self.assertIn("TTOU: staying at 1 workers", self.gw.error_log())
+        for _ in range(10):
+            self.assertEqual(self.gw.get("/one/x").status, 200)
+
+    def test_scaling_under_load_loses_nothing(self):
+        loopers = [Looper(self.gw, "/one/x") for _ in range(3)]
+        for l in loopers:
+            l.start()
+        self.gw.signal(signal.SIGTTIN)
+        self.scaled_to(3)
+        self.gw.signal(signal.SIGTTOU)
+        self.scaled_to(2)
+        time.sleep(0.3)
+        for l in loopers:
+            l.finish()
+        self.assertEqual([f for l in loopers for f in l.failures], [])
 
     def test_reload_through_the_cli(self):
         self.gw.write_config(self.with_route("/cli/"))
