@@ -269,7 +269,10 @@ conn_finish(struct conn *c)
 	c->rlen -= next;
 	c->scan = c->head_len = c->body_off = 0;
 	if (c->rlen == 0) {
+		/* Idle connections hold no buffers at all. */
 		rbuf_put(c);
+		if (buf_pending(&c->out) == 0)
+			buf_free(&c->out);
 		conn_set_state(c, CS_IDLE);
 	} else
 		conn_set_state(c, CS_HEAD);
@@ -440,10 +443,12 @@ conn_head(struct conn *c)
 static bool
 conn_proxy_header(struct conn *c)
 {
+	struct sockaddr_storage ss;
 	size_t used;
 	int rc;
 
-	rc = proxy_proto_parse(c->rbuf, c->rlen, &c->peer, &used);
+	memcpy(&ss, &c->peer, sizeof(c->peer));	/* kept for LOCAL */
+	rc = proxy_proto_parse(c->rbuf, c->rlen, &ss, &used);
 	if (rc == 0)
 		return false;
 	if (rc < 0) {
@@ -451,8 +456,8 @@ conn_proxy_header(struct conn *c)
 		conn_fail(c, "bad PROXY header");
 		return false;
 	}
-	proxy_proto_format((struct sockaddr *)&c->peer, c->peer_str,
-	    sizeof(c->peer_str));
+	memcpy(&c->peer, &ss, sizeof(c->peer));
+	proxy_proto_format(&c->peer.sa, c->peer_str, sizeof(c->peer_str));
 	memmove(c->rbuf, c->rbuf + used, c->rlen - used);
 	c->rlen -= used;
 	c->state = CS_HEAD;	/* the header timeout keeps running */

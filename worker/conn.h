@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/queue.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -37,6 +38,13 @@ enum conn_state {
 	CS_CLOSED
 };
 
+/* A TCP peer: what a connection needs of sockaddr_storage. */
+union sockaddr_any {
+	struct sockaddr		sa;
+	struct sockaddr_in	sin;
+	struct sockaddr_in6	sin6;
+};
+
 /* Output beyond this pauses the producer; below LOW it resumes. */
 #define OUT_HIGH	(256 * 1024)
 #define OUT_LOW		(64 * 1024)
@@ -62,8 +70,8 @@ struct conn {
 	struct buf		 out;
 	struct request		*req;
 	struct listener		*lst;
-	struct sockaddr_storage	 peer;
-	char			 peer_str[64];
+	union sockaddr_any	 peer;		/* 28 bytes, not 128 */
+	char			 peer_str[48];
 	unsigned		 nrequests;
 	struct conn		*dirty_next;
 	TAILQ_ENTRY(conn)	 link;		/* worker's list of all */

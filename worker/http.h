@@ -81,7 +81,7 @@ struct request {
 	/* Identity, for headers and the access log. */
 	char			 id[REQ_ID_MAX + 1];
 	size_t			 id_len;
-	char			 client[64];	/* after PROXY / trusted XFF */
+	char			 client[48];	/* after PROXY / trusted XFF */
 	struct timespec		 start;
 	struct request		*next_free;
 };

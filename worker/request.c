@@ -127,7 +127,7 @@ request_client(struct request *r)
 	size_t bestlen = 0, i;
 
 	if (worker.cfg->server.ntrusted == 0 ||
-	    !trusted((struct sockaddr *)&c->peer))
+	    !trusted(&c->peer.sa))
 		return;
 	for (i = r->head.nheaders; i-- > 0;) {
 		const struct http_header *h = &r->head.headers[i];
@@ -186,7 +186,9 @@ request_new(struct conn *c)
 	c->req = r;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
 	request_make_id(r);
-	memcpy(r->client, c->peer_str, sizeof(r->client));	/* same size */
+	_Static_assert(sizeof(r->client) == sizeof(c->peer_str),
+	    "client and peer_str differ in size");
+	memcpy(r->client, c->peer_str, sizeof(r->client));
 	return r;
 }
 
