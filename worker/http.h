@@ -108,6 +108,14 @@ int	req_start_response(struct request *, int status, const char *reason,
 	    int64_t content_length);
 /* Queues body bytes.  Returns 0, or -1 if the client is gone. */
 int	req_write_body(struct request *, const char *data, size_t len);
+/*
+ * Zero-copy body: room for up to want bytes at the end of the output
+ * queue, for a producer to read() into; then req_body_commit() what it
+ * put there.  NULL when the body is framed chunked (bytes cannot go out
+ * as they are) or the client is gone.
+ */
+char	*req_body_space(struct request *, size_t want, size_t *got);
+void	req_body_commit(struct request *, size_t n);
 void	req_end_response(struct request *);
 /* The response cannot be finished: close the connection. */
 void	req_fail(struct request *, const char *why);

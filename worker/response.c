@@ -172,6 +172,32 @@ req_write_body(struct request *r, const char *data, size_t len)
 	return 0;
 }
 
+char *
+req_body_space(struct request *r, size_t want, size_t *got)
+{
+	struct conn *c = r->conn;
+
+	if (c->closing || r->resp_chunked || r->resp_nobody ||
+	    buf_reserve(&c->out, want) == -1)
+		return NULL;
+	*got = c->out.cap - c->out.len;
+	return c->out.data + c->out.len;
+}
+
+void
+req_body_commit(struct request *r, size_t n)
+{
+	struct conn *c = r->conn;
+
+	if (n == 0)
+		return;
+	c->out.len += n;
+	r->resp_bytes += n;
+	if (buf_pending(&c->out) >= OUT_HIGH)
+		r->resp_paused = true;
+	conn_mark_dirty(c);
+}
+
 void
 req_end_response(struct request *r)
 {
