@@ -154,7 +154,7 @@ upconn_put(struct upconn *uc)
 {
 	struct upstream_rt *up = uc->up;
 
-	if (up->nidle >= up->cfg->keepalive || worker.phase == WP_DRAINING) {
+	if (up->cfg->keepalive == 0 || worker.phase == WP_DRAINING) {
 		upconn_close(uc);
 		return;
 	}
@@ -162,7 +162,8 @@ upconn_put(struct upconn *uc)
 	upconn_want_write(uc, false);
 	upconn_want_read(uc, true);	/* to hear the server close it */
 	TAILQ_INSERT_TAIL(&uc->srv->idle, uc, link);
-	tlist_add(&up->keepalive, &uc->idle_timer);
+	tlist_add(up->nidle < up->cfg->keepalive ? &up->keepalive :
+	    &up->excess, &uc->idle_timer);
 	up->nidle++;
 }
 
@@ -213,6 +214,22 @@ upconn_expire(struct tnode *n)
 	struct upconn *uc = (struct upconn *)((char *)n -
 	    offsetof(struct upconn, idle_timer));
 
+	upconn_unpool(uc);
+	upconn_release(uc);
+}
+
+void
+upconn_expire_excess(struct tnode *n)
+{
+	struct upconn *uc = (struct upconn *)((char *)n -
+	    offsetof(struct upconn, idle_timer));
+	struct upstream_rt *up = uc->up;
+
+	/* The burst is over.  Still needed to make up keepalive? Stay. */
+	if (up->nidle <= up->cfg->keepalive) {
+		tlist_add(&up->keepalive, &uc->idle_timer);
+		return;
+	}
 	upconn_unpool(uc);
 	upconn_release(uc);
 }

@@ -36,6 +36,15 @@ struct upconn {
 };
 
 /*
+ * Idle connections beyond the upstream's keepalive count are not closed
+ * on the spot: under a burst (more requests in flight than keepalive),
+ * closing them as their responses finish and opening new ones a moment
+ * later as the next requests come was most of the cost.  They wait this
+ * long for a taker, then close.
+ */
+#define UPCONN_EXCESS_MS	250
+
+/*
  * An idle pooled connection (*reused true), or a new one being connected
  * (*reused false; the owner hears EV_WRITE once the connect completes).
  * NULL with errno set when no socket can be made.
@@ -54,5 +63,7 @@ void	upconn_close(struct upconn *);
 void	upconn_close_idle(struct server_rt *);
 /* The keepalive list's timer: an idle connection timed out. */
 void	upconn_expire(struct tnode *);
+/* The excess list's: closed unless the pool is back under keepalive. */
+void	upconn_expire_excess(struct tnode *);
 
 #endif

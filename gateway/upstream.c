@@ -95,6 +95,9 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 	}
 	tlist_init(&u->keepalive, base, cfg->keepalive_timeout_ms,
 	    upconn_expire);
+	tlist_init(&u->excess, base, cfg->keepalive_timeout_ms <
+	    UPCONN_EXCESS_MS ? cfg->keepalive_timeout_ms : UPCONN_EXCESS_MS,
+	    upconn_expire_excess);
 	/* Workers start at different servers. */
 	u->rr = rand_below((unsigned)cfg->nservers);
 	return 0;
@@ -125,6 +128,7 @@ upstream_free(void)
 		    j++)
 			upconn_close_idle(&ups[i].servers[j]);
 		tlist_free(&ups[i].keepalive);
+		tlist_free(&ups[i].excess);
 		free(ups[i].servers);
 	}
 	free(ups);

@@ -33,6 +33,7 @@ struct upstream_rt {
 	unsigned		 rr;		/* next for round_robin */
 	int			 nidle;		/* pooled, all servers */
 	struct tlist		 keepalive;	/* idle connections' timeouts */
+	struct tlist		 excess;	/* beyond keepalive: a short grace */
 };
 
 int	upstream_init(struct event_base *, const struct config *);

@@ -119,7 +119,6 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
     socklen_t salen)
 {
 	struct conn *c;
-	int one = 1;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		log_warnx("conn: out of memory, dropping a connection");
@@ -131,7 +130,6 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 	memcpy(&c->peer, sa, salen < sizeof(c->peer) ? salen :
 	    sizeof(c->peer));
 	proxy_proto_format(sa, c->peer_str, sizeof(c->peer_str));
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	event_assign(&c->ev_read, worker.base, fd, EV_READ | EV_PERSIST,
 	    conn_read_cb, c);
 	event_assign(&c->ev_write, worker.base, fd, EV_WRITE | EV_PERSIST,
@@ -234,6 +232,23 @@ conn_close_after(struct conn *c, bool client_asked)
 	conn_start_reading(c);
 }
 
+/*
+ * TCP_NODELAY, set only once a connection may send a small write right
+ * after another: when it is kept alive, or when a response streams in
+ * pieces.  A response that leaves in one write never needs it, so a
+ * connection per request saves the syscall (nginx's tcp_nodelay rule).
+ */
+static void
+conn_nodelay(struct conn *c)
+{
+	int one = 1;
+
+	if (c->nodelay)
+		return;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->nodelay = true;
+}
+
 /* The response is written and its request complete: next one, or close. */
 static void
 conn_finish(struct conn *c)
@@ -263,6 +278,8 @@ conn_finish(struct conn *c)
 		conn_close_after(c, client_asked);
 		return;
 	}
+	/* Kept alive: the next response may follow with no read between. */
+	conn_nodelay(c);
 	next = c->body_off;
 	if (next < c->rlen)
 		memmove(c->rbuf, c->rbuf + next, c->rlen - next);
@@ -286,6 +303,8 @@ conn_flush(struct conn *c)
 	struct request *r;
 	int rc;
 
+	if (c->req != NULL && !c->req->resp_done)
+		conn_nodelay(c);	/* streaming: pieces follow */
 	if ((rc = conn_write_out(c)) == -1)
 		return;
 	if ((r = c->req) == NULL)

@@ -60,6 +60,7 @@ struct conn {
 	bool			 dirty;		/* on the flush list */
 	bool			 in_process;
 	bool			 closing;
+	bool			 nodelay;	/* TCP_NODELAY is set */
 	const char		*close_why;
 	/* Input: [0, head_len) head, [body_off, rlen) unread body bytes. */
 	char			*rbuf;
