@@ -26,7 +26,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 
-#define PROXY_POOL_MAX		256
+#define PROXY_POOL_MAX		64
 #define UPSTREAM_HEAD_MAX	(64 * 1024)
 
 /* Why a libcurl callback stopped the transfer (its CURLcode cannot say). */

@@ -26,10 +26,13 @@
 #include "lib/log.h"
 #include "worker/worker.h"
 
-#define IN_SIZE		(64 * 1024)	/* response read buffer */
+/* Response heads and unsized bodies: more than nginx's default 4-8k
+ * proxy_buffer_size; sized bodies go straight to the client's queue. */
+#define IN_SIZE		(16 * 1024)
+#define DIRECT_MAX	(64 * 1024)	/* a sized body's read at a time */
 #define FILL_CHUNK	(64 * 1024)	/* client body read at a time */
 #define REPLAY_MAX	(64 * 1024)	/* a request this small can be resent */
-#define POOL_MAX	256
+#define POOL_MAX	64
 
 enum resp_framing {
 	RB_NONE,		/* HEAD, 1xx, 204, 304 */
@@ -568,7 +571,7 @@ native_recv_direct(struct native *x)
 
 	if (!x->head_done || x->rb != RB_LENGTH || x->in_len != 0)
 		return 0;
-	want = x->rb_left < IN_SIZE ? (size_t)x->rb_left : IN_SIZE;
+	want = x->rb_left < DIRECT_MAX ? (size_t)x->rb_left : DIRECT_MAX;
 	if ((dst = req_body_space(x->req, want, &room)) == NULL)
 		return 0;
 	if (room > want)

@@ -15,7 +15,7 @@
 #include "lib/log.h"
 #include "worker/worker.h"
 
-#define UPCONN_FREE_MAX	256
+#define UPCONN_FREE_MAX	64
 
 static struct upconn	*free_list;
 static size_t		 nfree;

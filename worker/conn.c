@@ -24,7 +24,8 @@
 #include "worker/proxy_proto.h"
 #include "worker/worker.h"
 
-#define RBUF_POOL_MAX	256
+#define SMALL_POOL_MAX	128	/* 512 KiB kept at most */
+#define LARGE_POOL_MAX	8
 #define LINGER_MS	2000
 #define DRAIN_GRACE_MS	1000
 
@@ -32,8 +33,10 @@ struct conn_list conns = TAILQ_HEAD_INITIALIZER(conns);
 
 static struct conn	*dirty_list;
 static struct event	 flush_ev;
-static char		*rbuf_pool[RBUF_POOL_MAX];
-static size_t		 rbuf_pooled;
+static char		*small_pool[SMALL_POOL_MAX];
+static size_t		 small_pooled;
+static char		*large_pool[LARGE_POOL_MAX];
+static size_t		 large_pooled;
 
 static void	conn_process(struct conn *);
 static void	conn_read_cb(evutil_socket_t, short, void *);
@@ -42,11 +45,26 @@ static void	conn_write_cb(evutil_socket_t, short, void *);
 /* -- buffers ---------------------------------------------------------- */
 
 static char *
-rbuf_get(void)
+pool_take(char **pool, size_t *n, size_t size)
 {
-	if (rbuf_pooled > 0)
-		return rbuf_pool[--rbuf_pooled];
-	return malloc(worker.rbuf_size);
+	return *n > 0 ? pool[--*n] : malloc(size);
+}
+
+static void
+pool_give(char **pool, size_t *n, size_t max, char *b)
+{
+	if (*n < max)
+		pool[(*n)++] = b;
+	else
+		free(b);
+}
+
+static bool
+rbuf_get(struct conn *c)
+{
+	c->rbuf = pool_take(small_pool, &small_pooled, RBUF_SMALL);
+	c->rcap = RBUF_SMALL;
+	return c->rbuf != NULL;
 }
 
 static void
@@ -54,12 +72,35 @@ rbuf_put(struct conn *c)
 {
 	if (c->rbuf == NULL)
 		return;
-	if (rbuf_pooled < RBUF_POOL_MAX)
-		rbuf_pool[rbuf_pooled++] = c->rbuf;
+	if (c->rcap == RBUF_SMALL)
+		pool_give(small_pool, &small_pooled, SMALL_POOL_MAX, c->rbuf);
 	else
-		free(c->rbuf);
+		pool_give(large_pool, &large_pooled, LARGE_POOL_MAX, c->rbuf);
 	c->rbuf = NULL;
+	c->rcap = 0;
 	c->rlen = c->scan = c->head_len = c->body_off = 0;
+}
+
+/* Small to full size; a parsed head is moved along.  0, or -1 (memory). */
+static int
+rbuf_grow(struct conn *c)
+{
+	char *nb;
+
+	if (c->rcap >= worker.rbuf_size)
+		return 0;
+	nb = pool_take(large_pool, &large_pooled, worker.rbuf_size);
+	if (nb == NULL)
+		return -1;
+	memcpy(nb, c->rbuf, c->rlen);
+	if (c->req != NULL)
+		request_rebase(c->req, c->rbuf, c->rlen, nb);
+	/* Cleared, so a pointer left behind reads nothing plausible. */
+	memset(c->rbuf, 0, c->rlen);
+	pool_give(small_pool, &small_pooled, SMALL_POOL_MAX, c->rbuf);
+	c->rbuf = nb;
+	c->rcap = worker.rbuf_size;
+	return 0;
 }
 
 /* -- state ------------------------------------------------------------ */
@@ -132,8 +173,6 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 	proxy_proto_format(sa, c->peer_str, sizeof(c->peer_str));
 	event_assign(&c->ev_read, worker.base, fd, EV_READ | EV_PERSIST,
 	    conn_read_cb, c);
-	event_assign(&c->ev_write, worker.base, fd, EV_WRITE | EV_PERSIST,
-	    conn_write_cb, c);
 	conn_start_reading(c);
 	c->state = lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD;
 	/* The header timeout runs from accept, as nginx's does. */
@@ -176,8 +215,8 @@ conn_close_now(struct conn *c)
 	    c->close_why ? c->close_why : "done");
 	if (c->reading)
 		event_del(&c->ev_read);
-	if (c->write_armed)
-		event_del(&c->ev_write);
+	if (c->ev_write != NULL)
+		event_free(c->ev_write);	/* deletes it too */
 	tnode_del(&c->timer);
 	close(c->fd);
 	rbuf_put(c);
@@ -186,6 +225,25 @@ conn_close_now(struct conn *c)
 	free(c);
 	worker.nconns--;
 	worker_conn_closed();
+}
+
+/*
+ * Small responses leave in one write and never block, so the write
+ * event is made only the first time a socket is full: 128 bytes an idle
+ * connection does not carry.
+ */
+int
+conn_want_write(struct conn *c)
+{
+	if (c->write_armed)
+		return 0;
+	if (c->ev_write == NULL && (c->ev_write = event_new(worker.base,
+	    c->fd, EV_WRITE | EV_PERSIST, conn_write_cb, c)) == NULL)
+		return -1;
+	if (event_add(c->ev_write, NULL) == -1)
+		return -1;
+	c->write_armed = true;
+	return 0;
 }
 
 void
@@ -454,6 +512,12 @@ conn_head(struct conn *c)
 		conn_reject(c, 413, "request body too large");
 		return true;
 	}
+	/* A body bigger than the room left: read it in full-size pieces. */
+	if ((r->body_chunked || r->head.content_length >
+	    (int64_t)(c->rcap - c->rlen)) && rbuf_grow(c) == -1) {
+		conn_fail(c, "out of memory");
+		return false;
+	}
 	conn_set_state(c, CS_ACTIVE);
 	gateway_handle(r);
 	return true;
@@ -546,14 +610,20 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_linger_read(c);
 		return;
 	}
-	if (c->rbuf == NULL && (c->rbuf = rbuf_get()) == NULL) {
+	if (c->rbuf == NULL && !rbuf_get(c)) {
 		conn_fail(c, "out of memory");
 		return;
 	}
-	if ((space = worker.rbuf_size - c->rlen) == 0 &&
-	    c->state == CS_ACTIVE && c->req != NULL && !c->req->body_done) {
-		conn_compact_body(c);
-		space = worker.rbuf_size - c->rlen;
+	if ((space = c->rcap - c->rlen) == 0 && (c->state == CS_HEAD ||
+	    (c->state == CS_ACTIVE && c->req != NULL && !c->req->body_done))) {
+		/* A big head, or a body: the full-size buffer. */
+		if (rbuf_grow(c) == -1) {
+			conn_fail(c, "out of memory");
+			return;
+		}
+		if (c->state == CS_ACTIVE && c->rlen == c->rcap)
+			conn_compact_body(c);
+		space = c->rcap - c->rlen;
 	}
 	if (space == 0) {
 		/* Backpressure: the gateway has not taken what we hold. */

@@ -53,7 +53,7 @@ struct conn {
 	int			 fd;
 	enum conn_state		 state;
 	struct event		 ev_read;	/* persistent, added once */
-	struct event		 ev_write;	/* added only while blocked */
+	struct event		*ev_write;	/* made on the first blocked write */
 	struct tnode		 timer;
 	bool			 reading;	/* ev_read is added */
 	bool			 write_armed;
@@ -64,6 +64,7 @@ struct conn {
 	const char		*close_why;
 	/* Input: [0, head_len) head, [body_off, rlen) unread body bytes. */
 	char			*rbuf;
+	size_t			 rcap;		/* RBUF_SMALL or the full size */
 	size_t			 rlen;
 	size_t			 scan;		/* http_head_end progress */
 	size_t			 head_len;
@@ -86,6 +87,8 @@ void	conn_accept(struct listener *, int fd, const struct sockaddr *,
 void	conn_init_worker(void);
 /* Queues c for the flush pass after the current callbacks. */
 void	conn_mark_dirty(struct conn *);
+/* Waits for the socket to take more output; -1 if out of memory. */
+int	conn_want_write(struct conn *);
 /* Tears c down after the current callbacks (never on the spot). */
 void	conn_fail(struct conn *, const char *why);
 /* Drain: idle connections close after a grace, others at their end. */
@@ -94,7 +97,18 @@ void	conn_close_all(const char *why);
 /* Whether c may keep its connection after the current response. */
 bool	conn_keepalive(const struct conn *);
 
+/*
+ * Read buffers start small (most request heads are well under 1 KiB) and
+ * grow to worker.rbuf_size (max_header_size + 4 KiB) when a head does not
+ * fit or a body is coming: a burst of connections then pins 4 KiB each,
+ * not 20.
+ */
+#define RBUF_SMALL	4096
+
 /* request.c */
+/* The head points into the read buffer: moved when the buffer grows. */
+void	request_rebase(struct request *, const char *old, size_t len,
+	    char *new_buf);
 struct request *request_new(struct conn *);
 /* After the head is parsed: X-Request-Id and the client address. */
 void	request_identify(struct request *);

@@ -18,7 +18,7 @@
 #include "worker/conn.h"
 #include "worker/worker.h"
 
-#define REQ_POOL_MAX	1024
+#define REQ_POOL_MAX	64
 
 static struct request	*req_pool;
 static size_t		 req_pooled;
@@ -192,6 +192,35 @@ request_new(struct conn *c)
 	return r;
 }
 
+static void
+rebase(const char **p, const char *old, size_t len, char *nb)
+{
+	uintptr_t a = (uintptr_t)*p, o = (uintptr_t)old;
+
+	/* Pointers outside the buffer (the literal "/") stay. */
+	if (*p != NULL && a >= o && a < o + len)
+		*p = nb + (a - o);
+}
+
+void
+request_rebase(struct request *r, const char *old, size_t len, char *nb)
+{
+	struct http_head *h = &r->head;
+	size_t i;
+
+	rebase(&h->method, old, len, nb);
+	rebase(&h->target, old, len, nb);
+	rebase(&h->path, old, len, nb);
+	rebase(&h->query, old, len, nb);
+	rebase(&h->host, old, len, nb);
+	for (i = 0; i < h->nheaders; i++) {
+		rebase(&h->headers[i].name, old, len, nb);
+		rebase(&h->headers[i].value, old, len, nb);
+	}
+	for (i = 0; i < r->nparams; i++)
+		rebase(&r->params[i].value, old, len, nb);
+}
+
 /* Called once the head is parsed: adopt the client's ids. */
 void
 request_identify(struct request *r)
@@ -264,7 +293,7 @@ body_consumed(struct conn *c)
 {
 	if (c->body_off == c->rlen && !c->req->body_done)
 		c->rlen = c->body_off = c->head_len;
-	if (!c->reading && !c->closing && c->rlen < worker.rbuf_size &&
+	if (!c->reading && !c->closing && c->rlen < c->rcap &&
 	    event_add(&c->ev_read, NULL) == 0)
 		c->reading = true;
 }

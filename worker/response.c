@@ -64,8 +64,10 @@ conn_write_out(struct conn *c)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
-			if (!c->write_armed && event_add(&c->ev_write, NULL) == 0)
-				c->write_armed = true;
+			if (conn_want_write(c) == -1) {
+				conn_fail(c, "out of memory");
+				return -1;
+			}
 			if (c->state == CS_ACTIVE &&
 			    c->timer.list != &worker.t_send)
 				tlist_add(&worker.t_send, &c->timer);
@@ -75,7 +77,7 @@ conn_write_out(struct conn *c)
 		return -1;
 	}
 	if (c->write_armed) {
-		event_del(&c->ev_write);
+		event_del(c->ev_write);
 		c->write_armed = false;
 	}
 	if (c->timer.list == &worker.t_send)

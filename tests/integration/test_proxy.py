@@ -128,6 +128,41 @@ class ProxyTest(AgateTest):
         self.assertEqual(parse_status(head), 200)
         self.assertEqual(b"".join(received), data)
 
+    def test_big_head_and_body_arrive_intact(self):
+        # A head past the first (small) read buffer, and a body that makes
+        # the buffer grow after the head was parsed: what the upstream and
+        # the access log see must be exactly what was sent.
+        big = "v" * 6000
+        data = os.urandom(50000)
+        r = self.gw.request("POST", "/api/grow/path?echo=1", body=data,
+                            headers={"X-Big": big, "X-Request-Id": "grow-1",
+                                     "X-After": "tail"})
+        got = r.json()
+        self.assertEqual(got["path"], "/grow/path")
+        self.assertEqual(got["query"], "echo=1")
+        seen = {k.lower(): v for k, v in got["headers"]}
+        self.assertEqual(seen["x-big"], big)
+        self.assertEqual(seen["x-after"], "tail")
+        self.assertEqual(got["body_sha256"], hashlib.sha256(data).hexdigest())
+        # A small head, then a body: the buffer grows after the parse and
+        # the parsed head must move with it.
+        r = self.gw.request("PUT", "/api/moved/head?echo=1", body=data,
+                            headers={"X-Request-Id": "grow-2",
+                                     "X-Small": "s"})
+        got = r.json()
+        self.assertEqual((got["method"], got["path"]), ("PUT", "/moved/head"))
+        seen = {k.lower(): v for k, v in got["headers"]}
+        self.assertEqual(seen["x-small"], "s")
+        self.assertEqual(got["body_sha256"], hashlib.sha256(data).hexdigest())
+        lines = wait_until(lambda: (lambda d: d if len(d) == 2 else None)(
+            {l["request_id"]: l for l in self.gw.access_log()
+             if l["request_id"] in ("grow-1", "grow-2")}),
+            what="the access log lines")
+        self.assertEqual((lines["grow-1"]["method"], lines["grow-1"]["path"]),
+                         ("POST", "/api/grow/path"))
+        self.assertEqual((lines["grow-2"]["method"], lines["grow-2"]["path"]),
+                         ("PUT", "/api/moved/head"))
+
     def test_chunked_upload_is_byte_exact(self):
         data = os.urandom(3 * 1024 * 1024 + 17)
 
