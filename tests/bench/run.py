@@ -23,6 +23,7 @@ See tests/bench/README.md.
 import argparse
 import datetime
 import errno
+import hashlib
 import http.client
 import json
 import os
@@ -50,6 +51,7 @@ UPSTREAM_BODY = ('{"status":"ok","service":"bench-upstream",'
                  '"message":"a small JSON answer of about 100 bytes","n":10}')
 BIG_SIZE = 100 * 1024
 MAXCONN = 12000           # agate max_connections, HAProxy maxconn
+UPSTREAM_KEEPALIVE = 64   # idle upstream connections kept per worker
 WORKER_CONNECTIONS = 16384
 
 TOOLS = [  # (command, Debian package)
@@ -416,7 +418,7 @@ class Agate(Server):
         self.binary = binary
         self.conf = os.path.join(tmp, "agate.yaml")
         upstream = {"servers": ["http://127.0.0.1:%d" % upstream_port],
-                    "keepalive": 64}
+                    "keepalive": UPSTREAM_KEEPALIVE}
         for key, value in extra:
             node = upstream
             parts = key.split(".")
@@ -451,8 +453,9 @@ class Agate(Server):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, timeout=30)
         if r.returncode != 0:
+            msg = " | ".join(r.stdout.strip().splitlines()[-3:])
             raise BenchError("config refused by agate -t: " +
-                             " | ".join(r.stdout.strip().splitlines()[-3:]))
+                             msg.replace(self.tmp + "/", ""))
         Server.start(self)
 
 
@@ -523,7 +526,7 @@ def run_wrk(ctx, port, spec, duration, midpoint=None):
     return r
 
 
-def short(msg, n=70):
+def short(msg, n=90):
     msg = " ".join(msg.split())
     return msg if len(msg) <= n else msg[:n - 1] + "… (see notes)"
 
@@ -615,6 +618,16 @@ def parse_strace(path):
     return calls, sum(calls.values())
 
 
+def attached(text):
+    """Threads strace reports attached ("Process N attached [with M
+    threads]")."""
+    n = 0
+    for m in re.finditer(r"Process \d+ attached(?: with (\d+) threads)?",
+                         text):
+        n += int(m.group(1) or 1)
+    return n
+
+
 def strace_run(ctx, gw, spec, seconds):
     """A short wrk run with strace -c attached to every worker."""
     targets = gw.strace_targets()
@@ -632,7 +645,7 @@ def strace_run(ctx, gw, spec, seconds):
     ctx.running.add(st)
     try:
         deadline = time.monotonic() + 5
-        while (read_text(err).count(" attached") < expect and
+        while (attached(read_text(err)) < expect and
                time.monotonic() < deadline and st.poll() is None):
             time.sleep(0.05)
         if st.poll() is not None:
@@ -882,10 +895,8 @@ def share_rows(ctx):
         verdict = "–"
         if hi > 0:
             verdict = "yes" if lo >= 40 and hi <= 60 else "no"
-            if ctx.args.workers != 2:
-                verdict += " (%.0f–%.0f%%)" % (lo, hi)
         rows.append([gw.name + " (%s)" % unit, "; ".join(per_round),
-                     "%.0f–%.0f%%" % (lo, hi) if hi else "–", verdict])
+                     "%.1f–%.1f%%" % (lo, hi) if hi else "–", verdict])
     return rows
 
 
@@ -960,6 +971,17 @@ def lib_version(binary, soname, pcname):
     return upstream
 
 
+def binary_date(path):
+    try:
+        t = os.stat(path).st_mtime
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError:
+        return ""
+    return ", binary built %s (sha256 %s)" % (
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(t)), digest)
+
+
 def machine_info(ctx):
     cpu = re.search(r"^model name\s*:\s*(.+)$", read_text("/proc/cpuinfo"),
                     re.M)
@@ -990,7 +1012,8 @@ def machine_info(ctx):
         "mem": "%.0f GiB" % (int(mem.group(1)) / 1048576.0) if mem else "?",
         "kernel": platform.release(),
         "os": osr.group(1) if osr else platform.system(),
-        "agate": cmd_version([ctx.args.agate, "-V"], r"agate (\S+)") + git,
+        "agate": cmd_version([ctx.args.agate, "-V"], r"agate (\S+)") + git
+        + binary_date(ctx.args.agate),
         "nginx": cmd_version([t["nginx"], "-v"], r"nginx/(\S+)"),
         "haproxy": cmd_version([t["haproxy"], "-v"],
                                r"HAProxy version (\S+)"),
@@ -1032,6 +1055,19 @@ def write_chart(ctx, png):
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     n = len(others)
 
+    def missing(rows):
+        """A 'no data' mark where a gateway has no ratio."""
+        out = []
+        for x, row in enumerate(rows):
+            vals = row.rsplit('" ', 1)[1].split()
+            for i, v in enumerate(vals):
+                if v == "NaN":
+                    off = (i - (n - 1) / 2.0) * (0.8 / n)
+                    out.append("set label 'no data' at first %.3f, graph 0.03"
+                               " rotate by 90 left tc rgb '%s' font ',10'"
+                               % (x + off, colors[i % len(colors)]))
+        return "\n".join(out)
+
     def plot(dat):
         parts = []
         for i, g in enumerate(others):
@@ -1040,7 +1076,7 @@ def write_chart(ctx, png):
         for i, g in enumerate(others):
             off = (i - (n - 1) / 2.0) * (0.8 / n)
             parts.append("'%s' using ($0+%.3f):%d:(sprintf('%%.2f',$%d)) "
-                         "with labels offset 0,0.7 font ',10' notitle"
+                         "with labels boxed offset 0,0.8 font ',10' notitle"
                          % (dat, off, i + 2, i + 2))
         parts.append("1 with lines dt 2 lw 2 lc rgb 'black' "
                      "title 'nginx = 1'")
@@ -1049,21 +1085,29 @@ def write_chart(ctx, png):
     script = [
         "set terminal pngcairo size 1100,900 font 'sans,11'",
         "set output '%s'" % png,
-        "set multiplot layout 2,1 title '%s' font ',13'" % (
-            "Relative to nginx reverse proxy (median of per-round ratios; "
-            "%d workers each)" % ctx.args.workers),
+        "set multiplot layout 2,1 title \"%s\" font ',13'" % (
+            "%s relative to nginx as a reverse proxy\\n"
+            "{/*0.8 median of per-round ratios; %d workers each; "
+            "%d x %g s; %s}" % (
+                " and ".join(g.name for g in others),
+                ctx.args.workers, ctx.args.rounds, ctx.args.duration,
+                time.strftime("%Y-%m-%d"))),
+        "set style textbox opaque noborder margins 1,1",
         "set style data histograms",
         "set style histogram clustered gap 1",
         "set style fill solid 0.85 border -1",
         "set boxwidth 0.9",
         "set grid ytics",
-        "set key top right",
+        "set key outside right top",
         "set yrange [0:*]",
         "set offsets 0,0,0.25,0",
         "set datafile missing 'NaN'",
         "set title 'Throughput: requests/s vs nginx (higher is better)'",
         "set ylabel 'ratio to nginx'",
+        missing(top_rows),
         plot(dat1),
+        "unset label",
+        missing(bottom_rows),
         "set title 'Cost vs nginx (lower is better): CPU µs per request; "
         "6 = bytes per idle connection'",
         plot(dat2),
@@ -1082,7 +1126,19 @@ def write_chart(ctx, png):
 
 def report(ctx, wall):
     a = ctx.args
-    info = machine_info(ctx)
+    info = ctx.info
+    for gw in ctx.gateways:
+        exe = ""
+        if isinstance(gw, Agate) and gw.running():
+            try:
+                exe = os.readlink("/proc/%d/exe" % gw.proc.pid)
+            except OSError:
+                pass
+        if exe.endswith(" (deleted)"):
+            ctx.notes.append(
+                "%s was rebuilt while this ran: the numbers are for the "
+                "binary started at the beginning (the one described "
+                "above)." % a.agate)
     main = md_table(["scenario", "gateway", "req/s", "× nginx", "p50", "p99",
                      "CPU µs/req", "syscalls/req", "peak RSS", "errors"],
                     scenario_rows(ctx))
@@ -1162,9 +1218,14 @@ def report(ctx, wall):
         "100 KiB file; wrk %d threads, timeout 5 s; fd limit %d; %s"
         % (a.workers, a.workers, len(UPSTREAM_BODY), a.wrk_threads,
            info["nofile"],
-           "%d round(s) of %g s" % (a.rounds, a.duration)),
-        "- agate (`%s`): upstream `keepalive: 64`, extra upstream keys: %s"
-        % (a.label, up),
+           "%d round(s) of %g s%s" % (a.rounds, a.duration,
+                                       " (--quick: a smoke test, not a "
+                                       "measurement)" if a.quick else "")),
+        "- Idle upstream connections: agate `keepalive: %d` and nginx "
+        "`keepalive %d` per worker, HAProxy `pool-max-conn %d` (whole "
+        "process)" % (UPSTREAM_KEEPALIVE, UPSTREAM_KEEPALIVE,
+                      UPSTREAM_KEEPALIVE * a.workers),
+        "- agate (`%s`): extra upstream keys: %s" % (a.label, up),
         "- Command: `%s`\n" % " ".join(shlex.quote(x) for x in
                                         ctx.argv_for_report),
         "Scenarios: " + "; ".join("(%d) %s" % (k, v["title"])
@@ -1234,6 +1295,9 @@ def parse_args(argv):
         p.error("--gateways: a subset of agate,nginx,haproxy")
     if a.rounds < 1 or a.duration <= 0 or a.workers < 1:
         p.error("--rounds, --duration and --workers must be positive")
+    if a.label in ("nginx", "haproxy", "upstream") or \
+            not re.match(r"^[A-Za-z0-9_.+-]+$", a.label):
+        p.error("--label: letters, digits and _.+- only, not nginx/haproxy")
     a.agate = os.path.abspath(a.agate)
     a.out = os.path.abspath(a.out)
     return a
@@ -1259,11 +1323,13 @@ def start_servers(ctx):
             "nginx", tmp, port, a.workers, t["nginx"],
             fill("proxy.nginx.conf", DIR=tmp, PORT=port, NOFILE=nofile,
                  WORKERS=a.workers, UPSTREAM_PORT=up_port,
+                 KEEPALIVE=UPSTREAM_KEEPALIVE,
                  CONNS=min(WORKER_CONNECTIONS, nofile - 100))),
         "haproxy": lambda port: HAProxy(
             "haproxy", tmp, port, a.workers, t["haproxy"],
             fill("haproxy.cfg", DIR=tmp, PORT=port, WORKERS=a.workers,
-                 UPSTREAM_PORT=up_port, MAXCONN=MAXCONN)),
+                 UPSTREAM_PORT=up_port, MAXCONN=MAXCONN,
+                 POOL=UPSTREAM_KEEPALIVE * a.workers)),
     }
     for g in ("agate", "nginx", "haproxy"):    # the order of each round
         if g not in a.gateway_list:
@@ -1392,6 +1458,7 @@ def main(argv):
     signal.signal(signal.SIGHUP, on_term)
     t0 = time.monotonic()
     try:
+        ctx.info = machine_info(ctx)    # before the binary can change
         start_servers(ctx)
         if "nginx" in a.gateway_list and ctx.gateways and \
                 [g for g in ctx.gateways if g.name == "nginx"][0].error:
