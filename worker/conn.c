@@ -312,7 +312,9 @@ static void
 conn_finish(struct conn *c)
 {
 	struct request *r = c->req;
-	bool keep, client_asked = !r->head.keepalive;
+	/* Only a parsed request can ask to close; after a refusal the
+	 * client may still be sending, so the close lingers. */
+	bool keep, client_asked = !r->rejected && !r->head.keepalive;
 	size_t next;
 
 	/*
@@ -424,6 +426,7 @@ conn_reject(struct conn *c, int status, const char *why)
 	log_debug("conn %s: %d: %s", c->peer_str, status, why);
 	c->head_len = c->body_off = c->rlen;
 	r->resp_close = true;
+	r->rejected = true;
 	conn_set_state(c, CS_ACTIVE);
 	req_error(r, status, why, NULL);
 }

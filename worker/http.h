@@ -67,6 +67,7 @@ struct request {
 	bool			 resp_nobody;
 	bool			 resp_close;	/* close after it */
 	bool			 resp_paused;	/* producer waits for writable */
+	bool			 rejected;	/* refused before it was parsed */
 	uint64_t		 resp_bytes;	/* body bytes sent */
 
 	/* Gateway state. */

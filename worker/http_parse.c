@@ -386,12 +386,9 @@ http_parse_head(const char *buf, size_t head_len, struct http_head *h,
 	const char *p = buf, *end = buf + head_len;
 	enum http_result rc;
 
+	/* Every field, so a head refused half-way has no stale ones. */
 	memset(h, 0, offsetof(struct http_head, headers));
-	h->nheaders = 0;
 	h->content_length = -1;
-	h->host = NULL;
-	h->host_len = 0;
-	h->chunked = h->expect_continue = false;
 	h->head_len = head_len;
 	if ((rc = parse_request_line(&p, end, h, status, why)) != HTTP_OK)
 		return rc;

@@ -35,7 +35,6 @@ struct http_head {
 	const char		*query;		/* after '?', or NULL */
 	size_t			 query_len;
 	int			 minor;		/* HTTP/1.minor */
-	struct http_header	 headers[HTTP_MAX_HEADERS];
 	size_t			 nheaders;
 	int64_t			 content_length;	/* -1: none */
 	bool			 chunked;
@@ -44,6 +43,8 @@ struct http_head {
 	const char		*host;
 	size_t			 host_len;
 	size_t			 head_len;	/* bytes up to the body */
+	/* Last: everything above is reset with one memset up to here. */
+	struct http_header	 headers[HTTP_MAX_HEADERS];
 };
 
 enum http_result {

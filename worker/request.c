@@ -178,7 +178,6 @@ request_new(struct conn *c)
 	/* The head is filled by the parser; clear what precedes it. */
 	memset(r, 0, offsetof(struct request, head));
 	memset(&r->head, 0, offsetof(struct http_head, headers));
-	r->head.nheaders = 0;
 	r->head.content_length = -1;
 	memset(&r->body_left, 0, sizeof(*r) - offsetof(struct request,
 	    body_left));
