@@ -26,9 +26,15 @@
 #include "lib/log.h"
 #include "worker/worker.h"
 
-/* Response heads and unsized bodies: more than nginx's default 4-8k
- * proxy_buffer_size; sized bodies go straight to the client's queue. */
-#define IN_SIZE		(16 * 1024)
+/*
+ * The response read buffer is borrowed for a read and given back as soon
+ * as all it holds has been passed on (nearly always at once), so 500
+ * exchanges in flight do not pin 500 of them.  64 KiB: one read takes a
+ * head and a good piece of body; a head may be that large (nginx's
+ * default proxy_buffer_size is 4-8k).
+ */
+#define IN_SIZE		(64 * 1024)
+#define IN_POOL_MAX	16
 #define DIRECT_MAX	(64 * 1024)	/* a sized body's read at a time */
 #define FILL_CHUNK	(64 * 1024)	/* client body read at a time */
 #define REPLAY_MAX	(64 * 1024)	/* a request this small can be resent */
@@ -79,7 +85,7 @@ struct native {
 
 static struct native	*pool;
 static size_t		 pooled;
-static char		*in_pool[POOL_MAX];
+static char		*in_pool[IN_POOL_MAX];
 static size_t		 in_pooled;
 
 static void	native_ready(void *, short);
@@ -95,6 +101,29 @@ static const struct req_hooks native_hooks = {
 
 /* -- allocation -------------------------------------------------------- */
 
+static bool
+native_in_borrow(struct native *x)
+{
+	if (x->in != NULL)
+		return true;
+	x->in = in_pooled > 0 ? in_pool[--in_pooled] : malloc(IN_SIZE);
+	return x->in != NULL;
+}
+
+/* Gives the read buffer back; only when it holds nothing (or at the end). */
+static void
+native_in_return(struct native *x)
+{
+	if (x->in == NULL)
+		return;
+	if (in_pooled < IN_POOL_MAX)
+		in_pool[in_pooled++] = x->in;
+	else
+		free(x->in);
+	x->in = NULL;
+	x->in_len = 0;
+}
+
 static struct native *
 native_get(void)
 {
@@ -105,12 +134,7 @@ native_get(void)
 		pooled--;
 	} else if ((x = calloc(1, sizeof(*x))) == NULL)
 		return NULL;
-	if (in_pooled > 0)
-		x->in = in_pool[--in_pooled];
-	else if ((x->in = malloc(IN_SIZE)) == NULL) {
-		free(x);
-		return NULL;
-	}
+	x->in = NULL;
 	x->uc = NULL;
 	x->reused = x->retried = x->connecting = false;
 	buf_reset(&x->out);
@@ -141,11 +165,7 @@ native_put(struct native *x, bool keep)
 		x->uc = NULL;
 	}
 	upstream_end(x->up, x->server);
-	if (in_pooled < POOL_MAX)
-		in_pool[in_pooled++] = x->in;
-	else
-		free(x->in);
-	x->in = NULL;
+	native_in_return(x);
 	if (pooled >= POOL_MAX) {
 		buf_free(&x->out);
 		buf_free(&x->chead);
@@ -603,8 +623,13 @@ native_recv(struct native *x)
 
 	if (native_recv_direct(x) != 0)
 		return;
+	if (!native_in_borrow(x)) {
+		native_fail(x, 502, "out of memory", "response buffer");
+		return;
+	}
 	if (x->in_len == IN_SIZE) {
-		/* Unparsed bytes fill the buffer: only a huge head does. */
+		/* Unparsed bytes fill the buffer: only a huge head does, and
+		 * native_parse() fails it. */
 		native_parse(x);
 		return;
 	}
@@ -612,7 +637,8 @@ native_recv(struct native *x)
 	if (n > 0) {
 		x->in_len += (size_t)n;
 		x->got_bytes = true;
-		native_parse(x);
+		if (native_parse(x) == 0 && x->in_len == 0)
+			native_in_return(x);
 		return;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -692,7 +718,8 @@ native_writable(struct request *r)
 		return;
 	x->paused = false;
 	upconn_want_read(x->uc, true);
-	native_parse(x);
+	if (native_parse(x) == 0 && x->in_len == 0)
+		native_in_return(x);
 }
 
 static void

@@ -59,11 +59,21 @@ pool_give(char **pool, size_t *n, size_t max, char *b)
 		free(b);
 }
 
+/*
+ * A buffer for n bytes just read into the worker's scratch buffer: small
+ * when they fit (most heads), full size otherwise (a head with its body).
+ */
 static bool
-rbuf_get(struct conn *c)
+rbuf_get(struct conn *c, size_t n)
 {
-	c->rbuf = pool_take(small_pool, &small_pooled, RBUF_SMALL);
-	c->rcap = RBUF_SMALL;
+	if (n <= RBUF_SMALL) {
+		c->rbuf = pool_take(small_pool, &small_pooled, RBUF_SMALL);
+		c->rcap = RBUF_SMALL;
+	} else {
+		c->rbuf = pool_take(large_pool, &large_pooled,
+		    worker.rbuf_size);
+		c->rcap = worker.rbuf_size;
+	}
 	return c->rbuf != NULL;
 }
 
@@ -600,6 +610,54 @@ conn_linger_read(struct conn *c)
 		conn_fail(c, "lingering close done");
 }
 
+/* What arrived on a connection: to the body's reader, or to the parser. */
+static void
+conn_input(struct conn *c, size_t n)
+{
+	struct request *r = c->req;
+
+	c->rlen += n;
+	if (c->state == CS_ACTIVE) {
+		if (!r->body_done && r->hooks != NULL &&
+		    r->hooks->body_ready != NULL)
+			r->hooks->body_ready(r);
+		return;
+	}
+	conn_process(c);
+}
+
+/*
+ * The first read of a request, with no buffer held: into the worker's
+ * scratch buffer, then copied into one of the right size.  One read takes
+ * a head and its body (a small buffer would split a 16 KiB POST into two
+ * reads and two upstream writes), yet an idle or small request pins only
+ * 4 KiB.
+ */
+static void
+conn_read_fresh(struct conn *c)
+{
+	static char *scratch;
+	ssize_t n;
+
+	if (scratch == NULL && (scratch = malloc(worker.rbuf_size)) == NULL) {
+		conn_fail(c, "out of memory");
+		return;
+	}
+	n = read(c->fd, scratch, worker.rbuf_size);
+	if (n > 0) {
+		if (!rbuf_get(c, (size_t)n)) {
+			conn_fail(c, "out of memory");
+			return;
+		}
+		memcpy(c->rbuf, scratch, (size_t)n);
+		conn_input(c, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	conn_fail(c, n == 0 ? "client closed" : "read error");
+}
+
 static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -613,8 +671,8 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_linger_read(c);
 		return;
 	}
-	if (c->rbuf == NULL && !rbuf_get(c)) {
-		conn_fail(c, "out of memory");
+	if (c->rbuf == NULL) {
+		conn_read_fresh(c);
 		return;
 	}
 	if ((space = c->rcap - c->rlen) == 0 && (c->state == CS_HEAD ||
@@ -635,16 +693,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	n = read(fd, c->rbuf + c->rlen, space);
 	if (n > 0) {
-		c->rlen += (size_t)n;
-		if (c->state == CS_ACTIVE) {
-			struct request *r = c->req;
-
-			if (!r->body_done && r->hooks != NULL &&
-			    r->hooks->body_ready != NULL)
-				r->hooks->body_ready(r);
-			return;
-		}
-		conn_process(c);
+		conn_input(c, (size_t)n);
 		return;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {

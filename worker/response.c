@@ -117,6 +117,11 @@ req_start_response(struct request *r, int status, const char *reason,
 		reason = http_reason(status);
 		reason_len = strlen(reason);
 	}
+	/* One allocation for a sized body, not a chain of doublings. */
+	if (!r->resp_nobody && content_length > 0)
+		rc |= buf_reserve(o, hdrs_len + reason_len + 160 +
+		    (content_length < OUT_HIGH ? (size_t)content_length :
+		    OUT_HIGH));
 	rc |= buf_append(o, "HTTP/1.1 ", 9);
 	rc |= append_uint(o, (uint64_t)status, 10);
 	rc |= buf_append(o, " ", 1);
