@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "gateway/config_engine.h"
+#include "gateway/shared.h"
 
 struct config_pos
 cfg_pos(const yaml_node_t *node)
@@ -523,6 +524,12 @@ config_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	fclose(f);
+	if (shared_create(cfg) == -1) {
+		snprintf(err, errlen, "%s:1:1: cannot map the shared segment: "
+		    "%s", path, strerror(errno));
+		config_free(cfg);
+		return NULL;
+	}
 	return cfg;
 }
 
@@ -531,6 +538,7 @@ config_free(struct config *cfg)
 {
 	if (cfg == NULL)
 		return;
+	shared_destroy(cfg);
 	arena_free(&cfg->arena);
 	free(cfg);
 }

@@ -17,6 +17,8 @@
 
 #include "lib/arena.h"
 
+struct shared;
+
 #define CONFIG_ERR_MAX	512
 #define CONFIG_MAX_WORKERS 256
 
@@ -76,6 +78,7 @@ struct retry_cfg {
 	size_t		 nstatuses;
 	char		**methods;
 	size_t		 nmethods;
+	double		 budget;		/* share of first tries */
 };
 
 struct breaker_cfg {
@@ -110,6 +113,7 @@ struct upstream_cfg {
 	char			*tls_ca;	/* NULL: system store */
 	bool			 tls_verify;
 	struct health_check_cfg	 health;
+	size_t			 slot;		/* first server's in shared */
 	struct config_pos	 pos;
 };
 
@@ -258,6 +262,7 @@ struct config {
 	size_t			 nupstreams;
 	struct route_cfg	*routes;
 	size_t			 nroutes;
+	struct shared		*shared;	/* gateway/shared.h */
 };
 
 /*

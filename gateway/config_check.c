@@ -253,19 +253,6 @@ config_warn_unimplemented(const struct config *cfg)
 	if (cfg->redis_enabled)
 		log_warnx("config: redis: shared rate limits are not available "
 		    "in this build");
-	for (i = 0; i < cfg->nupstreams; i++) {
-		const struct upstream_cfg *u = &cfg->upstreams[i];
-
-		if (u->retry.attempts > 1)
-			log_warnx("config: upstream %s: retry is not available "
-			    "in this build (one try per request)", u->name);
-		if (u->breaker.enabled)
-			log_warnx("config: upstream %s: circuit_breaker is not "
-			    "available in this build", u->name);
-		if (u->health.enabled)
-			log_warnx("config: upstream %s: health_check is not "
-			    "available in this build", u->name);
-	}
 	for (i = 0; i < cfg->nroutes; i++) {
 		const struct route_cfg *r = &cfg->routes[i];
 		const char *what[8];

@@ -6,6 +6,7 @@
  * (a route's upstream exists, templates name real parameters...).
  */
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -476,6 +477,25 @@ val_conditions(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	return 0;
 }
 
+/* budget: "20%" or 20, a share of the first tries; 0..1000%. */
+static int
+val_budget(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	double *share = field, v;
+	const char *s = cfg_scalar(ctx, val, "a percentage");
+	char *end;
+
+	if (s == NULL)
+		return -1;
+	v = strtod(s, &end);
+	if (end == s || (*end != '\0' && strcmp(end, "%") != 0) || v < 0 ||
+	    v > 1000)
+		return cfg_error(ctx, val, "budget: expected a percentage "
+		    "0%%..1000%% (e.g. 20%%), got '%s'", s);
+	*share = v / 100.0;
+	return 0;
+}
+
 static const struct cfg_key retry_keys[] = {
 	{ "attempts", CT_INT, offsetof(struct retry_cfg, attempts), 1, 10 },
 	{ "backoff", CT_DURATION, offsetof(struct retry_cfg, backoff_ms),
@@ -485,6 +505,8 @@ static const struct cfg_key retry_keys[] = {
 	{ "conditions", CT_CUSTOM, 0, .aux = val_conditions },
 	{ "methods", CT_STRLIST, offsetof(struct retry_cfg, methods),
 	    .aux = check_method, .off2 = offsetof(struct retry_cfg, nmethods) },
+	{ "budget", CT_CUSTOM, offsetof(struct retry_cfg, budget),
+	    .aux = val_budget },
 	{ NULL }
 };
 
@@ -580,6 +602,7 @@ upstream_defaults(struct upstream_cfg *up)
 	up->retry.attempts = 1;
 	up->retry.backoff_ms = 25;
 	up->retry.max_backoff_ms = 1000;
+	up->retry.budget = 0.2;
 	up->retry.on = RETRY_ON_CONNECT_FAILURE | RETRY_ON_TIMEOUT |
 	    RETRY_ON_RESET;
 	up->retry.statuses = (int *)retry_default_statuses;

@@ -34,11 +34,13 @@ enum proxy_fail {
 	PF_NONE,
 	PF_BAD_HEAD,		/* the upstream's head is not to pass on */
 	PF_UPGRADE,		/* 101: protocol switches are not proxied */
-	PF_CLIENT		/* the client is gone */
+	PF_CLIENT,		/* the client is gone */
+	PF_RETRY		/* call_accept() wants another try */
 };
 
 struct proxy {
 	struct curl_job		 job;		/* first: curlev's cookie */
+	struct call		*call;
 	struct request		*req;		/* NULL once detached */
 	struct upstream_rt	*up;
 	size_t			 server;
@@ -112,8 +114,6 @@ proxy_put(struct proxy *p)
 {
 	curl_slist_free_all(p->hdrs);
 	p->hdrs = NULL;
-	if (p->up != NULL)
-		upstream_end(p->up, p->server);
 	p->up = NULL;
 	if (proxy_pooled >= PROXY_POOL_MAX) {
 		curl_easy_cleanup(p->easy);
@@ -193,6 +193,10 @@ proxy_head_end(struct proxy *p)
 	if (headers_upstream_response(p->rhead.data, p->rhead.len, r->id,
 	    r->id_len, &p->chead, &clen) == -1) {
 		p->fail = PF_BAD_HEAD;
+		return -1;
+	}
+	if (!call_accept(p->call, p->status)) {
+		p->fail = PF_RETRY;	/* this answer is dropped */
 		return -1;
 	}
 	if (req_start_response(r, p->status, p->reason, p->reason_len,
@@ -316,21 +320,39 @@ static void
 proxy_abort(struct request *r)
 {
 	struct proxy *p = r->gw;
+	struct call *c = p->call;
 
 	/* Removing a transfer mid-way makes libcurl close its connection,
 	 * which is how the upstream learns the client has gone. */
 	curlev_remove(p->easy);
 	p->req = NULL;
 	r->gw = NULL;
+	r->hooks = NULL;
 	proxy_put(p);
+	call_end(c);
 }
 
 /* -- finishing --------------------------------------------------------- */
 
-/* Maps a failed transfer to agate's answer. */
-static int
-proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
+/* Whether the transfer got as far as a connected socket. */
+static bool
+curl_connected(CURL *e)
 {
+	curl_off_t t = 0;
+	long sent = 0;
+
+	/* A reused connection has no connect time but has sent bytes. */
+	curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &t);
+	curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+	return t > 0 || sent > 0;
+}
+
+/* Maps a failed transfer to agate's answer and the retry condition. */
+static int
+proxy_error_status(struct proxy *p, CURLcode rc, const char **msg,
+    enum try_fail *why)
+{
+	*why = TRY_INVALID;
 	if (p->fail == PF_BAD_HEAD) {
 		*msg = "upstream sent an invalid response head";
 		return 502;
@@ -343,18 +365,24 @@ proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
 	case CURLE_OPERATION_TIMEDOUT:
 		/* Waiting on the client's body: the client was too slow. */
 		if (p->read_paused && !p->req->body_done) {
+			*why = TRY_CLIENT;
 			*msg = "client sent the request body too slowly";
 			return 408;
 		}
-		*msg = "upstream timed out";
+		/* Before the connection was up: a connect failure. */
+		*why = curl_connected(p->easy) ? TRY_TIMEOUT : TRY_CONNECT;
+		*msg = *why == TRY_CONNECT ? "upstream connect timed out" :
+		    "upstream timed out";
 		return 504;
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
+		*why = TRY_CONNECT;
 		*msg = "upstream connection failed";
 		return 502;
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
+		*why = TRY_CONNECT;
 		*msg = "upstream TLS handshake failed";
 		return 502;
 	case CURLE_WEIRD_SERVER_REPLY:
@@ -362,7 +390,12 @@ proxy_error_status(struct proxy *p, CURLcode rc, const char **msg)
 	case CURLE_BAD_CONTENT_ENCODING:
 		*msg = "upstream sent an invalid response";
 		return 502;
+	case CURLE_OUT_OF_MEMORY:
+		*why = TRY_LOCAL;
+		*msg = "out of memory";
+		return 502;
 	default:
+		*why = TRY_RESET;
 		*msg = "upstream closed the connection";
 		return 502;
 	}
@@ -373,12 +406,16 @@ proxy_done(struct curl_job *job, CURLcode rc)
 {
 	struct proxy *p = (struct proxy *)job;
 	struct request *r = p->req;
+	struct call *c = p->call;
+	enum try_fail why;
 	const char *msg;
 	int status;
 
 	curlev_remove(p->easy);
 	if (r == NULL) {
+		/* A bad client body: the client has had its answer. */
 		proxy_put(p);
+		call_end(c);
 		return;
 	}
 	r->gw = NULL;
@@ -386,24 +423,33 @@ proxy_done(struct curl_job *job, CURLcode rc)
 	if (rc == CURLE_OK && p->head_done && p->fail == PF_NONE) {
 		proxy_put(p);
 		req_end_response(r);
+		call_end(c);
 		return;
 	}
 	if (p->fail == PF_CLIENT) {
 		proxy_put(p);
 		req_fail(r, "client gone");
+		call_end(c);
+		return;
+	}
+	if (p->fail == PF_RETRY) {
+		status = p->status;
+		proxy_put(p);
+		call_try_failed(c, TRY_STATUS, status, "");
 		return;
 	}
 	if (rc == CURLE_OK)
 		rc = CURLE_WEIRD_SERVER_REPLY;	/* ended without a head */
-	status = proxy_error_status(p, rc, &msg);
-	if (status != 408)
+	status = proxy_error_status(p, rc, &msg, &why);
+	if (why != TRY_CLIENT)
 		proxy_log_failure(p->up, p->server, msg,
 		    p->errbuf[0] ? p->errbuf : curl_easy_strerror(rc));
 	proxy_put(p);
-	if (r->resp_started)
+	if (r->resp_started) {
 		req_fail(r, msg);	/* the client sees a cut response */
-	else
-		req_error(r, status, msg, NULL);
+		call_end(c);
+	} else
+		call_try_failed(c, why, status, msg);
 }
 
 /* -- starting ---------------------------------------------------------- */
@@ -538,23 +584,25 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 }
 
 void
-curlproxy_start(struct request *r, struct upstream_rt *up, size_t server)
+curlproxy_start(struct call *c)
 {
-	const struct upstream_cfg *u = up->cfg;
+	struct request *r = c->req;
+	const struct upstream_cfg *u = c->up->cfg;
 	struct proxy *p;
 
 	if ((p = proxy_get()) == NULL) {
-		upstream_end(up, server);
-		req_error(r, 503, "out of memory", NULL);
+		call_try_failed(c, TRY_LOCAL, 503, "out of memory");
 		return;
 	}
+	p->call = c;
 	p->req = r;
-	p->up = up;
-	p->server = server;
+	p->up = c->up;
+	p->server = c->server;
 	if (proxy_setup(p, r, u) == -1 || curlev_add(p->easy, &p->job) == -1) {
 		p->req = NULL;
 		proxy_put(p);
-		req_error(r, 502, "cannot start the upstream request", NULL);
+		call_try_failed(c, TRY_LOCAL, 502, "cannot start the upstream "
+		    "request");
 		return;
 	}
 	r->gw = p;

@@ -9,6 +9,7 @@
 
 #include "gateway/curlev.h"
 #include "gateway/gateway.h"
+#include "gateway/health.h"
 #include "gateway/proxy.h"
 #include "gateway/upstream.h"
 #include "lib/log.h"
@@ -27,7 +28,8 @@ gateway_init(struct event_base *base, const struct config *cfg)
 		return -1;
 	}
 	if (curlev_init(base, keep > 0 ? keep : 1) == -1 ||
-	    upstream_init(base, cfg) == -1) {
+	    upstream_init(base, cfg) == -1 ||
+	    health_init(base, cfg, worker.index == 0) == -1) {
 		log_warnx("gateway: out of memory");
 		return -1;
 	}
@@ -38,6 +40,7 @@ void
 gateway_shutdown(void)
 {
 	proxy_free();
+	health_free();
 	curlev_free();
 	upstream_free();
 	curl_global_cleanup();

@@ -48,6 +48,7 @@ enum resp_framing {
 };
 
 struct native {
+	struct call		*call;
 	struct request		*req;		/* NULL once detached */
 	struct upstream_rt	*up;
 	size_t			 server;
@@ -164,7 +165,6 @@ native_put(struct native *x, bool keep)
 			upconn_close(x->uc);
 		x->uc = NULL;
 	}
-	upstream_end(x->up, x->server);
 	native_in_return(x);
 	if (pooled >= POOL_MAX) {
 		buf_free(&x->out);
@@ -197,46 +197,51 @@ static void
 native_complete(struct native *x)
 {
 	struct request *r = x->req;
+	struct call *c = x->call;
 	bool keep = x->rh.keepalive && x->rb != RB_CLOSE && x->sent &&
 	    !x->send_failed && x->in_len == 0;
 
 	native_detach(x);
 	native_put(x, keep);
 	req_end_response(r);
+	call_end(c);
 }
 
-/* The exchange failed: answer (or cut) the client, close the upstream. */
+/* The client has had its answer, or is gone: let everything go. */
 static void
-native_fail(struct native *x, int status, const char *msg, const char *detail)
+native_drop(struct native *x)
+{
+	struct call *c = x->call;
+
+	native_detach(x);
+	native_put(x, false);
+	call_end(c);
+}
+
+/*
+ * The exchange failed.  Before any response byte reached the client the
+ * call decides (retry, or answer with status); after, the client sees a
+ * cut response.  The upstream connection is closed.
+ */
+static void
+native_fail(struct native *x, enum try_fail why, int status, const char *msg,
+    const char *detail)
 {
 	struct request *r = x->req;
+	struct call *c = x->call;
 
-	if (status != 408)
+	if (why != TRY_CLIENT)
 		proxy_log_failure(x->up, x->server, msg, detail);
 	native_detach(x);
 	native_put(x, false);
-	if (r == NULL)
-		return;
-	if (r->resp_started)
+	if (r->resp_started) {
 		req_fail(r, msg);	/* the client sees a cut response */
-	else
-		req_error(r, status, msg, NULL);
+		call_end(c);
+	} else
+		call_try_failed(c, why, status, msg);
 }
 
 /* -- the stale keep-alive connection ------------------------------------ */
-
-static bool
-method_retryable(const struct native *x)
-{
-	const struct retry_cfg *rc = &x->up->cfg->retry;
-	const struct http_head *h = &x->req->head;
-	size_t i;
-
-	for (i = 0; i < rc->nmethods; i++)
-		if (http_token_eq(h->method, h->method_len, rc->methods[i]))
-			return true;
-	return false;
-}
 
 static void
 native_arm(struct native *x, uint64_t until)
@@ -285,7 +290,7 @@ static void
 native_lost(struct native *x, const char *detail)
 {
 	if (x->reused && !x->retried && !x->got_bytes && x->replayable &&
-	    method_retryable(x)) {
+	    proxy_method_retryable(x->req, x->up->cfg)) {
 		log_debug("native: %s on a reused connection to %s; sending "
 		    "again on a fresh one", detail,
 		    x->up->cfg->servers[x->server].url);
@@ -297,11 +302,12 @@ native_lost(struct native *x, const char *detail)
 		x->in_len = x->scan = 0;
 		x->req->tries++;
 		if (native_connect(x, true) == -1)
-			native_fail(x, 502, "upstream connection failed",
-			    strerror(errno));
+			native_fail(x, TRY_CONNECT, 502, "upstream connection "
+			    "failed", strerror(errno));
 		return;
 	}
-	native_fail(x, 502, "upstream closed the connection", detail);
+	native_fail(x, TRY_RESET, 502, "upstream closed the connection",
+	    detail);
 }
 
 /* -- sending ----------------------------------------------------------- */
@@ -394,8 +400,7 @@ native_send(struct native *x)
 		}
 		if (rc < 0) {
 			/* A bad body: the client has had its answer. */
-			native_detach(x);
-			native_put(x, false);
+			native_drop(x);
 			return -1;
 		}
 	}
@@ -444,13 +449,13 @@ native_head(struct native *x, size_t end)
 
 	if (!http_parse_response_head(x->in, end, &x->rh) ||
 	    x->rh.other_coding) {
-		native_fail(x, 502, "upstream sent an invalid response head",
-		    "bad status line, field or framing");
+		native_fail(x, TRY_INVALID, 502, "upstream sent an invalid "
+		    "response head", "bad status line, field or framing");
 		return -1;
 	}
 	if (x->rh.status == 101) {
-		native_fail(x, 502, "upstream switched protocols, which is "
-		    "not proxied", "101");
+		native_fail(x, TRY_INVALID, 502, "upstream switched protocols, "
+		    "which is not proxied", "101");
 		return -1;
 	}
 	if (x->rh.status < 200) {
@@ -460,8 +465,19 @@ native_head(struct native *x, size_t end)
 	x->rb = native_framing(x);
 	if (headers_upstream_response(x->rh.fields, x->rh.fields_len, r->id,
 	    r->id_len, &x->chead, &clen) == -1) {
-		native_fail(x, 502, "upstream sent an invalid response head",
-		    "header fields");
+		native_fail(x, TRY_INVALID, 502, "upstream sent an invalid "
+		    "response head", "header fields");
+		return -1;
+	}
+	if (!call_accept(x->call, x->rh.status)) {
+		struct call *c = x->call;
+		int status = x->rh.status;
+
+		/* A retry follows: this answer is dropped with its
+		 * connection. */
+		native_detach(x);
+		native_put(x, false);
+		call_try_failed(c, TRY_STATUS, status, "");
 		return -1;
 	}
 	native_consume(x, end);
@@ -470,8 +486,7 @@ native_head(struct native *x, size_t end)
 	    x->rh.reason : NULL, x->rh.reason_len, x->chead.data,
 	    x->chead.len, x->rb == RB_CHUNKED || x->rb == RB_CLOSE ? -1 :
 	    x->rh.content_length) == -1) {
-		native_detach(x);		/* the client is gone */
-		native_put(x, false);
+		native_drop(x);			/* the client is gone */
 		return -1;
 	}
 	return 1;
@@ -512,8 +527,8 @@ native_body(struct native *x)
 			if (rc == CHUNK_DONE)
 				return 1;
 			if (rc == CHUNK_ERROR) {
-				native_fail(x, 502, "upstream sent a bad chunked "
-				    "body", "chunk framing");
+				native_fail(x, TRY_INVALID, 502, "upstream sent a "
+				    "bad chunked body", "chunk framing");
 				return -1;
 			}
 			if (rc == CHUNK_AGAIN)
@@ -521,8 +536,7 @@ native_body(struct native *x)
 		}
 		break;
 	}
-	native_detach(x);			/* the client is gone */
-	native_put(x, false);
+	native_drop(x);				/* the client is gone */
 	return -1;
 }
 
@@ -537,8 +551,8 @@ native_parse(struct native *x)
 		if ((end = http_head_end(x->in, x->in_len, &x->scan)) == 0) {
 			if (x->in_len < IN_SIZE)
 				return 0;
-			native_fail(x, 502, "upstream sent an invalid response "
-			    "head", "head too large");
+			native_fail(x, TRY_INVALID, 502, "upstream sent an "
+			    "invalid response head", "head too large");
 			return -1;
 		}
 		if (native_head(x, end) == -1)
@@ -562,8 +576,8 @@ native_eof(struct native *x, const char *detail)
 {
 	if (!x->head_done) {
 		if (x->got_bytes)
-			native_fail(x, 502, "upstream sent an incomplete "
-			    "response head", detail);
+			native_fail(x, TRY_RESET, 502, "upstream sent an "
+			    "incomplete response head", detail);
 		else
 			native_lost(x, detail);
 		return;
@@ -573,8 +587,8 @@ native_eof(struct native *x, const char *detail)
 		native_complete(x);
 		return;
 	}
-	native_fail(x, 502, "upstream closed the connection mid-response",
-	    detail);
+	native_fail(x, TRY_RESET, 502, "upstream closed the connection "
+	    "mid-response", detail);
 }
 
 /*
@@ -624,7 +638,8 @@ native_recv(struct native *x)
 	if (native_recv_direct(x) != 0)
 		return;
 	if (!native_in_borrow(x)) {
-		native_fail(x, 502, "out of memory", "response buffer");
+		native_fail(x, TRY_LOCAL, 502, "out of memory",
+		    "response buffer");
 		return;
 	}
 	if (x->in_len == IN_SIZE) {
@@ -655,7 +670,7 @@ native_connected(struct native *x)
 
 	x->connecting = false;
 	if (err != 0) {
-		native_fail(x, 502, "upstream connection failed",
+		native_fail(x, TRY_CONNECT, 502, "upstream connection failed",
 		    strerror(err));
 		return;
 	}
@@ -684,16 +699,16 @@ native_timeout(evutil_socket_t fd, short what, void *arg)
 	struct native *x = arg;
 
 	if (x->connecting) {
-		native_fail(x, 504, "upstream connect timed out",
+		native_fail(x, TRY_CONNECT, 504, "upstream connect timed out",
 		    "connect_timeout");
 		return;
 	}
 	if (x->want_body && !x->req->body_done && !x->got_bytes) {
-		native_fail(x, 408, "client sent the request body too slowly",
-		    "timeout");
+		native_fail(x, TRY_CLIENT, 408, "client sent the request body "
+		    "too slowly", "timeout");
 		return;
 	}
-	native_fail(x, 504, "upstream timed out", "timeout");
+	native_fail(x, TRY_TIMEOUT, 504, "upstream timed out", "timeout");
 }
 
 /* -- worker hooks ------------------------------------------------------- */
@@ -729,8 +744,7 @@ native_abort(struct request *r)
 
 	/* Mid-exchange: the connection cannot be reused; closing it is how
 	 * the upstream learns the client has gone. */
-	native_detach(x);
-	native_put(x, false);
+	native_drop(x);
 }
 
 /* -- starting ----------------------------------------------------------- */
@@ -777,35 +791,35 @@ native_build(struct native *x)
 }
 
 void
-native_start(struct request *r, struct upstream_rt *up, size_t server)
+native_start(struct call *c)
 {
+	struct request *r = c->req;
 	struct native *x;
 
 	if ((x = native_get()) == NULL) {
-		upstream_end(up, server);
-		req_error(r, 503, "out of memory", NULL);
+		call_try_failed(c, TRY_LOCAL, 503, "out of memory");
 		return;
 	}
+	x->call = c;
 	x->req = r;
-	x->up = up;
-	x->server = server;
-	x->deadline = now_ms() + proxy_try_ms(r, up->cfg);
-	if (native_build(x) == -1) {
-		native_fail(x, 502, "cannot build the upstream request",
-		    "out of memory");
-		return;
-	}
+	x->up = c->up;
+	x->server = c->server;
+	x->deadline = now_ms() + proxy_try_ms(r, x->up->cfg);
 	r->gw = x;
 	r->hooks = &native_hooks;
+	if (native_build(x) == -1) {
+		native_fail(x, TRY_LOCAL, 502, "cannot build the upstream "
+		    "request", "out of memory");
+		return;
+	}
 	req_continue(r);
 	/* Whatever of the body is here already leaves with the head. */
 	if (native_fill(x) < 0) {
-		native_detach(x);
-		native_put(x, false);
+		native_drop(x);
 		return;
 	}
 	if (native_connect(x, false) == -1)
-		native_fail(x, 502, "upstream connection failed",
+		native_fail(x, TRY_CONNECT, 502, "upstream connection failed",
 		    strerror(errno));
 }
 

@@ -1,35 +1,180 @@
 /*
- * Server choice and transport dispatch, and the pieces both transports
- * share (see proxy.h).
+ * The call: one proxied request through its upstream's policies (see
+ * proxy.h), and the pieces both transports share.
+ *
+ *   proxy_start -> admission (limiter: go, queue, or 503)
+ *     -> try: pick a server (up, breaker lets it) -> transport
+ *          -> call_accept / call_try_failed / call_end
+ *     -> retry?  (conditions, methods, attempts, budget, deadline,
+ *                 body replayable) -> backoff timer -> try again
+ *     -> call_finish: slot to the next waiter
+ *
+ * Nothing here blocks: the queue wait and the backoff are timers on the
+ * worker's loop, and a client that leaves at any point cancels them.
  */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "gateway/gateway.h"
 #include "gateway/proxy.h"
+#include "gateway/retry.h"
 #include "lib/log.h"
+#include "worker/worker.h"
+
+#define CALL_POOL_MAX	256
+
+static struct call	*call_pool;
+static size_t		 call_pooled;
+
+static void	call_try(struct call *);
+static void	call_finish(struct call *);
+static void	call_body_ready(struct request *);
+static void	call_writable(struct request *);
+static void	call_abort(struct request *);
+
+/* While the call itself holds the request (queued, backing off). */
+static const struct req_hooks call_hooks = {
+	call_body_ready, call_writable, call_abort
+};
+
+/* -- logging ------------------------------------------------------------ */
+
+/* At most 10 lines a second per kind, so a dead upstream under load
+ * cannot flood the log; what is dropped is counted. */
+struct log_window {
+	uint64_t	 sec;
+	uint64_t	 count;
+};
+
+static bool
+log_allowed(struct log_window *w, const char *what)
+{
+	uint64_t sec = (uint64_t)time(NULL);
+
+	if (sec != w->sec) {
+		if (w->count > 10)
+			log_warnx("proxy: %llu more %s not logged",
+			    (unsigned long long)(w->count - 10), what);
+		w->sec = sec;
+		w->count = 0;
+	}
+	return ++w->count <= 10;
+}
 
 void
-proxy_start(struct request *r)
+proxy_log_failure(const struct upstream_rt *up, size_t server,
+    const char *what, const char *detail)
 {
-	const struct upstream_cfg *u = r->route->upstream;
-	struct upstream_rt *up = upstream_rt(u);
-	size_t server = upstream_pick(up);
+	static struct log_window w;
 
-	upstream_begin(up, server);
-	r->tries = 1;
-	r->upstream = u->servers[server].url;
-	if (up->servers[server].native)
-		native_start(r, up, server);
-	else
-		curlproxy_start(r, up, server);
+	if (log_allowed(&w, "upstream failures"))
+		log_warnx("proxy: upstream %s server %s: %s (%s)",
+		    up->cfg->name, up->cfg->servers[server].url, what, detail);
+}
+
+static const char *
+fail_name(enum try_fail why)
+{
+	static const char *const names[] = {
+		"connect_failure", "timeout", "reset", "invalid answer",
+		"status", "client", "local error"
+	};
+
+	return names[why];
+}
+
+/* -- the pool ----------------------------------------------------------- */
+
+static void
+call_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct call *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->wait.queued) {
+		/* The deadline came while it waited for a slot. */
+		struct request *r = c->req;
+
+		limiter_cancel(&c->up->limit, &c->wait);
+		r->gw = NULL;
+		r->hooks = NULL;
+		call_finish(c);
+		req_error(r, 504, "timed out waiting for a free slot of the "
+		    "upstream (max_concurrent)", NULL);
+		return;
+	}
+	call_try(c);
+}
+
+static struct call *
+call_get(void)
+{
+	struct call *c = call_pool;
+
+	if (c != NULL) {
+		call_pool = c->next_free;
+		call_pooled--;
+	} else if ((c = malloc(sizeof(*c))) == NULL)
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	evtimer_assign(&c->timer, worker.base, call_timer_cb, c);
+	return c;
+}
+
+static void
+call_put(struct call *c)
+{
+	evtimer_del(&c->timer);
+	if (call_pooled >= CALL_POOL_MAX) {
+		free(c);
+		return;
+	}
+	c->next_free = call_pool;
+	call_pool = c;
+	call_pooled++;
 }
 
 void
 proxy_free(void)
 {
+	struct call *c;
+
 	native_free();
 	curlproxy_free();
+	while ((c = call_pool) != NULL) {
+		call_pool = c->next_free;
+		free(c);
+	}
+	call_pooled = 0;
+}
+
+/* -- time --------------------------------------------------------------- */
+
+static void
+call_arm(struct call *c, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000),
+	    (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(&c->timer, &tv);
+}
+
+/* Milliseconds left of the route's timeout; UINT64_MAX without one. */
+static uint64_t
+call_left_ms(const struct call *c)
+{
+	uint64_t t = c->req->route->timeout_ms, spent;
+
+	if (t == 0)
+		return UINT64_MAX;
+	spent = req_elapsed_ms(c->req);
+	return spent >= t ? 0 : t - spent;
 }
 
 uint64_t
@@ -46,6 +191,352 @@ proxy_try_ms(const struct request *r, const struct upstream_cfg *u)
 	return left < t ? left : t;
 }
 
+/* -- the breaker's view of a try ----------------------------------------- */
+
+static bool
+failure_status(int status)
+{
+	return status == 502 || status == 503 || status == 504;
+}
+
+static void
+call_breaker(struct call *c, bool ok)
+{
+	struct upstream_rt *up = c->up;
+	const struct upstream_cfg *u = up->cfg;
+	const char *url = u->servers[c->server].url;
+	uint64_t trial = c->trial;
+
+	c->recorded = true;
+	c->trial = 0;
+	switch (breaker_record(&up->servers[c->server].sh->breaker,
+	    &u->breaker, ok, trial, now_ms())) {
+	case BREAKER_OPENED:
+		log_warnx("breaker: upstream %s server %s: circuit opened "
+		    "after %d failures in a row; no requests to it for %llu ms",
+		    u->name, url, u->breaker.failures,
+		    (unsigned long long)u->breaker.open_for_ms);
+		break;
+	case BREAKER_REOPENED:
+		log_warnx("breaker: upstream %s server %s: the trial request "
+		    "failed; circuit open again for %llu ms", u->name, url,
+		    (unsigned long long)u->breaker.open_for_ms);
+		break;
+	case BREAKER_CLOSED_AGAIN:
+		log_info("breaker: upstream %s server %s: the trial request "
+		    "succeeded; circuit closed", u->name, url);
+		break;
+	case BREAKER_SAME:
+		break;
+	}
+}
+
+/* The current try is over: the server has one request fewer. */
+static void
+call_try_done(struct call *c)
+{
+	if (!c->in_try)
+		return;
+	c->in_try = false;
+	upstream_end(c->up, c->server);
+	if (c->trial != 0 && !c->recorded)
+		breaker_release(&c->up->servers[c->server].sh->breaker,
+		    c->trial, now_ms());
+	c->trial = 0;
+	if (c->is_retry) {
+		retry_budget_done(&c->up->budget);
+		c->is_retry = false;
+	}
+}
+
+/* -- retries ------------------------------------------------------------ */
+
+bool
+proxy_method_retryable(const struct request *r, const struct upstream_cfg *u)
+{
+	const struct retry_cfg *rc = &u->retry;
+	size_t i;
+
+	for (i = 0; i < rc->nmethods; i++)
+		if (http_token_eq(r->head.method, r->head.method_len,
+		    rc->methods[i]))
+			return true;
+	return false;
+}
+
+static bool
+status_listed(const struct retry_cfg *rc, int status)
+{
+	size_t i;
+
+	for (i = 0; i < rc->nstatuses; i++)
+		if (rc->statuses[i] == status)
+			return true;
+	return false;
+}
+
+static bool
+condition_listed(const struct retry_cfg *rc, enum try_fail why, int status)
+{
+	switch (why) {
+	case TRY_CONNECT:
+		return rc->on & RETRY_ON_CONNECT_FAILURE;
+	case TRY_TIMEOUT:
+		return rc->on & RETRY_ON_TIMEOUT;
+	case TRY_RESET:
+		return rc->on & RETRY_ON_RESET;
+	case TRY_INVALID:
+		return status_listed(rc, 502);	/* what agate would answer */
+	case TRY_STATUS:
+		return status_listed(rc, status);
+	default:
+		return false;
+	}
+}
+
+/*
+ * Whether the call tries again after this failure.  Yes commits: the
+ * backoff is chosen and a share of the retry budget taken.
+ */
+static bool
+call_decide(struct call *c, enum try_fail why, int status)
+{
+	const struct upstream_cfg *u = c->up->cfg;
+	const struct retry_cfg *rc = &u->retry;
+	struct request *r = c->req;
+	static struct log_window w;
+	uint64_t wait;
+
+	if (c->tries >= rc->attempts || r->resp_started ||
+	    !condition_listed(rc, why, status) ||
+	    !proxy_method_retryable(r, u))
+		return false;
+	wait = retry_backoff_ms(rc, c->tries, upstream_random());
+	/* No time left for the wait and a try: the failure stands. */
+	if (call_left_ms(c) <= wait)
+		return false;
+	if (!req_body_rewind(r)) {
+		log_debug("proxy: upstream %s: not retrying: the request body "
+		    "was larger than the %d bytes kept", u->name,
+		    CALL_REPLAY_MAX);
+		return false;
+	}
+	if (!retry_budget_take(&c->up->budget, rc->budget, now_ms())) {
+		if (log_allowed(&w, "retries refused by the budget"))
+			log_info("retry: upstream %s: retry budget spent "
+			    "(%.0f%% of first tries); not retrying", u->name,
+			    rc->budget * 100);
+		return false;
+	}
+	c->is_retry = true;
+	c->backoff_ms = wait;
+	return true;
+}
+
+static void
+call_log_retry(const struct call *c, enum try_fail why, int status)
+{
+	static struct log_window w;
+	const struct upstream_cfg *u = c->up->cfg;
+	const struct request *r = c->req;
+
+	if (!log_allowed(&w, "retries"))
+		return;
+	if (why == TRY_STATUS)
+		log_info("retry: upstream %s: %.*s %.*s: server %s answered "
+		    "%d; try %d of %d in %llu ms", u->name,
+		    (int)r->head.method_len, r->head.method,
+		    (int)r->head.path_len, r->head.path,
+		    u->servers[c->server].url, status, c->tries + 1,
+		    u->retry.attempts, (unsigned long long)c->backoff_ms);
+	else
+		log_info("retry: upstream %s: %.*s %.*s: server %s: %s; try "
+		    "%d of %d in %llu ms", u->name, (int)r->head.method_len,
+		    r->head.method, (int)r->head.path_len, r->head.path,
+		    u->servers[c->server].url, fail_name(why), c->tries + 1,
+		    u->retry.attempts, (unsigned long long)c->backoff_ms);
+}
+
+/* -- the transports' reports --------------------------------------------- */
+
+bool
+call_accept(struct call *c, int status)
+{
+	if (failure_status(status) && call_decide(c, TRY_STATUS, status)) {
+		c->retry_next = true;
+		return false;
+	}
+	call_breaker(c, !failure_status(status));
+	return true;
+}
+
+void
+call_try_failed(struct call *c, enum try_fail why, int status,
+    const char *msg)
+{
+	struct request *r = c->req;
+	bool again;
+
+	if (why != TRY_CLIENT && why != TRY_LOCAL && !c->recorded)
+		call_breaker(c, false);
+	/* Counts the server's in-flight and releases the budget share of
+	 * the try that ended; call_decide() takes a new one. */
+	call_try_done(c);
+	again = c->retry_next || call_decide(c, why, status);
+	c->retry_next = false;
+	if (!again) {
+		call_finish(c);
+		req_error(r, status, msg, NULL);
+		return;
+	}
+	call_log_retry(c, why, status);
+	r->gw = c;
+	r->hooks = &call_hooks;
+	call_arm(c, c->backoff_ms);
+}
+
+void
+call_end(struct call *c)
+{
+	call_try_done(c);
+	call_finish(c);
+}
+
+/* -- the call's own hooks ------------------------------------------------ */
+
+static void
+call_body_ready(struct request *r)
+{
+	(void)r;	/* read when the next try starts */
+}
+
+static void
+call_writable(struct request *r)
+{
+	(void)r;
+}
+
+static void
+call_abort(struct request *r)
+{
+	struct call *c = r->gw;
+
+	r->gw = NULL;
+	r->hooks = NULL;
+	limiter_cancel(&c->up->limit, &c->wait);
+	call_finish(c);
+}
+
+/* -- trying ------------------------------------------------------------- */
+
+static void
+call_try(struct call *c)
+{
+	struct request *r = c->req;
+	struct upstream_rt *up = c->up;
+	const struct upstream_cfg *u = up->cfg;
+	ssize_t server;
+	char msg[200];
+
+	r->gw = NULL;
+	r->hooks = NULL;
+	if ((server = upstream_pick(up, c->tried, now_ms(), &c->trial)) < 0) {
+		static struct log_window w;
+
+		if (log_allowed(&w, "requests refused for want of a server"))
+			log_info("proxy: upstream %s: no server available "
+			    "(all down or circuit open); answering 503",
+			    u->name);
+		call_finish(c);
+		snprintf(msg, sizeof(msg), "no server of upstream %s is "
+		    "available (all down or circuit open)", u->name);
+		req_error(r, 503, msg, "Retry-After: 1\r\n");
+		return;
+	}
+	c->server = (size_t)server;
+	if (server < 64)
+		c->tried |= UINT64_C(1) << server;
+	c->tries++;
+	c->in_try = true;
+	c->recorded = false;
+	upstream_begin(up, c->server);
+	r->tries = c->tries;
+	r->upstream = u->servers[c->server].url;
+	if (up->servers[c->server].native)
+		native_start(c);
+	else
+		curlproxy_start(c);
+}
+
+/* The call is over: its slot goes to the first waiter, if any. */
+static void
+call_finish(struct call *c)
+{
+	struct lim_waiter *w;
+
+	call_try_done(c);
+	if (c->has_slot && (w = limiter_release(&c->up->limit)) != NULL) {
+		struct call *next = (struct call *)((char *)w -
+		    offsetof(struct call, wait));
+
+		/* Started from the loop, not from inside this answer. */
+		next->has_slot = true;
+		evtimer_del(&next->timer);
+		call_arm(next, 0);
+	}
+	c->has_slot = false;
+	call_put(c);
+}
+
+void
+proxy_start(struct request *r)
+{
+	const struct upstream_cfg *u = r->route->upstream;
+	struct upstream_rt *up = upstream_rt(u);
+	struct call *c;
+	uint64_t wait;
+	char msg[200];
+
+	if ((c = call_get()) == NULL) {
+		req_error(r, 503, "out of memory", NULL);
+		return;
+	}
+	c->req = r;
+	c->up = up;
+	retry_budget_try(&up->budget, now_ms());
+	/* Keep the body for a retry to send again. */
+	if (u->retry.attempts > 1 && req_has_body(r) &&
+	    proxy_method_retryable(r, u) &&
+	    req_body_keep(r, CALL_REPLAY_MAX) == -1) {
+		call_put(c);
+		req_error(r, 503, "out of memory", NULL);
+		return;
+	}
+	switch (limiter_acquire(&up->limit, &c->wait)) {
+	case LIM_GO:
+		c->has_slot = true;
+		call_try(c);
+		return;
+	case LIM_QUEUED:
+		/* Waits no longer than the route's timeout (the wait counts
+		 * against it) or, without one, one try's timeout. */
+		if ((wait = call_left_ms(c)) == UINT64_MAX)
+			wait = u->timeout_ms;
+		r->gw = c;
+		r->hooks = &call_hooks;
+		call_arm(c, wait);
+		return;
+	case LIM_FULL:
+		call_put(c);
+		snprintf(msg, sizeof(msg), "upstream %s is at its concurrency "
+		    "limit and its queue is full", u->name);
+		req_error(r, 503, msg, "Retry-After: 1\r\n");
+		return;
+	}
+}
+
+/* -- shared by the transports ------------------------------------------- */
+
 int
 proxy_target(const struct request *r, struct buf *b)
 {
@@ -61,25 +552,4 @@ proxy_target(const struct request *r, struct buf *b)
 		rc |= buf_append(b, r->head.query, r->head.query_len);
 	}
 	return rc;
-}
-
-void
-proxy_log_failure(const struct upstream_rt *up, size_t server,
-    const char *what, const char *detail)
-{
-	static uint64_t window, count;
-	uint64_t sec = (uint64_t)time(NULL);
-
-	/* A dead upstream under load must not flood the log. */
-	if (sec != window) {
-		if (count > 10)
-			log_warnx("proxy: %llu more upstream failures not logged",
-			    (unsigned long long)(count - 10));
-		window = sec;
-		count = 0;
-	}
-	if (++count > 10)
-		return;
-	log_warnx("proxy: upstream %s server %s: %s (%s)", up->cfg->name,
-	    up->cfg->servers[server].url, what, detail);
 }

@@ -1,25 +1,77 @@
 /*
- * Proxying a request to one server of its route's upstream.  The server
- * is picked here; the exchange is done by one of two transports: agate's
- * own HTTP/1.1 client (native.c: plain http://, pooled keep-alive
- * connections) or libcurl (curlproxy.c: https://, or transport: curl).
- * Both answer the client the same way: headers filtered both ways,
- * bodies streamed with backpressure, 502 for a failed upstream, 504 for a
- * slow one.
+ * Proxying a request to its route's upstream, with the upstream's
+ * policies: the concurrency limit and its queue, server choice (skipping
+ * servers that are down or whose breaker is open), retries with backoff
+ * within a budget, and the route's deadline across all of it.
+ *
+ * A struct call is one proxied request from admission to its answer.
+ * Each try is handed to one of two transports: agate's own HTTP/1.1
+ * client (native.c: plain http://, pooled keep-alive connections) or
+ * libcurl (curlproxy.c: https://, or transport: curl).  A transport
+ * reports back exactly once per try:
+ *
+ *   call_accept()      the server answered with a status; false means
+ *                      "do not pass it on": let go, then call_try_failed()
+ *   call_try_failed()  nothing has reached the client; the call retries
+ *                      or answers with the error
+ *   call_end()         the client has its answer (or is gone)
+ *
+ * and before either of the last two it lets go of the request (r->gw and
+ * r->hooks) and of its connection.
  */
 #ifndef AGATE_PROXY_H
 #define AGATE_PROXY_H
 
 #include <stdint.h>
 
+#include <event2/event_struct.h>
+
 #include "gateway/config.h"
+#include "gateway/limiter.h"
 #include "gateway/upstream.h"
 #include "lib/buf.h"
 #include "worker/http.h"
 
-/* Starts the exchange for r on r->route's upstream; answers r eventually. */
+/* Why a try failed: the retry conditions, and what the breaker counts. */
+enum try_fail {
+	TRY_CONNECT,	/* connect refused, timed out; TLS handshake failed */
+	TRY_TIMEOUT,	/* no whole answer within the try's time */
+	TRY_RESET,	/* the connection closed or reset before an answer */
+	TRY_INVALID,	/* the answer was not HTTP agate passes on (502) */
+	TRY_STATUS,	/* the server answered a status listed for retry */
+	TRY_CLIENT,	/* the client's fault (slow or bad body): no retry */
+	TRY_LOCAL	/* agate could not make the try (out of memory) */
+};
+
+/* A request body up to this size is kept for a retry to send again. */
+#define CALL_REPLAY_MAX	(1024 * 1024)
+
+struct call {
+	struct request		*req;
+	struct upstream_rt	*up;
+	size_t			 server;	/* of the current try */
+	int			 tries;
+	uint64_t		 tried;		/* servers tried (bits < 64) */
+	uint64_t		 trial;		/* breaker trial since, or 0 */
+	uint64_t		 backoff_ms;	/* before the retry decided */
+	bool			 in_try;	/* a transport has it */
+	bool			 recorded;	/* the try's result is counted */
+	bool			 retry_next;	/* call_accept() chose a retry */
+	bool			 is_retry;	/* holds a retry budget share */
+	bool			 has_slot;
+	struct lim_waiter	 wait;
+	struct event		 timer;		/* queue wait, backoff */
+	struct call		*next_free;
+};
+
+/* Starts proxying r on r->route's upstream; answers r eventually. */
 void	proxy_start(struct request *);
 void	proxy_free(void);
+
+bool	call_accept(struct call *, int status);
+void	call_try_failed(struct call *, enum try_fail, int status,
+	    const char *msg);
+void	call_end(struct call *);
 
 /* What the transports share. */
 /* Milliseconds this try may take: the upstream timeout, capped by what
@@ -28,15 +80,17 @@ uint64_t proxy_try_ms(const struct request *, const struct upstream_cfg *);
 /* Appends the path an upstream receives (strip_prefix applied) and the
  * query.  Returns 0, or -1 when out of memory. */
 int	proxy_target(const struct request *, struct buf *);
+/* Whether retry.methods lists the request's method. */
+bool	proxy_method_retryable(const struct request *,
+	    const struct upstream_cfg *);
 /* A warning about a failed upstream exchange, at most 10 a second. */
 void	proxy_log_failure(const struct upstream_rt *, size_t server,
 	    const char *what, const char *detail);
 
 /* The transports. */
-void	native_start(struct request *, struct upstream_rt *, size_t server);
+void	native_start(struct call *);
 void	native_free(void);
-void	curlproxy_start(struct request *, struct upstream_rt *,
-	    size_t server);
+void	curlproxy_start(struct call *);
 void	curlproxy_free(void);
 
 #endif

@@ -18,19 +18,27 @@ static struct upstream_rt	*ups;
 static size_t			 nups;
 static const struct config	*ups_cfg;
 
-static unsigned
-rand_below(unsigned n)
+uint32_t
+upstream_random(void)
 {
-	static unsigned state;
+	static uint32_t state;
 
 	if (state == 0 && getrandom(&state, sizeof(state), 0) !=
 	    sizeof(state))
+		state = 2463534242u;
+	if (state == 0)
 		state = 2463534242u;
 	/* xorshift32 */
 	state ^= state << 13;
 	state ^= state >> 17;
 	state ^= state << 5;
-	return n ? state % n : 0;
+	return state;
+}
+
+static unsigned
+rand_below(unsigned n)
+{
+	return n ? upstream_random() % n : 0;
 }
 
 /*
@@ -81,6 +89,7 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 		struct server_rt *s = &u->servers[i];
 
 		s->cfg = &cfg->servers[i];
+		s->sh = shared_server(ups_cfg, cfg, i);
 		TAILQ_INIT(&s->idle);
 		s->native = config_server_native(cfg, s->cfg);
 		/* Host as libcurl would send it: the port unless default. */
@@ -98,6 +107,7 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 	tlist_init(&u->excess, base, cfg->keepalive_timeout_ms <
 	    UPCONN_EXCESS_MS ? cfg->keepalive_timeout_ms : UPCONN_EXCESS_MS,
 	    upconn_expire_excess);
+	limiter_init(&u->limit, cfg->max_concurrent, cfg->max_queue);
 	/* Workers start at different servers. */
 	u->rr = rand_below((unsigned)cfg->nservers);
 	return 0;
@@ -142,30 +152,97 @@ upstream_rt(const struct upstream_cfg *u)
 	return &ups[u - ups_cfg->upstreams];
 }
 
-size_t
-upstream_pick(struct upstream_rt *u)
+bool
+upstream_server_available(const struct upstream_rt *u, size_t i,
+    uint64_t now)
 {
-	size_t n = u->cfg->nservers, i, best = 0, ties = 0;
+	const struct server_rt *s = &u->servers[i];
+
+	if (u->cfg->health.enabled &&
+	    atomic_load_explicit(&s->sh->down, memory_order_relaxed))
+		return false;
+	return breaker_available(&s->sh->breaker, &u->cfg->breaker, now);
+}
+
+static bool
+pickable(const struct upstream_rt *u, size_t i, uint64_t avoid, uint64_t now)
+{
+	if (i < 64 && (avoid & (UINT64_C(1) << i)))
+		return false;
+	return upstream_server_available(u, i, now);
+}
+
+/* One choice by the balance policy among pickable servers; -1: none. */
+static ssize_t
+pick_one(struct upstream_rt *u, uint64_t avoid, uint64_t now)
+{
+	size_t n = u->cfg->nservers, i, k, ties = 0;
+	ssize_t best = -1;
 
 	switch (u->cfg->balance) {
 	case BALANCE_RANDOM:
-		return rand_below((unsigned)n);
+		for (i = 0; i < n; i++)
+			if (pickable(u, i, avoid, now) &&
+			    rand_below((unsigned)++ties) == 0)
+				best = (ssize_t)i;	/* reservoir sampling */
+		return best;
 	case BALANCE_LEAST_REQUEST:
 		for (i = 0; i < n; i++) {
-			if (i == 0 || u->servers[i].inflight <
+			if (!pickable(u, i, avoid, now))
+				continue;
+			if (best < 0 || u->servers[i].inflight <
 			    u->servers[best].inflight) {
-				best = i;
+				best = (ssize_t)i;
 				ties = 1;
 			} else if (u->servers[i].inflight ==
 			    u->servers[best].inflight &&
 			    rand_below((unsigned)++ties) == 0)
-				best = i;	/* reservoir pick among ties */
+				best = (ssize_t)i;	/* random among ties */
 		}
 		return best;
 	case BALANCE_ROUND_ROBIN:
 	default:
-		return u->rr++ % n;
+		for (k = 0; k < n; k++) {
+			i = (u->rr + k) % n;
+			if (pickable(u, i, avoid, now)) {
+				u->rr = (unsigned)(i + 1);
+				return (ssize_t)i;
+			}
+		}
+		return -1;
 	}
+}
+
+ssize_t
+upstream_pick(struct upstream_rt *u, uint64_t avoid, uint64_t now,
+    uint64_t *trial)
+{
+	uint64_t blocked = 0;
+	size_t n = u->cfg->nservers, round;
+	ssize_t i;
+
+	*trial = 0;
+	/* A breaker may turn its trial away between the look and the
+	 * entry (another worker took it): look again without it. */
+	for (round = 0; round <= n; round++) {
+		if ((i = pick_one(u, avoid | blocked, now)) < 0 &&
+		    (i = pick_one(u, blocked, now)) < 0)
+			return -1;
+		switch (breaker_enter(&u->servers[i].sh->breaker,
+		    &u->cfg->breaker, now)) {
+		case BREAKER_TRIAL:
+			*trial = now;
+			/* FALLTHROUGH */
+		case BREAKER_PASS:
+			return i;
+		case BREAKER_BLOCK:
+			if (i >= 64)
+				return -1;
+			blocked |= UINT64_C(1) << i;
+			break;
+		}
+	}
+	return -1;
 }
 
 void

@@ -10,14 +10,19 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "gateway/config.h"
+#include "gateway/limiter.h"
+#include "gateway/retry.h"
+#include "gateway/shared.h"
 #include "worker/timer.h"
 
 struct upconn;
 
 struct server_rt {
 	const struct server_cfg	*cfg;
+	struct shared_server	*sh;		/* breaker, health */
 	int			 inflight;
 	bool			 native;	/* agate's own client */
 	bool			 resolved;
@@ -34,13 +39,27 @@ struct upstream_rt {
 	int			 nidle;		/* pooled, all servers */
 	struct tlist		 keepalive;	/* idle connections' timeouts */
 	struct tlist		 excess;	/* beyond keepalive: a short grace */
+	struct limiter		 limit;		/* max_concurrent, max_queue */
+	struct retry_budget	 budget;
 };
 
 int	upstream_init(struct event_base *, const struct config *);
 void	upstream_free(void);
 struct upstream_rt *upstream_rt(const struct upstream_cfg *);
-/* Picks a server per the upstream's balance; returns its index. */
-size_t	upstream_pick(struct upstream_rt *);
+/*
+ * Picks a server per the upstream's balance among those that are up and
+ * whose breaker lets a request through, preferring servers not in avoid
+ * (bit i: server i, for i < 64).  Returns its index, or -1 when no server
+ * is available.  *trial gets now if the request is the breaker's trial,
+ * else 0.
+ */
+ssize_t	upstream_pick(struct upstream_rt *, uint64_t avoid, uint64_t now,
+	    uint64_t *trial);
+/* Whether server i may take requests (health and breaker), now. */
+bool	upstream_server_available(const struct upstream_rt *, size_t i,
+	    uint64_t now);
+/* A uniform random 32-bit number (not for secrets). */
+uint32_t upstream_random(void);
 void	upstream_begin(struct upstream_rt *, size_t server);
 void	upstream_end(struct upstream_rt *, size_t server);
 

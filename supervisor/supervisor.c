@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/shared.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
 #include "worker/timer.h"
@@ -492,6 +493,13 @@ sup_log_upstreams(const struct config *cfg)
 		    "%s (%zu native, %zu libcurl)", u->name, u->nservers,
 		    balances[u->balance], transports[u->transport], native,
 		    u->nservers - native);
+		for (j = 0; j < u->nservers; j++)
+			if (u->servers[j].https && !u->tls_verify) {
+				log_warnx("supervisor: upstream %s: tls.verify "
+				    "is false: the certificates of its https "
+				    "servers are NOT checked", u->name);
+				break;
+			}
 	}
 }
 
@@ -547,6 +555,7 @@ sup_reload(void)
 {
 	char err[CONFIG_ERR_MAX];
 	struct config *cfg;
+	struct gen *g;
 
 	if (sup.stopping)
 		return;
@@ -556,6 +565,8 @@ sup_reload(void)
 		    "previous config", err);
 		return;
 	}
+	if ((g = gen_active()) != NULL)
+		shared_inherit(cfg, g->cfg);
 	config_warn_unimplemented(cfg);
 	sup_log_upstreams(cfg);
 	sup_start_generation(cfg, config_workers(cfg), "reload");

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "lib/buf.h"
 #include "worker/http_parse.h"
 
 struct conn;
@@ -58,6 +59,12 @@ struct request {
 	bool			 body_done;	/* all of it handed over */
 	uint64_t		 body_bytes;
 	struct http_chunked	 chunk;
+	/* A copy of the body as read, so that it can be sent again (a
+	 * retry); see req_body_keep(). */
+	struct buf		*keep;
+	size_t			 keep_pos;	/* next byte to hand over */
+	size_t			 keep_max;
+	bool			 keep_lost;	/* outgrew keep_max */
 
 	/* Response. */
 	int			 status;
@@ -138,6 +145,18 @@ void	req_continue(struct request *);
 ssize_t	req_read_body(struct request *, char *dst, size_t n);
 /* True when the request carries a body (even an empty chunked one). */
 bool	req_has_body(const struct request *);
+/*
+ * From now on, keep a copy of the body bytes req_read_body() hands over,
+ * up to max bytes, so that req_body_rewind() can hand them over again.
+ * Returns 0, or -1 when out of memory.
+ */
+int	req_body_keep(struct request *, size_t max);
+/*
+ * Makes the next req_read_body() start again from the first body byte.
+ * False when that cannot be done: bytes were handed over that were not
+ * kept (the body outgrew its copy, or nobody asked to keep it).
+ */
+bool	req_body_rewind(struct request *);
 
 /* -- looking ----------------------------------------------------------- */
 

@@ -237,6 +237,11 @@ request_identify(struct request *r)
 void
 request_free(struct request *r)
 {
+	if (r->keep != NULL) {
+		buf_free(r->keep);
+		free(r->keep);
+		r->keep = NULL;
+	}
 	if (req_pooled >= REQ_POOL_MAX) {
 		free(r);
 		return;
@@ -336,8 +341,75 @@ read_chunked(struct request *r, char *dst, size_t n)
 	return (ssize_t)copied;
 }
 
+int
+req_body_keep(struct request *r, size_t max)
+{
+	if (r->keep == NULL && (r->keep = calloc(1, sizeof(*r->keep))) == NULL)
+		return -1;
+	r->keep_max = max;
+	/* Bytes handed over before now were not kept. */
+	r->keep_lost = r->body_bytes > 0;
+	return 0;
+}
+
+bool
+req_body_rewind(struct request *r)
+{
+	if (r->body_bytes == 0)
+		return true;		/* nothing handed over yet */
+	if (r->keep == NULL || r->keep_lost)
+		return false;
+	r->keep_pos = 0;
+	return true;
+}
+
+/* Hands over kept bytes after a rewind; -1 when there are none. */
+static ssize_t
+read_kept(struct request *r, char *dst, size_t n)
+{
+	size_t k;
+
+	if (r->keep == NULL || r->keep_pos >= r->keep->len)
+		return -1;
+	k = r->keep->len - r->keep_pos;
+	if (k > n)
+		k = n;
+	memcpy(dst, r->keep->data + r->keep_pos, k);
+	r->keep_pos += k;
+	return (ssize_t)k;
+}
+
+static void
+keep_bytes(struct request *r, const char *p, size_t n)
+{
+	if (r->keep == NULL || r->keep_lost || n == 0)
+		return;
+	if (r->keep->len + n > r->keep_max ||
+	    buf_append(r->keep, p, n) != 0) {
+		r->keep_lost = true;
+		buf_free(r->keep);
+		return;
+	}
+	r->keep_pos = r->keep->len;
+}
+
+static ssize_t read_body(struct request *, char *, size_t);
+
 ssize_t
 req_read_body(struct request *r, char *dst, size_t n)
+{
+	ssize_t got;
+
+	if (n > 0 && (got = read_kept(r, dst, n)) >= 0)
+		return got;
+	got = read_body(r, dst, n);
+	if (got > 0)
+		keep_bytes(r, dst, (size_t)got);
+	return got;
+}
+
+static ssize_t
+read_body(struct request *r, char *dst, size_t n)
 {
 	struct conn *c = r->conn;
 	uint64_t max = worker.cfg->server.max_body_size;
