@@ -86,7 +86,10 @@ breaker_record(struct breaker *b, const struct breaker_cfg *cfg, bool ok,
 		return ok ? BREAKER_CLOSED_AGAIN : BREAKER_REOPENED;
 	}
 	if (ok) {
-		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
+		/* A load first: the line stays shared while all is well. */
+		if (atomic_load_explicit(&b->fails, memory_order_relaxed) != 0)
+			atomic_store_explicit(&b->fails, 0,
+			    memory_order_relaxed);
 		return BREAKER_SAME;
 	}
 	n = atomic_fetch_add_explicit(&b->fails, 1, memory_order_acq_rel) + 1;

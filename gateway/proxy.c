@@ -231,18 +231,19 @@ call_breaker(struct call *c, bool ok)
 	}
 }
 
-/* The current try is over: the server has one request fewer. */
+/* The current try (or the wait for it) is over: the server has one
+ * request fewer, and a retry gives its budget share back. */
 static void
 call_try_done(struct call *c)
 {
-	if (!c->in_try)
-		return;
-	c->in_try = false;
-	upstream_end(c->up, c->server);
-	if (c->trial != 0 && !c->recorded)
-		breaker_release(&c->up->servers[c->server].sh->breaker,
-		    c->trial, now_ms());
-	c->trial = 0;
+	if (c->in_try) {
+		c->in_try = false;
+		upstream_end(c->up, c->server);
+		if (c->trial != 0 && !c->recorded)
+			breaker_release(&c->up->servers[c->server].sh->breaker,
+			    c->trial, now_ms());
+		c->trial = 0;
+	}
 	if (c->is_retry) {
 		retry_budget_done(&c->up->budget);
 		c->is_retry = false;
@@ -296,7 +297,8 @@ condition_listed(const struct retry_cfg *rc, enum try_fail why, int status)
 
 /*
  * Whether the call tries again after this failure.  Yes commits: the
- * backoff is chosen and a share of the retry budget taken.
+ * backoff is chosen and a share of the retry budget taken (the caller
+ * sets is_retry once the failed try is done).
  */
 static bool
 call_decide(struct call *c, enum try_fail why, int status)
@@ -328,7 +330,6 @@ call_decide(struct call *c, enum try_fail why, int status)
 			    rc->budget * 100);
 		return false;
 	}
-	c->is_retry = true;
 	c->backoff_ms = wait;
 	return true;
 }
@@ -389,6 +390,7 @@ call_try_failed(struct call *c, enum try_fail why, int status,
 		req_error(r, status, msg, NULL);
 		return;
 	}
+	c->is_retry = true;
 	call_log_retry(c, why, status);
 	r->gw = c;
 	r->hooks = &call_hooks;
@@ -430,27 +432,32 @@ call_abort(struct request *r)
 /* -- trying ------------------------------------------------------------- */
 
 static void
+no_server(struct request *r, const struct upstream_cfg *u)
+{
+	static struct log_window w;
+	char msg[200];
+
+	if (log_allowed(&w, "requests refused for want of a server"))
+		log_info("proxy: upstream %s: no server available (all down "
+		    "or circuit open); answering 503", u->name);
+	snprintf(msg, sizeof(msg), "no server of upstream %s is available "
+	    "(all down or circuit open)", u->name);
+	req_error(r, 503, msg, "Retry-After: 1\r\n");
+}
+
+static void
 call_try(struct call *c)
 {
 	struct request *r = c->req;
 	struct upstream_rt *up = c->up;
 	const struct upstream_cfg *u = up->cfg;
 	ssize_t server;
-	char msg[200];
 
 	r->gw = NULL;
 	r->hooks = NULL;
 	if ((server = upstream_pick(up, c->tried, now_ms(), &c->trial)) < 0) {
-		static struct log_window w;
-
-		if (log_allowed(&w, "requests refused for want of a server"))
-			log_info("proxy: upstream %s: no server available "
-			    "(all down or circuit open); answering 503",
-			    u->name);
 		call_finish(c);
-		snprintf(msg, sizeof(msg), "no server of upstream %s is "
-		    "available (all down or circuit open)", u->name);
-		req_error(r, 503, msg, "Retry-After: 1\r\n");
+		no_server(r, u);
 		return;
 	}
 	c->server = (size_t)server;
@@ -503,6 +510,12 @@ proxy_start(struct request *r)
 	}
 	c->req = r;
 	c->up = up;
+	if (!upstream_any_available(up, now_ms())) {
+		/* Not worth a place in the queue. */
+		call_put(c);
+		no_server(r, u);
+		return;
+	}
 	retry_budget_try(&up->budget, now_ms());
 	/* Keep the body for a retry to send again. */
 	if (u->retry.attempts > 1 && req_has_body(r) &&

@@ -164,6 +164,17 @@ upstream_server_available(const struct upstream_rt *u, size_t i,
 	return breaker_available(&s->sh->breaker, &u->cfg->breaker, now);
 }
 
+bool
+upstream_any_available(const struct upstream_rt *u, uint64_t now)
+{
+	size_t i;
+
+	for (i = 0; i < u->cfg->nservers; i++)
+		if (upstream_server_available(u, i, now))
+			return true;
+	return false;
+}
+
 static bool
 pickable(const struct upstream_rt *u, size_t i, uint64_t avoid, uint64_t now)
 {
