@@ -78,11 +78,11 @@ breaker_record(struct breaker *b, const struct breaker_cfg *cfg, bool ok,
 		w = WORD(trial, BREAKER_HALF_OPEN);
 		/* Only the trial's own half-open state is ours to change
 		 * (a trial given up may have been taken over). */
-		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
 		if (!atomic_compare_exchange_strong_explicit(&b->word, &w,
 		    ok ? WORD(0, BREAKER_CLOSED) : open, memory_order_acq_rel,
 		    memory_order_acquire))
 			return BREAKER_SAME;
+		atomic_store_explicit(&b->fails, 0, memory_order_relaxed);
 		return ok ? BREAKER_CLOSED_AGAIN : BREAKER_REOPENED;
 	}
 	if (ok) {
