@@ -569,8 +569,12 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    (long)u->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)proxy_try_ms(r, u));
+	/* libcurl counts idle time in whole seconds and drops a connection
+	 * idle for more than MAXAGE + 1 of them: this keeps its limit at or
+	 * under keepalive_timeout (1 s at least). */
 	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
-	    (long)((u->keepalive_timeout_ms + 999) / 1000));
+	    (long)(u->keepalive_timeout_ms >= 2000 ?
+	    u->keepalive_timeout_ms / 1000 - 1 : 0));
 	if (srv->https) {
 		if (u->tls_ca != NULL)
 			curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);

@@ -363,7 +363,8 @@ call_log_retry(const struct call *c, enum try_fail why, int status)
 bool
 call_accept(struct call *c, int status)
 {
-	if (failure_status(status) && call_decide(c, TRY_STATUS, status)) {
+	/* Any status listed in retry.conditions (call_decide checks). */
+	if (status >= 400 && call_decide(c, TRY_STATUS, status)) {
 		c->retry_next = true;
 		return false;
 	}
@@ -378,8 +379,10 @@ call_try_failed(struct call *c, enum try_fail why, int status,
 	struct request *r = c->req;
 	bool again;
 
+	/* A listed 500 or 429 is retried, but only 502-504 say the server
+	 * itself is failing. */
 	if (why != TRY_CLIENT && why != TRY_LOCAL && !c->recorded)
-		call_breaker(c, false);
+		call_breaker(c, why == TRY_STATUS && !failure_status(status));
 	/* Counts the server's in-flight and releases the budget share of
 	 * the try that ended; call_decide() takes a new one. */
 	call_try_done(c);
