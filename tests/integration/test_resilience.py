@@ -12,6 +12,8 @@ import hashlib
 import http.client
 import json
 import os
+import re
+import signal
 import shutil
 import socket
 import ssl
@@ -950,6 +952,51 @@ class HealthCheckTest(ResilienceTest):
             self.assert_agate_error(r, 503, "no server of upstream u")
             self.assertEqual(r.header("Retry-After"), "1")
             self.assertLess(t, 1.0)
+
+
+    def test_a_new_worker_0_takes_the_probing_over(self):
+        a, b = self.upstream("a"), self.upstream("b")
+        gw = self.gateway({"u": {"servers": [a.url, b.url],
+                                 "health_check": self.HC}}, workers=2)
+        first = self.wait_log(gw, "health: this worker checks")[0]
+        pid = int(re.search(r"worker 0\[(\d+)\]", first).group(1))
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(self.log_lines(
+            gw, "health: this worker checks")) == 2, timeout=10,
+            what="a respawned worker 0 probing")
+        second = self.log_lines(gw, "health: this worker checks")[1]
+        npid = int(re.search(r"worker 0\[(\d+)\]", second).group(1))
+        self.assertNotEqual(npid, pid)
+        b.stop()
+        self.ups.remove(b)
+        down = self.wait_log(gw, "is down", b.url, timeout=5)
+        self.assertIn("worker 0[%d]" % npid, down[0])
+        for i in range(6):
+            self.assert_upstream_answer(gw.get("/w%d" % i), 200, a)
+
+    def test_reload_keeps_the_state_of_kept_servers(self):
+        up = self.upstream("u")
+        cfg = {"u": {"servers": [up.url],
+                     "circuit_breaker": {"failures": 2, "open_for": "30s"}}}
+        gw = self.gateway(cfg, workers=1)
+        for _ in range(2):
+            self.assertEqual(gw.get("/f?status=503").status, 503)
+        self.wait_log(gw, "circuit opened")
+        self.assert_agate_error(gw.get("/x"), 503, "no server of upstream")
+        # A reload that changes the routes: the breaker stays open.
+        config = json.loads(json.dumps(gw.config))
+        config["routes"].insert(0, {"path": "/other", "upstream": "u"})
+        before = gw.error_log().count("reloading")
+        gw.write_config(config)
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: gw.error_log().count("reloading") > before,
+                   timeout=10, what="the reload")
+        wait_until(lambda: len(gw.workers()) == 1 and
+                   gw.get("/other").status == 503, timeout=15,
+                   what="the new generation serving")
+        n = self.requests_of(up)
+        self.assert_agate_error(gw.get("/x"), 503, "no server of upstream")
+        self.assertEqual(self.requests_of(up), n)
 
 
 # -- 8. HTTPS upstreams -----------------------------------------------------
