@@ -283,6 +283,21 @@ proxy_read_cb(char *dst, size_t size, size_t n, void *arg)
 	return CURL_READFUNC_ABORT;
 }
 
+/*
+ * libcurl rewinds the upload when it sends the request again (a reused
+ * connection found dead).  Only back to the start, from the kept copy.
+ */
+static int
+proxy_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+	struct proxy *p = arg;
+
+	if (p->req == NULL || offset != 0 || origin != SEEK_SET ||
+	    !req_body_rewind(p->req))
+		return CURL_SEEKFUNC_CANTSEEK;
+	return CURL_SEEKFUNC_OK;
+}
+
 /* -- worker hooks ------------------------------------------------------ */
 
 static void
@@ -534,6 +549,8 @@ proxy_set_method(struct proxy *p, struct request *r)
 		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
 		curl_easy_setopt(e, CURLOPT_READDATA, p);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, proxy_seek_cb);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, p);
 		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
 		    (curl_off_t)(r->body_chunked ? -1 : h->content_length));
 	}

@@ -230,6 +230,8 @@ native_fail(struct native *x, enum try_fail why, int status, const char *msg,
 	struct request *r = x->req;
 	struct call *c = x->call;
 
+	if (r == NULL)
+		return;			/* already let go (a bug if reached) */
 	if (why != TRY_CLIENT)
 		proxy_log_failure(x->up, x->server, msg, detail);
 	native_detach(x);
@@ -255,7 +257,9 @@ native_arm(struct native *x, uint64_t until)
 
 /*
  * Takes a connection (pooled, or a new one) and starts sending.  fresh
- * skips the pool: after a pooled one turned out dead.
+ * skips the pool: after a pooled one turned out dead.  Returns -1 only
+ * when no connection could be had (errno set; x is still the caller's);
+ * a failure once sending has begun is handled, and reported, inside.
  */
 static int
 native_connect(struct native *x, bool fresh)
@@ -272,7 +276,8 @@ native_connect(struct native *x, bool fresh)
 	upconn_want_read(x->uc, true);
 	if (x->reused) {
 		native_arm(x, x->deadline);
-		return native_send(x);
+		native_send(x);		/* x may be gone after this */
+		return 0;
 	}
 	x->connecting = true;
 	native_arm(x, now_ms() + u->connect_timeout_ms < x->deadline ?

@@ -317,12 +317,16 @@ call_decide(struct call *c, enum try_fail why, int status)
 	/* No time left for the wait and a try: the failure stands. */
 	if (call_left_ms(c) <= wait)
 		return false;
-	if (!req_body_rewind(r)) {
+	if (!req_body_replayable(r)) {
 		log_debug("proxy: upstream %s: not retrying: the request body "
 		    "was larger than the %d bytes kept", u->name,
 		    CALL_REPLAY_MAX);
 		return false;
 	}
+	/* No server to try (this failure may just have opened the last
+	 * breaker): the failure stands, rather than a 503 later. */
+	if (!upstream_any_available(c->up, now_ms()))
+		return false;
 	if (!retry_budget_take(&c->up->budget, rc->budget, now_ms())) {
 		if (log_allowed(&w, "retries refused by the budget"))
 			log_info("retry: upstream %s: retry budget spent "
@@ -403,6 +407,11 @@ call_try_failed(struct call *c, enum try_fail why, int status,
 void
 call_end(struct call *c)
 {
+	if (c->retry_next) {
+		/* A retry was chosen but the transport ended the call. */
+		retry_budget_done(&c->up->budget);
+		c->retry_next = false;
+	}
 	call_try_done(c);
 	call_finish(c);
 }
@@ -458,6 +467,13 @@ call_try(struct call *c)
 
 	r->gw = NULL;
 	r->hooks = NULL;
+	/* A retry sends the body from its first byte (call_decide made sure
+	 * it was kept whole). */
+	if (c->tries > 0 && !req_body_rewind(r)) {
+		call_finish(c);
+		req_error(r, 502, "the request body cannot be sent again", NULL);
+		return;
+	}
 	if ((server = upstream_pick(up, c->tried, now_ms(), &c->trial)) < 0) {
 		call_finish(c);
 		no_server(r, u);
@@ -520,8 +536,9 @@ proxy_start(struct request *r)
 		return;
 	}
 	retry_budget_try(&up->budget, now_ms());
-	/* Keep the body for a retry to send again. */
-	if (u->retry.attempts > 1 && req_has_body(r) &&
+	/* Keep the body for a retry to send again (and for libcurl, which
+	 * resends on a reused connection found dead). */
+	if ((u->retry.attempts > 1 || up->any_curl) && req_has_body(r) &&
 	    proxy_method_retryable(r, u) &&
 	    req_body_keep(r, CALL_REPLAY_MAX) == -1) {
 		call_put(c);

@@ -101,6 +101,8 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 			    s->cfg->host, s->cfg->port);
 		if (s->native)
 			server_resolve(s);
+		else
+			u->any_curl = true;
 	}
 	tlist_init(&u->keepalive, base, cfg->keepalive_timeout_ms,
 	    upconn_expire);

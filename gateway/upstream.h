@@ -39,6 +39,7 @@ struct upstream_rt {
 	int			 nidle;		/* pooled, all servers */
 	struct tlist		 keepalive;	/* idle connections' timeouts */
 	struct tlist		 excess;	/* beyond keepalive: a short grace */
+	bool			 any_curl;	/* a server uses libcurl */
 	struct limiter		 limit;		/* max_concurrent, max_queue */
 	struct retry_budget	 budget;
 };

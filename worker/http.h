@@ -157,6 +157,8 @@ int	req_body_keep(struct request *, size_t max);
  * kept (the body outgrew its copy, or nobody asked to keep it).
  */
 bool	req_body_rewind(struct request *);
+/* Whether req_body_rewind() would succeed now (changes nothing). */
+bool	req_body_replayable(const struct request *);
 
 /* -- looking ----------------------------------------------------------- */
 

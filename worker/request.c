@@ -353,6 +353,12 @@ req_body_keep(struct request *r, size_t max)
 }
 
 bool
+req_body_replayable(const struct request *r)
+{
+	return r->body_bytes == 0 || (r->keep != NULL && !r->keep_lost);
+}
+
+bool
 req_body_rewind(struct request *r)
 {
 	if (r->body_bytes == 0)

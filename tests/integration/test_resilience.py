@@ -1117,6 +1117,109 @@ class BadAnswerTest(ResilienceTest):
 
 # -- 10. no fd leaks --------------------------------------------------------
 
+class ReviewRegressionTest(ResilienceTest):
+    """Bugs a code review found in the policy layer, kept found."""
+
+    def test_body_error_after_a_pooled_send_does_not_crash_the_worker(self):
+        # A body error found while the native transport was still sending
+        # on a reused connection once made native_start() report a try
+        # that had already ended: a double free and a SIGSEGV.
+        up = self.upstream("u")
+        gw = self.gateway({"u": {"servers": [up.url], "keepalive": 8}},
+                          workers=1, max_header_size="256k",
+                          max_body_size="100k")
+        self.assertEqual(gw.get("/warm").status, 200)   # fills the pool
+        worker = gw.workers()[0]
+        body = b"x" * 150000
+        req = (b"POST /p HTTP/1.1\r\nHost: x\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" +
+               b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        self.assertEqual(parse_status(gw.raw(req)), 413)
+        self.assertEqual(gw.get("/after").status, 200)
+        self.assertEqual(gw.workers(), [worker])
+        self.assertNotIn("signal", gw.error_log())
+
+    def test_a_retry_the_budget_refuses_leaves_the_body_alone(self):
+        # The upstream answers 503 before it has read the body.  With the
+        # budget spent there is no retry, and the body still being sent
+        # must go on from where it was, not start again from its copy.
+        got = {}
+        lock = threading.Lock()
+
+        def handle(c):
+            buf = b""
+            with c:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                target = head.split(b"\r\n")[0].split()[1]
+                if target.startswith(b"/hang"):
+                    with lock:
+                        n = got.setdefault(target, 0)
+                        got[target] = n + 1
+                    if n == 0:
+                        c.sendall(b"HTTP/1.1 503 X\r\n"
+                                  b"Content-Length: 0\r\n\r\n")
+                    time.sleep(8)       # the retry hangs
+                    return
+                c.sendall(b"HTTP/1.1 503 X\r\nContent-Length: 5\r\n\r\nab")
+                while len(buf) < 2000:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    buf += d
+                with lock:
+                    got["body"] = buf[:2000]
+                    got["extra"] = buf[2000:]
+                c.sendall(b"cde")
+                time.sleep(0.3)
+
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        self.addCleanup(srv.close)
+
+        def serve():
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                threading.Thread(target=handle, args=(c,),
+                                 daemon=True).start()
+        threading.Thread(target=serve, daemon=True).start()
+        url = "http://127.0.0.1:%d" % srv.getsockname()[1]
+        # native: it goes on sending a body after an early answer (libcurl
+        # stops sending and closes), which is where the copy could leak.
+        gw = self.gateway({"u": {"servers": [url], "timeout": "10s",
+                                 "transport": "native",
+                                 "retry": {"attempts": 3, "backoff": "1ms",
+                                           "max_backoff": "2ms",
+                                           "budget": "0%"}}}, workers=1)
+        hangs = []
+        for i in range(3):      # three retries in flight: the budget floor
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            self.addCleanup(s.close)
+            s.sendall(b"GET /hang%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            hangs.append(s)
+        wait_until(lambda: len(self.log_lines(gw, "retry: upstream u")) == 3,
+                   timeout=5, what="three retries in flight")
+        c = socket.create_connection(("127.0.0.1", gw.port))
+        self.addCleanup(c.close)
+        c.sendall(b"PUT /put HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 2000\r\n\r\n" + b"A" * 1000)
+        time.sleep(0.5)
+        c.sendall(b"B" * 1000)
+        wait_until(lambda: "body" in got, timeout=5, what="the body upstream")
+        self.assertEqual(got["body"], b"A" * 1000 + b"B" * 1000)
+        self.assertEqual(got["extra"], b"")
+        self.wait_log(gw, "retry budget spent")
+
+
 class LeakTest(ResilienceTest):
 
     def test_no_fd_leaks_after_policy_faults(self):
