@@ -15,6 +15,8 @@
 struct lim_waiter {
 	TAILQ_ENTRY(lim_waiter)	 entry;
 	bool			 queued;
+	/* Its owner's: called by whoever released the slot it now holds. */
+	void			(*wake)(struct lim_waiter *);
 };
 
 struct limiter {

@@ -33,6 +33,7 @@ static size_t		 call_pooled;
 
 static void	call_try(struct call *);
 static void	call_finish(struct call *);
+static void	call_wake(struct lim_waiter *);
 static void	call_body_ready(struct request *);
 static void	call_writable(struct request *);
 static void	call_abort(struct request *);
@@ -75,17 +76,6 @@ proxy_log_failure(const struct upstream_rt *up, size_t server,
 	if (log_allowed(&w, "upstream failures"))
 		log_warnx("proxy: upstream %s server %s: %s (%s)",
 		    up->cfg->name, up->cfg->servers[server].url, what, detail);
-}
-
-static const char *
-fail_name(enum try_fail why)
-{
-	static const char *const names[] = {
-		"connect_failure", "timeout", "reset", "invalid answer",
-		"status", "client", "local error"
-	};
-
-	return names[why];
 }
 
 /* -- the pool ----------------------------------------------------------- */
@@ -202,33 +192,11 @@ failure_status(int status)
 static void
 call_breaker(struct call *c, bool ok)
 {
-	struct upstream_rt *up = c->up;
-	const struct upstream_cfg *u = up->cfg;
-	const char *url = u->servers[c->server].url;
 	uint64_t trial = c->trial;
 
 	c->recorded = true;
 	c->trial = 0;
-	switch (breaker_record(&up->servers[c->server].sh->breaker,
-	    &u->breaker, ok, trial, now_ms())) {
-	case BREAKER_OPENED:
-		log_warnx("breaker: upstream %s server %s: circuit opened "
-		    "after %d failures in a row; no requests to it for %llu ms",
-		    u->name, url, u->breaker.failures,
-		    (unsigned long long)u->breaker.open_for_ms);
-		break;
-	case BREAKER_REOPENED:
-		log_warnx("breaker: upstream %s server %s: the trial request "
-		    "failed; circuit open again for %llu ms", u->name, url,
-		    (unsigned long long)u->breaker.open_for_ms);
-		break;
-	case BREAKER_CLOSED_AGAIN:
-		log_info("breaker: upstream %s server %s: the trial request "
-		    "succeeded; circuit closed", u->name, url);
-		break;
-	case BREAKER_SAME:
-		break;
-	}
+	upstream_record(c->up, c->server, ok, trial);
 }
 
 /* The current try (or the wait for it) is over: the server has one
@@ -255,44 +223,7 @@ call_try_done(struct call *c)
 bool
 proxy_method_retryable(const struct request *r, const struct upstream_cfg *u)
 {
-	const struct retry_cfg *rc = &u->retry;
-	size_t i;
-
-	for (i = 0; i < rc->nmethods; i++)
-		if (http_token_eq(r->head.method, r->head.method_len,
-		    rc->methods[i]))
-			return true;
-	return false;
-}
-
-static bool
-status_listed(const struct retry_cfg *rc, int status)
-{
-	size_t i;
-
-	for (i = 0; i < rc->nstatuses; i++)
-		if (rc->statuses[i] == status)
-			return true;
-	return false;
-}
-
-static bool
-condition_listed(const struct retry_cfg *rc, enum try_fail why, int status)
-{
-	switch (why) {
-	case TRY_CONNECT:
-		return rc->on & RETRY_ON_CONNECT_FAILURE;
-	case TRY_TIMEOUT:
-		return rc->on & RETRY_ON_TIMEOUT;
-	case TRY_RESET:
-		return rc->on & RETRY_ON_RESET;
-	case TRY_INVALID:
-		return status_listed(rc, 502);	/* what agate would answer */
-	case TRY_STATUS:
-		return status_listed(rc, status);
-	default:
-		return false;
-	}
+	return retry_method(&u->retry, r->head.method, r->head.method_len);
 }
 
 /*
@@ -310,7 +241,7 @@ call_decide(struct call *c, enum try_fail why, int status)
 	uint64_t wait;
 
 	if (c->tries >= rc->attempts || r->resp_started ||
-	    !condition_listed(rc, why, status) ||
+	    !retry_condition(rc, why, status) ||
 	    !proxy_method_retryable(r, u))
 		return false;
 	wait = retry_backoff_ms(rc, c->tries, upstream_random());
@@ -358,7 +289,7 @@ call_log_retry(const struct call *c, enum try_fail why, int status)
 		log_info("retry: upstream %s: %.*s %.*s: server %s: %s; try "
 		    "%d of %d in %llu ms", u->name, (int)r->head.method_len,
 		    r->head.method, (int)r->head.path_len, r->head.path,
-		    u->servers[c->server].url, fail_name(why), c->tries + 1,
+		    u->servers[c->server].url, retry_fail_name(why), c->tries + 1,
 		    u->retry.attempts, (unsigned long long)c->backoff_ms);
 }
 
@@ -501,17 +432,23 @@ call_finish(struct call *c)
 	struct lim_waiter *w;
 
 	call_try_done(c);
-	if (c->has_slot && (w = limiter_release(&c->up->limit)) != NULL) {
-		struct call *next = (struct call *)((char *)w -
-		    offsetof(struct call, wait));
-
-		/* Started from the loop, not from inside this answer. */
-		next->has_slot = true;
-		evtimer_del(&next->timer);
-		call_arm(next, 0);
-	}
+	if (c->has_slot && (w = limiter_release(&c->up->limit)) != NULL)
+		w->wake(w);
 	c->has_slot = false;
 	call_put(c);
+}
+
+/* The slot is ours now (a proxied call or a fan-out call gave it up). */
+static void
+call_wake(struct lim_waiter *w)
+{
+	struct call *c = (struct call *)((char *)w -
+	    offsetof(struct call, wait));
+
+	/* Started from the loop, not from inside the other's answer. */
+	c->has_slot = true;
+	evtimer_del(&c->timer);
+	call_arm(c, 0);
 }
 
 void
@@ -545,6 +482,7 @@ proxy_start(struct request *r)
 		req_error(r, 503, "out of memory", NULL);
 		return;
 	}
+	c->wait.wake = call_wake;
 	switch (limiter_acquire(&up->limit, &c->wait)) {
 	case LIM_GO:
 		c->has_slot = true;

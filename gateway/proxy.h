@@ -28,20 +28,11 @@
 
 #include "gateway/config.h"
 #include "gateway/limiter.h"
+#include "gateway/retry.h"
 #include "gateway/upstream.h"
 #include "lib/buf.h"
 #include "worker/http.h"
 
-/* Why a try failed: the retry conditions, and what the breaker counts. */
-enum try_fail {
-	TRY_CONNECT,	/* connect refused, timed out; TLS handshake failed */
-	TRY_TIMEOUT,	/* no whole answer within the try's time */
-	TRY_RESET,	/* the connection closed or reset before an answer */
-	TRY_INVALID,	/* the answer was not HTTP agate passes on (502) */
-	TRY_STATUS,	/* the server answered a status listed for retry */
-	TRY_CLIENT,	/* the client's fault (slow or bad body): no retry */
-	TRY_LOCAL	/* agate could not make the try (out of memory) */
-};
 
 /* A request body up to this size is kept for a retry to send again. */
 #define CALL_REPLAY_MAX	(1024 * 1024)

@@ -1,7 +1,62 @@
 /*
  * Backoff schedule and retry budget (see retry.h).
  */
+#include <string.h>
+
 #include "gateway/retry.h"
+
+static bool
+status_listed(const struct retry_cfg *rc, int status)
+{
+	size_t i;
+
+	for (i = 0; i < rc->nstatuses; i++)
+		if (rc->statuses[i] == status)
+			return true;
+	return false;
+}
+
+bool
+retry_condition(const struct retry_cfg *rc, enum try_fail why, int status)
+{
+	switch (why) {
+	case TRY_CONNECT:
+		return rc->on & RETRY_ON_CONNECT_FAILURE;
+	case TRY_TIMEOUT:
+		return rc->on & RETRY_ON_TIMEOUT;
+	case TRY_RESET:
+		return rc->on & RETRY_ON_RESET;
+	case TRY_INVALID:
+		return status_listed(rc, 502);	/* what agate would answer */
+	case TRY_STATUS:
+		return status_listed(rc, status);
+	default:
+		return false;
+	}
+}
+
+bool
+retry_method(const struct retry_cfg *rc, const char *method, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < rc->nmethods; i++)
+		if (strlen(rc->methods[i]) == len &&
+		    strncmp(rc->methods[i], method, len) == 0)
+			return true;
+	return false;
+}
+
+const char *
+retry_fail_name(enum try_fail why)
+{
+	static const char *const names[] = {
+		"connect_failure", "timeout", "reset", "invalid answer",
+		"status", "client", "local error"
+	};
+
+	return names[why];
+}
 
 uint64_t
 retry_backoff_ms(const struct retry_cfg *c, int n, uint32_t r)

@@ -11,6 +11,26 @@
 
 #include "gateway/config.h"
 
+/* Why a try failed: the retry conditions, and what the breaker counts. */
+enum try_fail {
+	TRY_CONNECT,	/* connect refused, timed out; TLS handshake failed */
+	TRY_TIMEOUT,	/* no whole answer within the try's time */
+	TRY_RESET,	/* the connection closed or reset before an answer */
+	TRY_INVALID,	/* the answer was not HTTP agate passes on (502) */
+	TRY_STATUS,	/* the server answered a status listed for retry */
+	TRY_CLIENT,	/* the client's fault (slow or bad body): no retry */
+	TRY_LOCAL	/* agate could not make the try (out of memory) */
+};
+
+/* Whether retry.conditions lists this failure (an invalid answer counts
+ * as the 502 agate would make of it). */
+bool	retry_condition(const struct retry_cfg *, enum try_fail, int status);
+/* Whether retry.methods lists the method. */
+bool	retry_method(const struct retry_cfg *, const char *method,
+	    size_t len);
+/* The names of the conditions, for logs. */
+const char *retry_fail_name(enum try_fail);
+
 /*
  * The wait before retry n (1 = the first retry): backoff doubled n-1
  * times, capped at max_backoff, then jittered into [d/2, d] by r (a

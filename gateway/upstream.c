@@ -166,6 +166,35 @@ upstream_server_available(const struct upstream_rt *u, size_t i,
 	return breaker_available(&s->sh->breaker, &u->cfg->breaker, now);
 }
 
+void
+upstream_record(struct upstream_rt *up, size_t server, bool ok,
+    uint64_t trial)
+{
+	const struct upstream_cfg *u = up->cfg;
+	const char *url = u->servers[server].url;
+
+	switch (breaker_record(&up->servers[server].sh->breaker, &u->breaker,
+	    ok, trial, now_ms())) {
+	case BREAKER_OPENED:
+		log_warnx("breaker: upstream %s server %s: circuit opened "
+		    "after %d failures in a row; no requests to it for %llu ms",
+		    u->name, url, u->breaker.failures,
+		    (unsigned long long)u->breaker.open_for_ms);
+		break;
+	case BREAKER_REOPENED:
+		log_warnx("breaker: upstream %s server %s: the trial request "
+		    "failed; circuit open again for %llu ms", u->name, url,
+		    (unsigned long long)u->breaker.open_for_ms);
+		break;
+	case BREAKER_CLOSED_AGAIN:
+		log_info("breaker: upstream %s server %s: the trial request "
+		    "succeeded; circuit closed", u->name, url);
+		break;
+	case BREAKER_SAME:
+		break;
+	}
+}
+
 bool
 upstream_any_available(const struct upstream_rt *u, uint64_t now)
 {

@@ -59,6 +59,10 @@ ssize_t	upstream_pick(struct upstream_rt *, uint64_t avoid, uint64_t now,
 /* Whether server i may take requests (health and breaker), now. */
 bool	upstream_server_available(const struct upstream_rt *, size_t i,
 	    uint64_t now);
+/* A request's result for server's breaker (trial: see breaker.h);
+ * logs what it changed. */
+void	upstream_record(struct upstream_rt *, size_t server, bool ok,
+	    uint64_t trial);
 /* Whether any server may take requests now. */
 bool	upstream_any_available(const struct upstream_rt *, uint64_t now);
 /* A uniform random 32-bit number (not for secrets). */
