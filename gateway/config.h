@@ -183,6 +183,8 @@ struct fanout_call_cfg {
 struct fanout_cfg {
 	enum fanout_mode	 mode;
 	uint64_t		 timeout_ms;
+	char			**forward_headers;	/* beyond the usual */
+	size_t			 nforward_headers;
 	struct fanout_call_cfg	*calls;
 	size_t			 ncalls;
 };

@@ -258,8 +258,6 @@ config_warn_unimplemented(const struct config *cfg)
 		const char *what[8];
 		size_t n = 0, j;
 
-		if (r->has_fanout)
-			what[n++] = "fanout (answers 501)";
 		if (r->compress_gzip)
 			what[n++] = "compress";
 		if (r->hedge_after_ms)

@@ -970,6 +970,10 @@ static const struct cfg_key fanout_keys[] = {
 	{ "timeout", CT_DURATION, offsetof(struct fanout_cfg, timeout_ms),
 	    MS(1), DAY },
 	{ "calls", CT_CUSTOM, 0, .aux = val_calls, .flags = CK_REQUIRED },
+	{ "forward_headers", CT_STRLIST,
+	    offsetof(struct fanout_cfg, forward_headers),
+	    .aux = check_header_name,
+	    .off2 = offsetof(struct fanout_cfg, nforward_headers) },
 	{ NULL }
 };
 

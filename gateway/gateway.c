@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "gateway/curlev.h"
+#include "gateway/fanout.h"
 #include "gateway/gateway.h"
 #include "gateway/health.h"
 #include "gateway/proxy.h"
@@ -98,8 +99,7 @@ gateway_handle(struct request *r)
 	memcpy(r->params, m.params, m.nparams * sizeof(m.params[0]));
 	r->nparams = m.nparams;
 	if (m.route->has_fanout) {
-		req_error(r, 501, "fan-out routes are not implemented in this "
-		    "build", NULL);
+		fanout_start(r);
 		return;
 	}
 	proxy_start(r);

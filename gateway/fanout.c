@@ -1,0 +1,984 @@
+/*
+ * Fan-out routes: one client request, several upstream calls at once,
+ * one answer (CONFIG.md "Fan-out modes"; docs/fanout.md).  The asyncio
+ * recipe's gather(), done from config:
+ *
+ *   all      every call must answer 2xx; the first failure cancels the
+ *            rest and the answer is 502 naming the call
+ *   partial  wait for all until the fan-out timeout; 200 with one key per
+ *            call (its JSON, its body as a string, or an error object)
+ *   first    the first 2xx answer wins, headers and body; the rest are
+ *            cancelled
+ *   stream   chunked NDJSON, one line per call the moment it finishes
+ *
+ * Each call is one libcurl transfer on the worker's multi handle and goes
+ * through its upstream's policies like a proxied request: the concurrency
+ * limit (it queues with proxied requests), server choice (health,
+ * breaker, balance), retries with backoff and budget, the breaker's
+ * accounting.  A call's answer is collected in memory (at most
+ * FANOUT_BODY_MAX).  Cancelling a call removes its transfer from the
+ * multi handle, which closes its connection if it was mid-exchange.
+ * Everything is released synchronously when the request is answered or
+ * its client leaves.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <jansson.h>
+
+#include "gateway/curlev.h"
+#include "gateway/fanout.h"
+#include "gateway/gateway.h"
+#include "gateway/limiter.h"
+#include "gateway/retry.h"
+#include "gateway/upstream.h"
+#include "lib/buf.h"
+#include "lib/log.h"
+#include "worker/worker.h"
+
+#define FANOUT_BODY_MAX	(8 * 1024 * 1024)
+#define FANOUT_HEAD_MAX	(64 * 1024)
+
+enum fc_state {
+	FC_IDLE,		/* not started */
+	FC_QUEUED,		/* waiting for a slot of its upstream */
+	FC_RUNNING,		/* a transfer is out */
+	FC_BACKOFF,		/* waiting to retry */
+	FC_DONE
+};
+
+struct fanout;
+
+struct fcall {
+	struct curl_job			 job;	/* first: curlev's cookie */
+	struct fanout			*fo;
+	const struct fanout_call_cfg	*cfg;
+	struct upstream_rt		*up;
+	CURL				*easy;
+	enum fc_state			 state;
+	struct buf			 target;	/* expanded path?query */
+	struct buf			 url;
+	struct buf			 head;		/* header lines */
+	struct buf			 body;
+	int				 status;	/* final answer */
+	bool				 in_head;	/* status line seen */
+	bool				 too_big;
+	const char			*error;		/* NULL: answered */
+	/* Policies. */
+	size_t				 server;
+	int				 tries;
+	uint64_t			 tried;
+	uint64_t			 trial;
+	bool				 recorded;
+	bool				 in_flight;	/* counted in inflight */
+	bool				 is_retry;
+	bool				 has_slot;
+	struct lim_waiter		 wait;
+	struct event			 timer;
+	char				 errbuf[CURL_ERROR_SIZE];
+};
+
+struct fanout {
+	struct request			*req;
+	const struct fanout_cfg		*cfg;
+	struct fcall			*calls;
+	size_t				 ncalls;
+	size_t				 ndone;
+	size_t				 nfailed;
+	struct curl_slist		*hdrs;		/* shared by the calls */
+	uint64_t			 deadline;	/* monotonic ms */
+	struct event			 timer;		/* the fan-out timeout */
+	bool				 streaming;
+};
+
+static void	fanout_abort(struct request *);
+static void	fanout_nop(struct request *);
+static void	fcall_start(struct fcall *);
+static void	fcall_try(struct fcall *);
+static void	fcall_finished(struct fcall *);
+
+static const struct req_hooks fanout_hooks = {
+	fanout_nop, fanout_nop, fanout_abort
+};
+
+static void
+fanout_nop(struct request *r)
+{
+	(void)r;
+}
+
+static void
+arm(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000),
+	    (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
+/* -- templates ---------------------------------------------------------- */
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/*
+ * Appends s percent-decoded (if decode) and then percent-encoded: every
+ * byte but the unreserved ones (RFC 3986) is encoded, so a value can
+ * land in a path segment or a query value without changing its shape.
+ */
+static int
+append_encoded(struct buf *b, const char *s, size_t n, bool decode,
+    bool plus_space)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char e[3];
+
+		if (decode && c == '%' && i + 2 < n &&
+		    hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+			c = (unsigned char)(hexval(s[i + 1]) * 16 +
+			    hexval(s[i + 2]));
+			i += 2;
+		} else if (decode && plus_space && c == '+')
+			c = ' ';
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+		    c == '_' || c == '~') {
+			rc = buf_append(b, &c, 1);
+			continue;
+		}
+		e[0] = '%';
+		e[1] = hex[c >> 4];
+		e[2] = hex[c & 15];
+		rc = buf_append(b, e, 3);
+	}
+	return rc;
+}
+
+/* The value of NAME in the client's query string; NULL if absent. */
+static const char *
+query_value(const struct request *r, const char *name, size_t nlen,
+    size_t *vlen)
+{
+	const char *q = r->head.query, *end, *p, *amp, *eq;
+
+	if (q == NULL)
+		return NULL;
+	end = q + r->head.query_len;
+	for (p = q; p < end; p = amp + 1) {
+		if ((amp = memchr(p, '&', (size_t)(end - p))) == NULL)
+			amp = end;
+		eq = memchr(p, '=', (size_t)(amp - p));
+		if ((size_t)((eq ? eq : amp) - p) == nlen &&
+		    memcmp(p, name, nlen) == 0) {
+			*vlen = eq ? (size_t)(amp - eq - 1) : 0;
+			return eq ? eq + 1 : amp;
+		}
+		if (amp == end)
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * Expands a call's path template into out.  Returns 0, -1 when out of
+ * memory, or 1 with the missing value named in missing.
+ */
+static int
+expand(const struct request *r, const char *tpl, struct buf *out,
+    char *missing, size_t mlen)
+{
+	const char *p = tpl, *open, *close;
+	size_t i;
+
+	while ((open = strchr(p, '{')) != NULL &&
+	    (close = strchr(open, '}')) != NULL) {
+		const char *name = open + 1, *v = NULL;
+		size_t nlen = (size_t)(close - name), vlen = 0;
+		char hname[128];
+
+		if (buf_append(out, p, (size_t)(open - p)) != 0)
+			return -1;
+		if (nlen > 6 && strncmp(name, "query.", 6) == 0) {
+			v = query_value(r, name + 6, nlen - 6, &vlen);
+			if (v != NULL && append_encoded(out, v, vlen, true,
+			    true) != 0)
+				return -1;
+		} else if (nlen > 7 && strncmp(name, "header.", 7) == 0) {
+			const struct http_header *h;
+
+			snprintf(hname, sizeof(hname), "%.*s", (int)(nlen - 7),
+			    name + 7);
+			if ((h = req_header(r, hname)) != NULL) {
+				v = h->value;
+				if (append_encoded(out, h->value, h->value_len,
+				    false, false) != 0)
+					return -1;
+			}
+		} else {
+			for (i = 0; i < r->nparams; i++)
+				if (strlen(r->params[i].name) == nlen &&
+				    memcmp(r->params[i].name, name, nlen) == 0)
+					break;
+			if (i < r->nparams) {
+				v = r->params[i].value;
+				if (append_encoded(out, v, r->params[i].len,
+				    true, false) != 0)
+					return -1;
+			}
+		}
+		if (v == NULL) {
+			snprintf(missing, mlen, "%.*s", (int)nlen, name);
+			return 1;
+		}
+		p = close + 1;
+	}
+	return buf_append(out, p, strlen(p));
+}
+
+/* -- the answer ---------------------------------------------------------- */
+
+static bool
+call_ok(const struct fcall *c)
+{
+	return c->error == NULL && c->status >= 200 && c->status < 300;
+}
+
+/* A body as JSON: parsed if it is JSON, else a string. */
+static json_t *
+body_json(const struct fcall *c)
+{
+	json_t *j = NULL;
+	char *copy;
+	size_t i;
+
+	if (c->body.len == 0)
+		return json_null();
+	j = json_loadb(c->body.data, c->body.len, JSON_DECODE_ANY, NULL);
+	if (j != NULL)
+		return j;
+	if ((j = json_stringn(c->body.data, c->body.len)) != NULL)
+		return j;
+	/* Not UTF-8: carried with the offending bytes replaced. */
+	if ((copy = malloc(c->body.len)) == NULL)
+		return json_null();
+	for (i = 0; i < c->body.len; i++)
+		copy[i] = (unsigned char)c->body.data[i] < 0x80 ?
+		    c->body.data[i] : '?';
+	j = json_stringn(copy, c->body.len);
+	free(copy);
+	return j != NULL ? j : json_null();
+}
+
+/* What a call came to, for the merged answer and the stream. */
+static json_t *
+call_result(const struct fcall *c)
+{
+	json_t *o;
+
+	if (call_ok(c))
+		return body_json(c);
+	o = json_object();
+	if (c->error != NULL) {
+		json_object_set_new(o, "error", json_string(c->error));
+		json_object_set_new(o, "status", json_integer(c->status));
+	} else {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "upstream answered %d", c->status);
+		json_object_set_new(o, "error", json_string(msg));
+		json_object_set_new(o, "status", json_integer(c->status));
+		json_object_set_new(o, "body", body_json(c));
+	}
+	return o;
+}
+
+static void
+fcall_stop(struct fcall *c)
+{
+	struct lim_waiter *w;
+
+	evtimer_del(&c->timer);
+	if (c->state == FC_RUNNING)
+		curlev_remove(c->easy);
+	if (c->wait.queued)
+		limiter_cancel(&c->up->limit, &c->wait);
+	if (c->in_flight) {
+		upstream_end(c->up, c->server);
+		c->in_flight = false;
+	}
+	if (c->trial != 0 && !c->recorded)
+		breaker_release(&c->up->servers[c->server].sh->breaker,
+		    c->trial, now_ms());
+	c->trial = 0;
+	if (c->is_retry) {
+		retry_budget_done(&c->up->budget);
+		c->is_retry = false;
+	}
+	if (c->has_slot) {
+		c->has_slot = false;
+		if ((w = limiter_release(&c->up->limit)) != NULL)
+			w->wake(w);
+	}
+}
+
+/* Lets go of everything; the request is answered or gone. */
+static void
+fanout_free(struct fanout *fo)
+{
+	size_t i;
+
+	evtimer_del(&fo->timer);
+	for (i = 0; i < fo->ncalls; i++) {
+		struct fcall *c = &fo->calls[i];
+
+		fcall_stop(c);
+		if (c->easy != NULL)
+			curl_easy_cleanup(c->easy);
+		buf_free(&c->target);
+		buf_free(&c->url);
+		buf_free(&c->head);
+		buf_free(&c->body);
+	}
+	curl_slist_free_all(fo->hdrs);
+	free(fo->calls);
+	free(fo);
+}
+
+/* Hands the request back: the caller answers it right after. */
+static struct request *
+fanout_release(struct fanout *fo)
+{
+	struct request *r = fo->req;
+
+	r->gw = NULL;
+	r->hooks = NULL;
+	fanout_free(fo);
+	return r;
+}
+
+static void
+answer_merged(struct fanout *fo)
+{
+	json_t *o = json_object();
+	char extra[64], *text;
+	struct request *r;
+	size_t i;
+
+	for (i = 0; i < fo->ncalls; i++)
+		json_object_set_new(o, fo->calls[i].cfg->name,
+		    call_result(&fo->calls[i]));
+	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	snprintf(extra, sizeof(extra), "X-Fanout-Failed: %zu\r\n",
+	    fo->nfailed);
+	r = fanout_release(fo);
+	if (text == NULL) {
+		req_error(r, 500, "out of memory", NULL);
+		return;
+	}
+	req_respond(r, 200, "application/json", text, strlen(text), extra);
+	free(text);
+}
+
+static void
+answer_first(struct fanout *fo, struct fcall *c)
+{
+	struct buf hdrs = { 0 };
+	struct request *r = fo->req;
+	int64_t clen;
+	int status = c->status;
+	size_t n = c->body.len;
+	char *body = c->body.data;
+
+	/* The winner's end-to-end headers, framing recomputed. */
+	if (headers_upstream_response(c->head.data ? c->head.data : "",
+	    c->head.len, r->id, r->id_len, &hdrs, &clen) == -1 ||
+	    buf_appendf(&hdrs, "X-Fanout-Call: %s\r\n", c->cfg->name) != 0) {
+		buf_free(&hdrs);
+		r = fanout_release(fo);
+		req_error(r, 502, "the winning call's answer has invalid "
+		    "header fields", NULL);
+		return;
+	}
+	/* Keep the body past fanout_free(). */
+	c->body.data = NULL;
+	c->body.len = c->body.cap = 0;
+	r = fanout_release(fo);
+	if (req_start_response(r, status, NULL, 0, hdrs.data, hdrs.len,
+	    (int64_t)n) == 0 && req_write_body(r, body, n) == 0)
+		req_end_response(r);
+	free(body);
+	buf_free(&hdrs);
+}
+
+static void
+stream_line(struct fanout *fo, struct fcall *c)
+{
+	json_t *o = json_object();
+	char *text;
+
+	json_object_set_new(o, "call", json_string(c->cfg->name));
+	json_object_set_new(o, "status", json_integer(c->status));
+	if (call_ok(c))
+		json_object_set_new(o, "body", body_json(c));
+	else if (c->error != NULL)
+		json_object_set_new(o, "error", json_string(c->error));
+	else
+		json_object_set_new(o, "body", body_json(c));
+	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (text == NULL)
+		return;
+	if (req_write_body(fo->req, text, strlen(text)) == 0)
+		req_write_body(fo->req, "\n", 1);
+	free(text);
+}
+
+/* A call has finished (answered, failed or cancelled by the timeout):
+ * decide what the fan-out does.  fo may be gone after it. */
+static void
+fanout_progress(struct fanout *fo, struct fcall *c)
+{
+	struct request *r;
+	char msg[300];
+	size_t i;
+
+	fo->ndone++;
+	if (!call_ok(c))
+		fo->nfailed++;
+	switch (fo->cfg->mode) {
+	case FANOUT_ALL:
+		if (!call_ok(c)) {
+			int st = c->error != NULL && c->status == 504 ? 504 :
+			    502;
+
+			if (c->error != NULL)
+				snprintf(msg, sizeof(msg), "fan-out call %s "
+				    "failed: %s", c->cfg->name, c->error);
+			else
+				snprintf(msg, sizeof(msg), "fan-out call %s "
+				    "failed: upstream answered %d",
+				    c->cfg->name, c->status);
+			r = fanout_release(fo);	/* cancels the others */
+			req_error(r, st, msg, NULL);
+			return;
+		}
+		if (fo->ndone == fo->ncalls)
+			answer_merged(fo);
+		return;
+	case FANOUT_PARTIAL:
+		if (fo->ndone == fo->ncalls)
+			answer_merged(fo);
+		return;
+	case FANOUT_FIRST:
+		if (call_ok(c)) {
+			answer_first(fo, c);
+			return;
+		}
+		if (fo->ndone < fo->ncalls)
+			return;
+		snprintf(msg, sizeof(msg), "no fan-out call succeeded");
+		for (i = 0; i < fo->ncalls; i++) {
+			size_t used = strlen(msg);
+
+			snprintf(msg + used, sizeof(msg) - used, "%s %s: %s%s",
+			    i == 0 ? " (" : ";", fo->calls[i].cfg->name,
+			    fo->calls[i].error ? fo->calls[i].error :
+			    "non-2xx answer", i + 1 == fo->ncalls ? ")" : "");
+		}
+		r = fanout_release(fo);
+		req_error(r, 502, msg, NULL);
+		return;
+	case FANOUT_STREAM:
+		stream_line(fo, c);
+		if (fo->ndone == fo->ncalls) {
+			r = fanout_release(fo);
+			req_end_response(r);
+		}
+		return;
+	}
+}
+
+/* -- one call ------------------------------------------------------------ */
+
+static void
+fcall_fail(struct fcall *c, int status, const char *error)
+{
+	c->status = status;
+	c->error = error;
+	fcall_finished(c);
+}
+
+static void
+fcall_finished(struct fcall *c)
+{
+	fcall_stop(c);
+	c->state = FC_DONE;
+	fanout_progress(c->fo, c);
+}
+
+static size_t
+fcall_header_cb(char *line, size_t size, size_t n, void *arg)
+{
+	struct fcall *c = arg;
+	size_t len = size * n;
+	const char *sp;
+
+	if (!c->in_head) {
+		/* "HTTP/1.1 200 OK" (or an interim 1xx, dropped below). */
+		c->in_head = true;
+		buf_reset(&c->head);
+		sp = memchr(line, ' ', len);
+		c->status = sp != NULL && sp + 4 <= line + len ?
+		    atoi(sp + 1) : 0;
+		return c->status >= 100 && c->status <= 999 ? len : 0;
+	}
+	if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+		c->in_head = false;	/* a 1xx ends here; the next begins */
+		return len;
+	}
+	if (c->head.len + len > FANOUT_HEAD_MAX ||
+	    buf_append(&c->head, line, len) != 0)
+		return 0;
+	return len;
+}
+
+static size_t
+fcall_write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct fcall *c = arg;
+	size_t len = size * n;
+
+	if (c->body.len + len > FANOUT_BODY_MAX) {
+		c->too_big = true;
+		return 0;
+	}
+	return buf_append(&c->body, data, len) == 0 ? len : 0;
+}
+
+/* Time left before the fan-out's timeout; 0 when it has come. */
+static uint64_t
+fanout_left(const struct fanout *fo)
+{
+	uint64_t now = now_ms();
+
+	return fo->deadline > now ? fo->deadline - now : 0;
+}
+
+static bool
+fcall_retry(struct fcall *c, enum try_fail why, int status)
+{
+	const struct upstream_cfg *u = c->up->cfg;
+	const struct retry_cfg *rc = &u->retry;
+	uint64_t wait;
+
+	if (c->tries >= rc->attempts || !retry_condition(rc, why, status) ||
+	    !retry_method(rc, c->cfg->method, strlen(c->cfg->method)))
+		return false;
+	wait = retry_backoff_ms(rc, c->tries, upstream_random());
+	if (fanout_left(c->fo) <= wait ||
+	    !upstream_any_available(c->up, now_ms()) ||
+	    !retry_budget_take(&c->up->budget, rc->budget, now_ms()))
+		return false;
+	log_info("retry: upstream %s: fan-out call %s: server %s: %s%s; try "
+	    "%d of %d in %llu ms", u->name, c->cfg->name,
+	    u->servers[c->server].url, retry_fail_name(why),
+	    why == TRY_STATUS ? " (status)" : "", c->tries + 1, rc->attempts,
+	    (unsigned long long)wait);
+	c->is_retry = true;
+	c->state = FC_BACKOFF;
+	arm(&c->timer, wait);
+	return true;
+}
+
+/* The try ended; the transfer is off the multi handle. */
+static void
+fcall_try_ended(struct fcall *c, enum try_fail why, int status,
+    const char *error)
+{
+	bool failure = why != TRY_STATUS || status == 502 || status == 503 ||
+	    status == 504;
+
+	if (why != TRY_LOCAL && !c->recorded) {
+		c->recorded = true;
+		upstream_record(c->up, c->server, !failure, c->trial);
+		c->trial = 0;
+	}
+	upstream_end(c->up, c->server);
+	c->in_flight = false;
+	if (c->is_retry) {
+		retry_budget_done(&c->up->budget);
+		c->is_retry = false;
+	}
+	c->state = FC_IDLE;
+	if ((why != TRY_STATUS || status >= 400) && fcall_retry(c, why, status))
+		return;
+	if (why == TRY_STATUS) {
+		c->status = status;
+		c->error = NULL;
+		fcall_finished(c);
+	} else
+		fcall_fail(c, why == TRY_TIMEOUT ||
+		    (why == TRY_CONNECT && status == 504) ? 504 : 502, error);
+}
+
+static void
+fcall_done(struct curl_job *job, CURLcode rc)
+{
+	struct fcall *c = (struct fcall *)job;
+	enum try_fail why;
+	const char *error;
+	int status = 502;
+	long sent = 0;
+
+	curlev_remove(c->easy);
+	c->state = FC_IDLE;
+	if (rc == CURLE_OK && c->status >= 200 && !c->in_head) {
+		fcall_try_ended(c, TRY_STATUS, c->status, NULL);
+		return;
+	}
+	switch (rc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		curl_easy_getinfo(c->easy, CURLINFO_REQUEST_SIZE, &sent);
+		why = sent > 0 ? TRY_TIMEOUT : TRY_CONNECT;
+		status = 504;
+		error = "upstream timed out";
+		break;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		why = TRY_CONNECT;
+		error = "upstream connection failed";
+		break;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		why = TRY_CONNECT;
+		error = "upstream TLS handshake failed";
+		break;
+	case CURLE_WRITE_ERROR:
+		why = c->too_big ? TRY_LOCAL : TRY_INVALID;
+		error = c->too_big ? "upstream answer too large" :
+		    "upstream sent an invalid response head";
+		break;
+	case CURLE_OK:
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		why = TRY_INVALID;
+		error = "upstream sent an invalid response";
+		break;
+	default:
+		why = TRY_RESET;
+		error = "upstream closed the connection";
+		break;
+	}
+	log_warnx("fanout: upstream %s server %s: call %s: %s (%s)",
+	    c->up->cfg->name, c->up->cfg->servers[c->server].url,
+	    c->cfg->name, error, c->errbuf[0] ? c->errbuf :
+	    curl_easy_strerror(rc));
+	fcall_try_ended(c, why, status, error);
+}
+
+static void
+fcall_setup(struct fcall *c)
+{
+	const struct upstream_cfg *u = c->up->cfg;
+	const struct server_cfg *srv = &u->servers[c->server];
+	uint64_t t = u->timeout_ms, left = fanout_left(c->fo);
+	CURL *e = c->easy;
+
+	curl_easy_reset(e);
+	buf_reset(&c->url);
+	buf_reset(&c->head);
+	buf_reset(&c->body);
+	c->in_head = false;
+	c->too_big = false;
+	c->status = 0;
+	c->errbuf[0] = '\0';
+	if (buf_append(&c->url, srv->url, strlen(srv->url)) != 0 ||
+	    buf_append(&c->url, c->target.data, c->target.len) != 0 ||
+	    buf_append(&c->url, "", 1) != 0)
+		return;
+	curl_easy_setopt(e, CURLOPT_URL, c->url.data);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->fo->hdrs);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fcall_header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fcall_write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+	    (long)(u->connect_timeout_ms < left ? u->connect_timeout_ms :
+	    left ? left : 1));
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(t < left ? t :
+	    left ? left : 1));
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
+	    (long)(u->keepalive_timeout_ms >= 2000 ?
+	    u->keepalive_timeout_ms / 1000 - 1 : 0));
+	if (srv->https) {
+		if (u->tls_ca != NULL)
+			curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
+		    u->tls_verify ? 1L : 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
+		    u->tls_verify ? 2L : 0L);
+	}
+	if (strcmp(c->cfg->method, "HEAD") == 0)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	else if (strcmp(c->cfg->method, "GET") != 0)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->cfg->method);
+}
+
+static void
+fcall_try(struct fcall *c)
+{
+	ssize_t server;
+
+	if ((server = upstream_pick(c->up, c->tried, now_ms(),
+	    &c->trial)) < 0) {
+		fcall_fail(c, 503, "no server available (all down or circuit "
+		    "open)");
+		return;
+	}
+	c->server = (size_t)server;
+	if (server < 64)
+		c->tried |= UINT64_C(1) << server;
+	c->tries++;
+	c->recorded = false;
+	upstream_begin(c->up, c->server);
+	c->in_flight = true;
+	fcall_setup(c);
+	if (c->url.len == 0 || curlev_add(c->easy, &c->job) == -1) {
+		fcall_try_ended(c, TRY_LOCAL, 502, "cannot start the call");
+		return;
+	}
+	c->state = FC_RUNNING;
+}
+
+static void
+fcall_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct fcall *c = arg;
+
+	(void)fd;
+	(void)what;
+	fcall_try(c);		/* after a backoff, or a slot handed over */
+}
+
+static void
+fcall_wake(struct lim_waiter *w)
+{
+	struct fcall *c = (struct fcall *)((char *)w -
+	    offsetof(struct fcall, wait));
+
+	c->has_slot = true;
+	c->state = FC_BACKOFF;		/* starts from the loop */
+	arm(&c->timer, 0);
+}
+
+static void
+fcall_start(struct fcall *c)
+{
+	retry_budget_try(&c->up->budget, now_ms());
+	if (!upstream_any_available(c->up, now_ms())) {
+		fcall_fail(c, 503, "no server available (all down or circuit "
+		    "open)");
+		return;
+	}
+	c->wait.wake = fcall_wake;
+	switch (limiter_acquire(&c->up->limit, &c->wait)) {
+	case LIM_GO:
+		c->has_slot = true;
+		fcall_try(c);
+		return;
+	case LIM_QUEUED:
+		c->state = FC_QUEUED;	/* the fan-out timeout bounds it */
+		return;
+	case LIM_FULL:
+		fcall_fail(c, 503, "upstream at its concurrency limit and its "
+		    "queue is full");
+		return;
+	}
+}
+
+/* -- the fan-out --------------------------------------------------------- */
+
+static void
+fanout_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct fanout *fo = arg;
+	size_t i, n = fo->ncalls;
+
+	(void)fd;
+	(void)what;
+	/* Each unfinished call times out.  The one whose failure makes the
+	 * answer (any, for all; the last, otherwise) ends the loop: fo is
+	 * gone once the answer is made. */
+	for (i = 0; i < n; i++) {
+		struct fcall *c = &fo->calls[i];
+		bool answers = fo->ncalls - fo->ndone == 1 ||
+		    fo->cfg->mode == FANOUT_ALL;
+
+		if (c->state == FC_DONE)
+			continue;
+		fcall_fail(c, 504, "timed out (fan-out timeout)");
+		if (answers)
+			return;
+	}
+}
+
+static void
+fanout_abort(struct request *r)
+{
+	struct fanout *fo = r->gw;
+
+	/* The client is gone: every call is cancelled. */
+	r->gw = NULL;
+	r->hooks = NULL;
+	fanout_free(fo);
+}
+
+static int
+add_header(struct fanout *fo, const char *name, const char *value,
+    size_t vlen)
+{
+	struct curl_slist *l;
+	char line[8192];
+
+	if (snprintf(line, sizeof(line), "%s: %.*s", name, (int)vlen,
+	    value) >= (int)sizeof(line))
+		return 0;		/* too long to forward: left out */
+	if ((l = curl_slist_append(fo->hdrs, line)) == NULL)
+		return -1;
+	fo->hdrs = l;
+	return 0;
+}
+
+/*
+ * The headers every call carries: those that say who calls
+ * (Authorization, Cookie, and the route's forward_headers), one
+ * X-Request-Id for all, the client's address; and none of libcurl's own
+ * Accept.
+ */
+static int
+fanout_headers(struct fanout *fo)
+{
+	static const char *const always[] = { "Authorization", "Cookie" };
+	const struct request *r = fo->req;
+	const struct http_header *h;
+	struct curl_slist *l;
+	size_t i;
+
+	for (i = 0; i < 2; i++)
+		if ((h = req_header(r, always[i])) != NULL &&
+		    add_header(fo, always[i], h->value, h->value_len) == -1)
+			return -1;
+	for (i = 0; i < fo->cfg->nforward_headers; i++)
+		if ((h = req_header(r, fo->cfg->forward_headers[i])) != NULL &&
+		    add_header(fo, fo->cfg->forward_headers[i], h->value,
+		    h->value_len) == -1)
+			return -1;
+	if (add_header(fo, "X-Request-Id", r->id, r->id_len) == -1 ||
+	    add_header(fo, "X-Forwarded-For", r->client,
+	    strlen(r->client)) == -1)
+		return -1;
+	if ((l = curl_slist_append(fo->hdrs, "Accept: application/json, "
+	    "*/*")) == NULL)
+		return -1;
+	fo->hdrs = l;
+	return 0;
+}
+
+static int
+fanout_stream_start(struct fanout *fo)
+{
+	static const char h[] = "Content-Type: application/x-ndjson\r\n"
+	    "Cache-Control: no-store\r\n";
+
+	fo->streaming = true;
+	return req_start_response(fo->req, 200, NULL, 0, h, sizeof(h) - 1, -1);
+}
+
+void
+fanout_start(struct request *r)
+{
+	const struct fanout_cfg *cfg = &r->route->fanout;
+	struct fanout *fo;
+	char missing[128], msg[256];
+	size_t i;
+	int rc;
+
+	if ((fo = calloc(1, sizeof(*fo))) == NULL ||
+	    (fo->calls = calloc(cfg->ncalls, sizeof(*fo->calls))) == NULL) {
+		free(fo);
+		req_error(r, 503, "out of memory", NULL);
+		return;
+	}
+	fo->req = r;
+	fo->cfg = cfg;
+	fo->ncalls = cfg->ncalls;
+	fo->deadline = now_ms() + cfg->timeout_ms;
+	evtimer_assign(&fo->timer, worker.base, fanout_timeout, fo);
+	for (i = 0; i < fo->ncalls; i++) {
+		struct fcall *c = &fo->calls[i];
+
+		c->job.done = fcall_done;
+		c->fo = fo;
+		c->cfg = &cfg->calls[i];
+		c->up = upstream_rt(c->cfg->upstream);
+		evtimer_assign(&c->timer, worker.base, fcall_timer, c);
+		rc = expand(r, c->cfg->path, &c->target, missing,
+		    sizeof(missing));
+		if (rc == 1) {
+			snprintf(msg, sizeof(msg), "fan-out call %s needs "
+			    "{%s}, which this request does not have",
+			    c->cfg->name, missing);
+			fanout_free(fo);
+			req_error(r, 400, msg, NULL);
+			return;
+		}
+		if (rc == -1 || (c->easy = curl_easy_init()) == NULL) {
+			fanout_free(fo);
+			req_error(r, 503, "out of memory", NULL);
+			return;
+		}
+	}
+	if (fanout_headers(fo) == -1) {
+		fanout_free(fo);
+		req_error(r, 503, "out of memory", NULL);
+		return;
+	}
+	r->gw = fo;
+	r->hooks = &fanout_hooks;
+	if (cfg->mode == FANOUT_STREAM && fanout_stream_start(fo) == -1) {
+		fanout_release(fo);
+		return;
+	}
+	arm(&fo->timer, cfg->timeout_ms);
+	/* All at once.  A call that ends at once (no server) may answer
+	 * the request and free fo: stop when that happens. */
+	for (i = 0; i < fo->ncalls; i++) {
+		if (r->gw != fo)
+			return;
+		fo->calls[i].state = FC_IDLE;
+		fcall_start(&fo->calls[i]);
+	}
+}
