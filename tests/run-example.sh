@@ -17,6 +17,8 @@ users-2 (:9002).  Try, from another terminal:
   curl -i localhost:8080/api/users/42
   curl -i localhost:8080/healthz
   curl -i -X POST localhost:8080/api/users/ -d '{"name":"ada"}'
+  curl -i 'localhost:8080/api/users/42?status=503'    (retried, then passed on)
+  curl -s localhost:8080/api/dashboard/42             (fan-out: three calls)
 Ctrl-C stops everything.
 MSG
 "$AGATE" -c "$CONFIG"
