@@ -66,6 +66,7 @@ struct fcall {
 	struct buf			 body;
 	int				 status;	/* final answer */
 	bool				 in_head;	/* status line seen */
+	bool				 head_done;	/* the final head */
 	bool				 too_big;
 	const char			*error;		/* NULL: answered */
 	/* Policies. */
@@ -539,6 +540,8 @@ fcall_header_cb(char *line, size_t size, size_t n, void *arg)
 	size_t len = size * n;
 	const char *sp;
 
+	if (c->head_done)
+		return len;		/* trailers: not kept */
 	if (!c->in_head) {
 		/* "HTTP/1.1 200 OK" (or an interim 1xx, dropped below). */
 		c->in_head = true;
@@ -550,6 +553,7 @@ fcall_header_cb(char *line, size_t size, size_t n, void *arg)
 	}
 	if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
 		c->in_head = false;	/* a 1xx ends here; the next begins */
+		c->head_done = c->status >= 200;
 		return len;
 	}
 	if (c->head.len + len > FANOUT_HEAD_MAX ||
@@ -706,6 +710,7 @@ fcall_setup(struct fcall *c)
 	buf_reset(&c->head);
 	buf_reset(&c->body);
 	c->in_head = false;
+	c->head_done = false;
 	c->too_big = false;
 	c->status = 0;
 	c->errbuf[0] = '\0';
@@ -872,6 +877,26 @@ add_header(struct fanout *fo, const char *name, const char *value,
 	return 0;
 }
 
+/* Whether forward_headers[i] is sent anyway, or listed before i. */
+static bool
+forwarded_already(const struct fanout_cfg *cfg, size_t i)
+{
+	static const char *const own[] = {
+		"Authorization", "Cookie", "X-Request-Id", "X-Forwarded-For",
+		"Accept"
+	};
+	const char *name = cfg->forward_headers[i];
+	size_t j;
+
+	for (j = 0; j < sizeof(own) / sizeof(own[0]); j++)
+		if (strcasecmp(name, own[j]) == 0)
+			return true;
+	for (j = 0; j < i; j++)
+		if (strcasecmp(name, cfg->forward_headers[j]) == 0)
+			return true;
+	return false;
+}
+
 /*
  * The headers every call carries: those that say who calls
  * (Authorization, Cookie, and the route's forward_headers), one
@@ -891,11 +916,15 @@ fanout_headers(struct fanout *fo)
 		if ((h = req_header(r, always[i])) != NULL &&
 		    add_header(fo, always[i], h->value, h->value_len) == -1)
 			return -1;
-	for (i = 0; i < fo->cfg->nforward_headers; i++)
-		if ((h = req_header(r, fo->cfg->forward_headers[i])) != NULL &&
-		    add_header(fo, fo->cfg->forward_headers[i], h->value,
-		    h->value_len) == -1)
+	for (i = 0; i < fo->cfg->nforward_headers; i++) {
+		const char *name = fo->cfg->forward_headers[i];
+
+		if (forwarded_already(fo->cfg, i))
+			continue;
+		if ((h = req_header(r, name)) != NULL &&
+		    add_header(fo, name, h->value, h->value_len) == -1)
 			return -1;
+	}
 	if (add_header(fo, "X-Request-Id", r->id, r->id_len) == -1 ||
 	    add_header(fo, "X-Forwarded-For", r->client,
 	    strlen(r->client)) == -1)
@@ -923,7 +952,7 @@ fanout_start(struct request *r)
 	const struct fanout_cfg *cfg = &r->route->fanout;
 	struct fanout *fo;
 	char missing[128], msg[256];
-	size_t i;
+	size_t i, n;
 	int rc;
 
 	if ((fo = calloc(1, sizeof(*fo))) == NULL ||
@@ -974,11 +1003,11 @@ fanout_start(struct request *r)
 	}
 	arm(&fo->timer, cfg->timeout_ms);
 	/* All at once.  A call that ends at once (no server) may answer
-	 * the request and free fo: stop when that happens. */
-	for (i = 0; i < fo->ncalls; i++) {
+	 * the request and free fo: stop when that happens, before touching
+	 * fo again. */
+	for (i = 0, n = fo->ncalls; i < n; i++) {
 		if (r->gw != fo)
 			return;
-		fo->calls[i].state = FC_IDLE;
 		fcall_start(&fo->calls[i]);
 	}
 }

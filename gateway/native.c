@@ -485,8 +485,9 @@ native_head(struct native *x, size_t end)
 		call_try_failed(c, TRY_STATUS, status, "");
 		return -1;
 	}
-	native_consume(x, end);
 	x->head_done = true;
+	/* The reason phrase points into `in`: use it before the head is
+	 * consumed (which moves the body bytes over it). */
 	if (req_start_response(r, x->rh.status, x->rh.reason_len ?
 	    x->rh.reason : NULL, x->rh.reason_len, x->chead.data,
 	    x->chead.len, x->rb == RB_CHUNKED || x->rb == RB_CLOSE ? -1 :
@@ -494,6 +495,7 @@ native_head(struct native *x, size_t end)
 		native_drop(x);			/* the client is gone */
 		return -1;
 	}
+	native_consume(x, end);
 	return 1;
 }
 

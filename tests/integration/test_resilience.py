@@ -1139,6 +1139,20 @@ class ReviewRegressionTest(ResilienceTest):
         self.assertEqual(gw.workers(), [worker])
         self.assertNotIn("signal", gw.error_log())
 
+    def test_reason_phrase_survives_a_body_in_the_same_read(self):
+        # The native transport once consumed the upstream head before
+        # copying its reason phrase, which then pointed at body bytes.
+        up = self.upstream("u")
+        gw = self.gateway({"u": {"servers": [up.url]}}, workers=1)
+        for q in ("chunked=1&size=10", "size=10", "size=300000&chunk=7000",
+                  "chunked=1&size=300000&chunk=7000"):
+            raw = gw.raw(b"GET /r?" + q.encode() +
+                         b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head, _, body = raw.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            self.assertEqual(lines[0], b"HTTP/1.1 200 OK", q)
+            self.assertIn(b"X-Upstream: u", lines, q)
+
     def test_a_retry_the_budget_refuses_leaves_the_body_alone(self):
         # The upstream answers 503 before it has read the body.  With the
         # budget spent there is no retry, and the body still being sent
