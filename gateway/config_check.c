@@ -260,8 +260,6 @@ config_warn_unimplemented(const struct config *cfg)
 
 		if (r->compress_gzip)
 			what[n++] = "compress";
-		if (r->hedge_after_ms)
-			what[n++] = "hedge_after";
 		if (r->rate_limit.enabled)
 			what[n++] = "rate_limit";
 		if (r->auth.enabled)

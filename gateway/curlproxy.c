@@ -41,6 +41,7 @@ enum proxy_fail {
 struct proxy {
 	struct curl_job		 job;		/* first: curlev's cookie */
 	struct call		*call;
+	int			 slot;		/* of the call's tries */
 	struct request		*req;		/* NULL once detached */
 	struct upstream_rt	*up;
 	size_t			 server;
@@ -195,7 +196,7 @@ proxy_head_end(struct proxy *p)
 		p->fail = PF_BAD_HEAD;
 		return -1;
 	}
-	if (!call_accept(p->call, p->status)) {
+	if (!call_accept(p->call, p->slot, p->status)) {
 		p->fail = PF_RETRY;	/* this answer is dropped */
 		return -1;
 	}
@@ -336,6 +337,7 @@ proxy_abort(struct request *r)
 {
 	struct proxy *p = r->gw;
 	struct call *c = p->call;
+	int slot = p->slot;
 
 	/* Removing a transfer mid-way makes libcurl close its connection,
 	 * which is how the upstream learns the client has gone. */
@@ -344,7 +346,7 @@ proxy_abort(struct request *r)
 	r->gw = NULL;
 	r->hooks = NULL;
 	proxy_put(p);
-	call_end(c);
+	call_end(c, slot);
 }
 
 /* -- finishing --------------------------------------------------------- */
@@ -422,6 +424,7 @@ proxy_done(struct curl_job *job, CURLcode rc)
 	struct proxy *p = (struct proxy *)job;
 	struct request *r = p->req;
 	struct call *c = p->call;
+	int slot = p->slot;
 	enum try_fail why;
 	const char *msg;
 	int status;
@@ -430,27 +433,30 @@ proxy_done(struct curl_job *job, CURLcode rc)
 	if (r == NULL) {
 		/* A bad client body: the client has had its answer. */
 		proxy_put(p);
-		call_end(c);
+		call_end(c, slot);
 		return;
 	}
-	r->gw = NULL;
-	r->hooks = NULL;
+	/* Only if the request points here (see native_detach()). */
+	if (r->gw == p) {
+		r->gw = NULL;
+		r->hooks = NULL;
+	}
 	if (rc == CURLE_OK && p->head_done && p->fail == PF_NONE) {
 		proxy_put(p);
 		req_end_response(r);
-		call_end(c);
+		call_end(c, slot);
 		return;
 	}
 	if (p->fail == PF_CLIENT) {
 		proxy_put(p);
 		req_fail(r, "client gone");
-		call_end(c);
+		call_end(c, slot);
 		return;
 	}
 	if (p->fail == PF_RETRY) {
 		status = p->status;
 		proxy_put(p);
-		call_try_failed(c, TRY_STATUS, status, "");
+		call_try_failed(c, slot, TRY_STATUS, status, "");
 		return;
 	}
 	if (rc == CURLE_OK)
@@ -460,11 +466,8 @@ proxy_done(struct curl_job *job, CURLcode rc)
 		proxy_log_failure(p->up, p->server, msg,
 		    p->errbuf[0] ? p->errbuf : curl_easy_strerror(rc));
 	proxy_put(p);
-	if (r->resp_started) {
-		req_fail(r, msg);	/* the client sees a cut response */
-		call_end(c);
-	} else
-		call_try_failed(c, why, status, msg);
+	/* The call decides: a retry, the error, or a cut response. */
+	call_try_failed(c, slot, why, status, msg);
 }
 
 /* -- starting ---------------------------------------------------------- */
@@ -605,25 +608,26 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 }
 
 void
-curlproxy_start(struct call *c)
+curlproxy_start(struct call *c, int slot)
 {
 	struct request *r = c->req;
 	const struct upstream_cfg *u = c->up->cfg;
 	struct proxy *p;
 
 	if ((p = proxy_get()) == NULL) {
-		call_try_failed(c, TRY_LOCAL, 503, "out of memory");
+		call_try_failed(c, slot, TRY_LOCAL, 503, "out of memory");
 		return;
 	}
 	p->call = c;
+	p->slot = slot;
 	p->req = r;
 	p->up = c->up;
-	p->server = c->server;
+	p->server = c->t[slot].server;
 	if (proxy_setup(p, r, u) == -1 || curlev_add(p->easy, &p->job) == -1) {
 		p->req = NULL;
 		proxy_put(p);
-		call_try_failed(c, TRY_LOCAL, 502, "cannot start the upstream "
-		    "request");
+		call_try_failed(c, slot, TRY_LOCAL, 502, "cannot start the "
+		    "upstream request");
 		return;
 	}
 	r->gw = p;

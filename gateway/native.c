@@ -49,6 +49,7 @@ enum resp_framing {
 
 struct native {
 	struct call		*call;
+	int			 slot;		/* of the call's tries */
 	struct request		*req;		/* NULL once detached */
 	struct upstream_rt	*up;
 	size_t			 server;
@@ -186,7 +187,9 @@ native_detach(struct native *x)
 {
 	struct request *r = x->req;
 
-	if (r != NULL) {
+	/* Only if the request points here: a hedged try that lost, or one
+	 * being cancelled, must not take the winner's hooks away. */
+	if (r != NULL && r->gw == x) {
 		r->gw = NULL;
 		r->hooks = NULL;
 	}
@@ -198,13 +201,14 @@ native_complete(struct native *x)
 {
 	struct request *r = x->req;
 	struct call *c = x->call;
+	int slot = x->slot;
 	bool keep = x->rh.keepalive && x->rb != RB_CLOSE && x->sent &&
 	    !x->send_failed && x->in_len == 0;
 
 	native_detach(x);
 	native_put(x, keep);
 	req_end_response(r);
-	call_end(c);
+	call_end(c, slot);
 }
 
 /* The client has had its answer, or is gone: let everything go. */
@@ -212,35 +216,32 @@ static void
 native_drop(struct native *x)
 {
 	struct call *c = x->call;
+	int slot = x->slot;
 
 	native_detach(x);
 	native_put(x, false);
-	call_end(c);
+	call_end(c, slot);
 }
 
 /*
- * The exchange failed.  Before any response byte reached the client the
- * call decides (retry, or answer with status); after, the client sees a
- * cut response.  The upstream connection is closed.
+ * The exchange failed; the upstream connection is closed.  The call
+ * decides what the client sees: a retry, the error, or (once response
+ * bytes went out) a cut response.
  */
 static void
 native_fail(struct native *x, enum try_fail why, int status, const char *msg,
     const char *detail)
 {
-	struct request *r = x->req;
 	struct call *c = x->call;
+	int slot = x->slot;
 
-	if (r == NULL)
+	if (x->req == NULL)
 		return;			/* already let go (a bug if reached) */
 	if (why != TRY_CLIENT)
 		proxy_log_failure(x->up, x->server, msg, detail);
 	native_detach(x);
 	native_put(x, false);
-	if (r->resp_started) {
-		req_fail(r, msg);	/* the client sees a cut response */
-		call_end(c);
-	} else
-		call_try_failed(c, why, status, msg);
+	call_try_failed(c, slot, why, status, msg);
 }
 
 /* -- the stale keep-alive connection ------------------------------------ */
@@ -474,15 +475,15 @@ native_head(struct native *x, size_t end)
 		    "response head", "header fields");
 		return -1;
 	}
-	if (!call_accept(x->call, x->rh.status)) {
+	if (!call_accept(x->call, x->slot, x->rh.status)) {
 		struct call *c = x->call;
-		int status = x->rh.status;
+		int status = x->rh.status, slot = x->slot;
 
 		/* A retry follows: this answer is dropped with its
 		 * connection. */
 		native_detach(x);
 		native_put(x, false);
-		call_try_failed(c, TRY_STATUS, status, "");
+		call_try_failed(c, slot, TRY_STATUS, status, "");
 		return -1;
 	}
 	x->head_done = true;
@@ -798,19 +799,20 @@ native_build(struct native *x)
 }
 
 void
-native_start(struct call *c)
+native_start(struct call *c, int slot)
 {
 	struct request *r = c->req;
 	struct native *x;
 
 	if ((x = native_get()) == NULL) {
-		call_try_failed(c, TRY_LOCAL, 503, "out of memory");
+		call_try_failed(c, slot, TRY_LOCAL, 503, "out of memory");
 		return;
 	}
 	x->call = c;
+	x->slot = slot;
 	x->req = r;
 	x->up = c->up;
-	x->server = c->server;
+	x->server = c->t[slot].server;
 	x->deadline = now_ms() + proxy_try_ms(r, x->up->cfg);
 	r->gw = x;
 	r->hooks = &native_hooks;

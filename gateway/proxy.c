@@ -34,6 +34,8 @@ static size_t		 call_pooled;
 static void	call_try(struct call *);
 static void	call_finish(struct call *);
 static void	call_wake(struct lim_waiter *);
+static void	call_hedge_cb(evutil_socket_t, short, void *);
+static void	call_transport(struct call *, int slot);
 static void	call_body_ready(struct request *);
 static void	call_writable(struct request *);
 static void	call_abort(struct request *);
@@ -113,7 +115,9 @@ call_get(void)
 	} else if ((c = malloc(sizeof(*c))) == NULL)
 		return NULL;
 	memset(c, 0, sizeof(*c));
+	c->cancelling = -1;
 	evtimer_assign(&c->timer, worker.base, call_timer_cb, c);
+	evtimer_assign(&c->hedge, worker.base, call_hedge_cb, c);
 	return c;
 }
 
@@ -121,6 +125,7 @@ static void
 call_put(struct call *c)
 {
 	evtimer_del(&c->timer);
+	evtimer_del(&c->hedge);
 	if (call_pooled >= CALL_POOL_MAX) {
 		free(c);
 		return;
@@ -147,12 +152,18 @@ proxy_free(void)
 /* -- time --------------------------------------------------------------- */
 
 static void
-call_arm(struct call *c, uint64_t ms)
+call_arm_ev(struct event *ev, uint64_t ms)
 {
 	struct timeval tv = { (time_t)(ms / 1000),
 	    (suseconds_t)(ms % 1000) * 1000 };
 
-	evtimer_add(&c->timer, &tv);
+	evtimer_add(ev, &tv);
+}
+
+static void
+call_arm(struct call *c, uint64_t ms)
+{
+	call_arm_ev(&c->timer, ms);
 }
 
 /* Milliseconds left of the route's timeout; UINT64_MAX without one. */
@@ -190,32 +201,70 @@ failure_status(int status)
 }
 
 static void
-call_breaker(struct call *c, bool ok)
+call_breaker(struct call *c, int k, bool ok)
 {
-	uint64_t trial = c->trial;
+	struct call_try *t = &c->t[k];
+	uint64_t trial = t->trial;
 
-	c->recorded = true;
-	c->trial = 0;
-	upstream_record(c->up, c->server, ok, trial);
+	t->recorded = true;
+	t->trial = 0;
+	upstream_record(c->up, t->server, ok, trial);
 }
 
-/* The current try (or the wait for it) is over: the server has one
- * request fewer, and a retry gives its budget share back. */
+/* Try slot k is over: its server has one request fewer, an unreported
+ * breaker trial is handed back. */
 static void
-call_try_done(struct call *c)
+call_slot_done(struct call *c, int k)
 {
-	if (c->in_try) {
-		c->in_try = false;
-		upstream_end(c->up, c->server);
-		if (c->trial != 0 && !c->recorded)
-			breaker_release(&c->up->servers[c->server].sh->breaker,
-			    c->trial, now_ms());
-		c->trial = 0;
-	}
-	if (c->is_retry) {
+	struct call_try *t = &c->t[k];
+
+	if (!t->in_try)
+		return;
+	t->in_try = false;
+	t->gw = NULL;
+	t->hooks = NULL;
+	upstream_end(c->up, t->server);
+	if (t->trial != 0 && !t->recorded)
+		breaker_release(&c->up->servers[t->server].sh->breaker,
+		    t->trial, now_ms());
+	t->trial = 0;
+}
+
+/* The tries (or the wait for one) are over: a retry gives its budget
+ * share back. */
+static void
+call_try_done(struct call *c, int k)
+{
+	call_slot_done(c, k);
+	if (c->is_retry && !c->t[0].in_try && !c->t[1].in_try) {
 		retry_budget_done(&c->up->budget);
 		c->is_retry = false;
 	}
+}
+
+/*
+ * Ends the try in slot k through its transport's abort hook (the
+ * transport lets go and calls call_end(), which sees `cancelling`).
+ * Never from inside a libcurl callback.
+ */
+static void
+call_cancel(struct call *c, int k)
+{
+	struct request *r = c->req;
+	struct call_try *t = &c->t[k];
+	void *gw = r->gw;
+	const struct req_hooks *hooks = r->hooks;
+
+	if (!t->in_try || t->hooks == NULL)
+		return;
+	c->cancelling = k;
+	r->gw = t->gw;
+	r->hooks = t->hooks;
+	t->hooks->abort(r);
+	c->cancelling = -1;
+	call_slot_done(c, k);
+	r->gw = gw;
+	r->hooks = hooks;
 }
 
 /* -- retries ------------------------------------------------------------ */
@@ -283,32 +332,81 @@ call_log_retry(const struct call *c, enum try_fail why, int status)
 		    "%d; try %d of %d in %llu ms", u->name,
 		    (int)r->head.method_len, r->head.method,
 		    (int)r->head.path_len, r->head.path,
-		    u->servers[c->server].url, status, c->tries + 1,
+		    u->servers[c->t[c->cur].server].url, status, c->tries + 1,
 		    u->retry.attempts, (unsigned long long)c->backoff_ms);
 	else
 		log_info("retry: upstream %s: %.*s %.*s: server %s: %s; try "
 		    "%d of %d in %llu ms", u->name, (int)r->head.method_len,
 		    r->head.method, (int)r->head.path_len, r->head.path,
-		    u->servers[c->server].url, retry_fail_name(why), c->tries + 1,
+		    u->servers[c->t[c->cur].server].url, retry_fail_name(why),
+		    c->tries + 1,
 		    u->retry.attempts, (unsigned long long)c->backoff_ms);
 }
 
 /* -- the transports' reports --------------------------------------------- */
 
-bool
-call_accept(struct call *c, int status)
+/* The other try of two is still out (and nothing has been chosen). */
+static bool
+call_other_live(const struct call *c, int k)
 {
+	return !c->won && c->t[1 - k].in_try;
+}
+
+/* Of two tries, k ended without an answer: the other goes on alone. */
+static void
+call_drop_slot(struct call *c, int k)
+{
+	struct request *r = c->req;
+	int o = 1 - k;
+
+	call_slot_done(c, k);
+	c->hedging = false;
+	c->cur = o;
+	if (r->gw == c || r->gw == NULL) {
+		r->gw = c->t[o].gw;
+		r->hooks = c->t[o].hooks;
+	}
+	r->upstream = c->up->cfg->servers[c->t[o].server].url;
+}
+
+bool
+call_accept(struct call *c, int k, int status)
+{
+	const struct retry_cfg *rc = &c->up->cfg->retry;
+	struct request *r = c->req;
+
+	if (c->won && k != c->cur)
+		return false;		/* the hedged try that lost */
+	if (call_other_live(c, k)) {
+		/* Two tries out: an answer worth a retry does not win; the
+		 * other try stands for the retry. */
+		if (status >= 400 && retry_condition(rc, TRY_STATUS, status))
+			return false;
+		c->won = true;
+		c->hedging = false;
+		c->cur = k;
+		r->gw = c->t[k].gw;
+		r->hooks = c->t[k].hooks;
+		r->upstream = c->up->cfg->servers[c->t[k].server].url;
+		/* The loser is cancelled from the loop: this may be inside
+		 * a libcurl callback, where a transfer cannot be removed. */
+		evtimer_del(&c->hedge);
+		call_arm_ev(&c->hedge, 0);
+		call_breaker(c, k, !failure_status(status));
+		return true;
+	}
+	c->cur = k;
 	/* Any status listed in retry.conditions (call_decide checks). */
 	if (status >= 400 && call_decide(c, TRY_STATUS, status)) {
 		c->retry_next = true;
 		return false;
 	}
-	call_breaker(c, !failure_status(status));
+	call_breaker(c, k, !failure_status(status));
 	return true;
 }
 
 void
-call_try_failed(struct call *c, enum try_fail why, int status,
+call_try_failed(struct call *c, int k, enum try_fail why, int status,
     const char *msg)
 {
 	struct request *r = c->req;
@@ -316,11 +414,29 @@ call_try_failed(struct call *c, enum try_fail why, int status,
 
 	/* A listed 500 or 429 is retried, but only 502-504 say the server
 	 * itself is failing. */
-	if (why != TRY_CLIENT && why != TRY_LOCAL && !c->recorded)
-		call_breaker(c, why == TRY_STATUS && !failure_status(status));
+	if (why != TRY_CLIENT && why != TRY_LOCAL && !c->t[k].recorded)
+		call_breaker(c, k, why == TRY_STATUS &&
+		    !failure_status(status));
+	if (c->won && k != c->cur) {
+		call_slot_done(c, k);	/* the loser: nothing to say */
+		return;
+	}
+	if (call_other_live(c, k)) {
+		call_drop_slot(c, k);	/* the other try goes on */
+		return;
+	}
+	evtimer_del(&c->hedge);
+	if (r->resp_started) {
+		/* The client has part of the answer: it sees it cut. */
+		call_try_done(c, k);
+		call_finish(c);
+		req_fail(r, msg);
+		return;
+	}
 	/* Counts the server's in-flight and releases the budget share of
 	 * the try that ended; call_decide() takes a new one. */
-	call_try_done(c);
+	call_try_done(c, k);
+	c->cur = k;
 	again = c->retry_next || call_decide(c, why, status);
 	c->retry_next = false;
 	if (!again) {
@@ -336,14 +452,18 @@ call_try_failed(struct call *c, enum try_fail why, int status,
 }
 
 void
-call_end(struct call *c)
+call_end(struct call *c, int k)
 {
+	if (c->cancelling == k) {
+		call_slot_done(c, k);	/* call_cancel() goes on */
+		return;
+	}
 	if (c->retry_next) {
 		/* A retry was chosen but the transport ended the call. */
 		retry_budget_done(&c->up->budget);
 		c->retry_next = false;
 	}
-	call_try_done(c);
+	call_try_done(c, k);
 	call_finish(c);
 }
 
@@ -369,7 +489,7 @@ call_abort(struct request *r)
 	r->gw = NULL;
 	r->hooks = NULL;
 	limiter_cancel(&c->up->limit, &c->wait);
-	call_finish(c);
+	call_finish(c);		/* cancels tries still out (hedging) */
 }
 
 /* -- trying ------------------------------------------------------------- */
@@ -405,24 +525,105 @@ call_try(struct call *c)
 		req_error(r, 502, "the request body cannot be sent again", NULL);
 		return;
 	}
-	if ((server = upstream_pick(up, c->tried, now_ms(), &c->trial)) < 0) {
+	if ((server = upstream_pick(up, c->tried, now_ms(),
+	    &c->t[0].trial)) < 0) {
 		call_finish(c);
 		no_server(r, u);
 		return;
 	}
-	c->server = (size_t)server;
-	if (server < 64)
-		c->tried |= UINT64_C(1) << server;
+	c->won = c->hedging = false;
+	c->cur = 0;
+	c->t[0].server = (size_t)server;
+	/* The first try may be hedged (not its retries). */
+	if (c->tries == 0 && r->route->hedge_after_ms > 0 &&
+	    !req_has_body(r) && proxy_method_retryable(r, u) &&
+	    u->nservers > 1)
+		call_arm_ev(&c->hedge, r->route->hedge_after_ms);
+	call_transport(c, 0);
+}
+
+/* Starts the try in slot k on its server. */
+static void
+call_transport(struct call *c, int k)
+{
+	struct request *r = c->req;
+	struct upstream_rt *up = c->up;
+	struct call_try *t = &c->t[k];
+
+	if (t->server < 64)
+		c->tried |= UINT64_C(1) << t->server;
 	c->tries++;
-	c->in_try = true;
-	c->recorded = false;
-	upstream_begin(up, c->server);
+	t->in_try = true;
+	t->recorded = false;
+	t->gw = NULL;
+	t->hooks = NULL;
+	upstream_begin(up, t->server);
 	r->tries = c->tries;
-	r->upstream = u->servers[c->server].url;
-	if (up->servers[c->server].native)
-		native_start(c);
+	r->upstream = up->cfg->servers[t->server].url;
+	if (up->servers[t->server].native)
+		native_start(c, k);
 	else
-		curlproxy_start(c);
+		curlproxy_start(c, k);
+}
+
+/*
+ * hedge_after has passed and the first try has not answered: a second
+ * try goes to another server, and the first of the two to answer wins.
+ * Once one has won, the same event cancels the other from the loop.
+ */
+static void
+call_hedge_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct call *c = arg;
+	struct request *r = c->req;
+	const struct upstream_cfg *u = c->up->cfg;
+	uint64_t trial = 0;
+	ssize_t server;
+	static struct log_window w;
+
+	(void)fd;
+	(void)what;
+	if (c->won) {
+		call_cancel(c, 1 - c->cur);	/* the loser */
+		return;
+	}
+	/* Only the first try is hedged, once. */
+	if (!c->t[0].in_try || c->t[1].in_try || r->resp_started ||
+	    c->tries != 1)
+		return;
+	if ((server = upstream_pick(c->up, c->tried, now_ms(), &trial)) < 0)
+		return;
+	if (server < 64 && (c->tried & (UINT64_C(1) << server))) {
+		/* Only servers tried already: no hedge. */
+		if (trial != 0)
+			breaker_release(&c->up->servers[server].sh->breaker,
+			    trial, now_ms());
+		return;
+	}
+	if (log_allowed(&w, "hedged requests"))
+		log_info("hedge: upstream %s: %.*s %.*s: no answer from %s "
+		    "after %llu ms; also trying %s", u->name,
+		    (int)r->head.method_len, r->head.method,
+		    (int)r->head.path_len, r->head.path,
+		    u->servers[c->t[0].server].url,
+		    (unsigned long long)r->route->hedge_after_ms,
+		    u->servers[server].url);
+	/* The first try's hooks, kept while both are out. */
+	c->t[0].gw = r->gw;
+	c->t[0].hooks = r->hooks;
+	c->t[1].server = (size_t)server;
+	c->t[1].trial = trial;
+	c->hedging = true;
+	r->gw = NULL;
+	r->hooks = NULL;
+	call_transport(c, 1);
+	if (c->hedging && c->t[1].in_try) {
+		/* Both out: the request points at the call until one wins. */
+		c->t[1].gw = r->gw;
+		c->t[1].hooks = r->hooks;
+		r->gw = c;
+		r->hooks = &call_hooks;
+	}
 }
 
 /* The call is over: its slot goes to the first waiter, if any. */
@@ -430,8 +631,14 @@ static void
 call_finish(struct call *c)
 {
 	struct lim_waiter *w;
+	int k;
 
-	call_try_done(c);
+	/* A try still out is the hedged one that lost, or (client gone)
+	 * either of two. */
+	for (k = 0; k < 2; k++)
+		call_cancel(c, k);
+	call_try_done(c, 0);
+	call_try_done(c, 1);
 	if (c->has_slot && (w = limiter_release(&c->up->limit)) != NULL)
 		w->wake(w);
 	c->has_slot = false;
