@@ -1117,6 +1117,115 @@ class BadAnswerTest(ResilienceTest):
 
 # -- 10. no fd leaks --------------------------------------------------------
 
+class SlowServer:
+    """Answers each request after `delay` seconds, unless the proxy
+    closes the connection first; records when that happened."""
+
+    def __init__(self, delay):
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.requests = []          # (method, time the head arrived)
+        self.closed_early = []      # times the proxy gave up on us
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        with c:
+            buf = b""
+            try:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                with self.lock:
+                    self.requests.append((buf.split(b" ", 1)[0],
+                                          time.monotonic()))
+                c.settimeout(self.delay)
+                try:
+                    if c.recv(65536) == b"":
+                        with self.lock:
+                            self.closed_early.append(time.monotonic())
+                        return
+                except socket.timeout:
+                    pass
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n"
+                          b"X-Upstream: slow\r\nConnection: close\r\n"
+                          b"\r\nslow")
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+class HedgeTest(ResilienceTest):
+
+    def hedged(self, slow, fast):
+        return self.gateway({"u": {"servers": [slow.url, fast.url]}},
+                            routes=[{"path": "/", "upstream": "u",
+                                     "hedge_after": "200ms"}], workers=1)
+
+    def test_second_try_after_hedge_after_and_the_faster_wins(self):
+        slow = SlowServer(1.5)
+        self.addCleanup(slow.close)
+        fast = self.upstream("fast")
+        gw = self.hedged(slow, fast)
+        hedged = 0
+        # Round robin: a hedge's pick moves the position on, so once a
+        # first try has gone to the slow server, every next one does.
+        for i in range(4):
+            r, t = timed(gw.get, "/h%d" % i)
+            self.assert_upstream_answer(r, 200, fast)
+            if t >= 0.15:
+                hedged += 1
+                self.assertLess(t, 1.0)     # not the slow answer
+        self.assertGreaterEqual(hedged, 3)
+        self.assertEqual(len(slow.requests), hedged)
+        self.assertEqual(self.requests_of(fast), 4)
+        # The losers were cancelled: their connections closed well
+        # before the slow server would have answered.
+        wait_until(lambda: len(slow.closed_early) == hedged, timeout=3,
+                   what="the slow tries cancelled")
+        for (_, started), closed in zip(slow.requests, slow.closed_early):
+            self.assertLess(closed - started, 1.2)
+        self.wait_log(gw, "hedge: upstream u", "also trying")
+
+    def test_no_hedge_before_hedge_after(self):
+        fast = self.upstream("fast")
+        other = self.upstream("other")
+        gw = self.hedged(other, fast)
+        for i in range(4):
+            self.assertEqual(gw.get("/q%d?delay=50" % i).status, 200)
+        # Answers in 50 ms never trigger a second try.
+        self.assertEqual(self.requests_of(fast) + self.requests_of(other), 4)
+        self.assertFalse(self.log_lines(gw, "hedge:"))
+
+    def test_post_is_not_hedged(self):
+        slow = SlowServer(0.8)
+        self.addCleanup(slow.close)
+        fast = self.upstream("fast")
+        gw = self.hedged(slow, fast)
+        answers = [gw.request("POST", "/p%d" % i, body=b"x") for i in range(2)]
+        self.assertEqual(sorted(a.header("X-Upstream") for a in answers),
+                         ["fast", "slow"])
+        self.assertEqual(self.requests_of(fast), 1)
+        self.assertEqual(len(slow.requests), 1)
+        self.assertFalse(self.log_lines(gw, "hedge:"))
+
+
 class ReviewRegressionTest(ResilienceTest):
     """Bugs a code review found in the policy layer, kept found."""
 
