@@ -28,7 +28,11 @@ gateway_init(struct event_base *base, const struct config *cfg)
 		log_warnx("gateway: libcurl failed to initialise");
 		return -1;
 	}
-	if (curlev_init(base, keep > 0 ? keep : 1) == -1 ||
+	/* libcurl's cache counts connections in use too: room for bursts
+	 * of 4 x keepalive in flight (fan-out calls, https upstreams)
+	 * without closing each connection as its transfer ends; idle ones
+	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
+	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
 	    upstream_init(base, cfg) == -1 ||
 	    health_init(base, cfg, worker.index == 0) == -1) {
 		log_warnx("gateway: out of memory");
