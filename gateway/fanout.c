@@ -11,7 +11,9 @@
  *            cancelled
  *   stream   chunked NDJSON, one line per call the moment it finishes
  *
- * Each call is one libcurl transfer on the worker's multi handle and goes
+ * Each call is one exchange, by agate's own HTTP/1.1 client on the
+ * upstream's pooled connections for native (http://) servers, or one
+ * libcurl transfer on the worker's multi handle otherwise; it goes
  * through its upstream's policies like a proxied request: the concurrency
  * limit (it queues with proxied requests), server choice (health,
  * breaker, balance), retries with backoff and budget, the breaker's
@@ -21,10 +23,12 @@
  * Everything is released synchronously when the request is answered or
  * its client leaves.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -35,6 +39,7 @@
 #include "gateway/gateway.h"
 #include "gateway/limiter.h"
 #include "gateway/retry.h"
+#include "gateway/upconn.h"
 #include "gateway/upstream.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -79,9 +84,26 @@ struct fcall {
 	bool				 is_retry;
 	bool				 has_slot;
 	struct lim_waiter		 wait;
-	struct event			 timer;
+	struct event			 timer;	/* backoff, wake; native: timeout */
 	char				 errbuf[CURL_ERROR_SIZE];
+	/* The native exchange. */
+	struct upconn			*uc;
+	bool				 reused;
+	bool				 connecting;
+	bool				 stale_retried;
+	bool				 got_bytes;
+	uint64_t			 try_deadline;
+	struct buf			 out;	/* the request */
+	size_t				 wpos;
+	struct buf			 in;	/* unparsed response bytes */
+	size_t				 scan;
+	struct http_resp_head		 rh;
+	int				 framing;	/* FN_*, -1: in the head */
+	int64_t				 left;
+	struct http_chunked		 chunk;
 };
+
+enum { FN_NONE, FN_LENGTH, FN_CHUNKED, FN_CLOSE };
 
 struct fanout {
 	struct request			*req;
@@ -91,6 +113,7 @@ struct fanout {
 	size_t				 ndone;
 	size_t				 nfailed;
 	struct curl_slist		*hdrs;		/* shared by the calls */
+	struct buf			 hblock;	/* the same, for native */
 	uint64_t			 deadline;	/* monotonic ms */
 	struct event			 timer;		/* the fan-out timeout */
 	bool				 streaming;
@@ -101,6 +124,10 @@ static void	fanout_nop(struct request *);
 static void	fcall_start(struct fcall *);
 static void	fcall_try(struct fcall *);
 static void	fcall_finished(struct fcall *);
+static void	fcall_try_ended(struct fcall *, enum try_fail, int,
+		    const char *);
+static void	fn_start(struct fcall *);
+static void	fn_fail(struct fcall *, enum try_fail, int, const char *);
 
 static const struct req_hooks fanout_hooks = {
 	fanout_nop, fanout_nop, fanout_abort
@@ -314,7 +341,10 @@ fcall_stop(struct fcall *c)
 	struct lim_waiter *w;
 
 	evtimer_del(&c->timer);
-	if (c->state == FC_RUNNING)
+	if (c->uc != NULL) {
+		upconn_close(c->uc);	/* mid-exchange: not reusable */
+		c->uc = NULL;
+	} else if (c->state == FC_RUNNING)
 		curlev_remove(c->easy);
 	if (c->wait.queued)
 		limiter_cancel(&c->up->limit, &c->wait);
@@ -354,8 +384,11 @@ fanout_free(struct fanout *fo)
 		buf_free(&c->url);
 		buf_free(&c->head);
 		buf_free(&c->body);
+		buf_free(&c->out);
+		buf_free(&c->in);
 	}
 	curl_slist_free_all(fo->hdrs);
+	buf_free(&fo->hblock);
 	free(fo->calls);
 	free(fo);
 }
@@ -752,6 +785,324 @@ fcall_setup(struct fcall *c)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->cfg->method);
 }
 
+/* -- the native exchange -------------------------------------------------- */
+
+static void
+fn_fail(struct fcall *c, enum try_fail why, int status, const char *error)
+{
+	log_warnx("fanout: upstream %s server %s: call %s: %s",
+	    c->up->cfg->name, c->up->cfg->servers[c->server].url,
+	    c->cfg->name, error);
+	evtimer_del(&c->timer);
+	if (c->uc != NULL) {
+		upconn_close(c->uc);
+		c->uc = NULL;
+	}
+	c->state = FC_IDLE;
+	fcall_try_ended(c, why, status, error);
+}
+
+static void
+fn_consume(struct fcall *c, size_t n)
+{
+	if (n < c->in.len)
+		memmove(c->in.data, c->in.data + n, c->in.len - n);
+	c->in.len -= n;
+	c->scan = 0;
+}
+
+static int
+fn_keep(struct fcall *c, const char *p, size_t n)
+{
+	if (c->body.len + n > FANOUT_BODY_MAX) {
+		fn_fail(c, TRY_LOCAL, 502, "upstream answer too large");
+		return -1;
+	}
+	if (buf_append(&c->body, p, n) != 0) {
+		fn_fail(c, TRY_LOCAL, 502, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* The answer is whole: the connection goes back to the pool if it can. */
+static void
+fn_complete(struct fcall *c)
+{
+	bool keep = c->rh.keepalive && c->framing != FN_CLOSE &&
+	    c->in.len == 0 && c->wpos == c->out.len;
+
+	evtimer_del(&c->timer);
+	upconn_want_write(c->uc, false);
+	if (keep)
+		upconn_put(c->uc);
+	else
+		upconn_close(c->uc);
+	c->uc = NULL;
+	c->state = FC_IDLE;
+	fcall_try_ended(c, TRY_STATUS, c->status, NULL);
+}
+
+/* Works through what has been read; -1 once the try has ended. */
+static int
+fn_parse(struct fcall *c)
+{
+	size_t end, used, dlen;
+	const char *data;
+
+	while (c->framing == -1) {
+		if ((end = http_head_end(c->in.data, c->in.len,
+		    &c->scan)) == 0) {
+			if (c->in.len <= FANOUT_HEAD_MAX)
+				return 0;
+			fn_fail(c, TRY_INVALID, 502, "upstream sent an invalid "
+			    "response head (too large)");
+			return -1;
+		}
+		if (!http_parse_response_head(c->in.data, end, &c->rh) ||
+		    c->rh.other_coding || c->rh.status == 101) {
+			fn_fail(c, TRY_INVALID, 502, "upstream sent an invalid "
+			    "response head");
+			return -1;
+		}
+		if (c->rh.status < 200) {
+			fn_consume(c, end);	/* 100, 103: dropped */
+			continue;
+		}
+		c->status = c->rh.status;
+		buf_reset(&c->head);
+		if (buf_append(&c->head, c->rh.fields, c->rh.fields_len) != 0) {
+			fn_fail(c, TRY_LOCAL, 502, "out of memory");
+			return -1;
+		}
+		if (strcmp(c->cfg->method, "HEAD") == 0 || c->status == 204 ||
+		    c->status == 304)
+			c->framing = FN_NONE;
+		else if (c->rh.chunked) {
+			http_chunked_init(&c->chunk);
+			c->framing = FN_CHUNKED;
+		} else if (c->rh.content_length >= 0) {
+			c->left = c->rh.content_length;
+			c->framing = FN_LENGTH;
+		} else
+			c->framing = FN_CLOSE;
+		fn_consume(c, end);
+	}
+	switch (c->framing) {
+	case FN_NONE:
+		fn_complete(c);
+		return -1;
+	case FN_LENGTH:
+		used = (int64_t)c->in.len < c->left ? c->in.len :
+		    (size_t)c->left;
+		if (fn_keep(c, c->in.data, used) == -1)
+			return -1;
+		fn_consume(c, used);
+		c->left -= (int64_t)used;
+		if (c->left == 0) {
+			fn_complete(c);
+			return -1;
+		}
+		return 0;
+	case FN_CHUNKED:
+		for (;;) {
+			enum http_chunk_result rc = http_chunked_next(&c->chunk,
+			    c->in.data, c->in.len, SIZE_MAX, &used, &data,
+			    &dlen);
+
+			if (rc == CHUNK_DATA && fn_keep(c, data, dlen) == -1)
+				return -1;
+			fn_consume(c, used);
+			if (rc == CHUNK_DONE) {
+				fn_complete(c);
+				return -1;
+			}
+			if (rc == CHUNK_ERROR) {
+				fn_fail(c, TRY_INVALID, 502, "upstream sent a bad "
+				    "chunked body");
+				return -1;
+			}
+			if (rc == CHUNK_AGAIN)
+				return 0;
+		}
+	default:		/* FN_CLOSE: until the server closes */
+		if (fn_keep(c, c->in.data, c->in.len) == -1)
+			return -1;
+		fn_consume(c, c->in.len);
+		return 0;
+	}
+}
+
+static void	fn_connect(struct fcall *, bool fresh);
+
+static void
+fn_eof(struct fcall *c, const char *detail)
+{
+	if (c->framing == FN_CLOSE) {
+		c->rh.keepalive = false;
+		fn_complete(c);
+		return;
+	}
+	if (c->framing == -1 && !c->got_bytes && c->reused &&
+	    !c->stale_retried) {
+		/* The keep-alive race: send again on a fresh connection. */
+		upconn_close(c->uc);
+		c->uc = NULL;
+		c->stale_retried = true;
+		fn_connect(c, true);
+		return;
+	}
+	fn_fail(c, TRY_RESET, 502, c->framing == -1 ?
+	    "upstream closed the connection" :
+	    "upstream closed the connection mid-response");
+	(void)detail;
+}
+
+static void
+fn_recv(struct fcall *c)
+{
+	ssize_t n;
+
+	for (;;) {
+		if (buf_reserve(&c->in, 16384) != 0) {
+			fn_fail(c, TRY_LOCAL, 502, "out of memory");
+			return;
+		}
+		n = read(c->uc->fd, c->in.data + c->in.len,
+		    c->in.cap - c->in.len);
+		if (n > 0) {
+			c->in.len += (size_t)n;
+			c->got_bytes = true;
+			if (fn_parse(c) == -1)
+				return;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		fn_eof(c, n == 0 ? "end of file" : strerror(errno));
+		return;
+	}
+}
+
+/* Writes what is left of the request; -1 once the try has ended. */
+static int
+fn_send(struct fcall *c)
+{
+	ssize_t n;
+
+	while (c->wpos < c->out.len) {
+		n = write(c->uc->fd, c->out.data + c->wpos,
+		    c->out.len - c->wpos);
+		if (n > 0) {
+			c->wpos += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			upconn_want_write(c->uc, true);
+			return 0;
+		}
+		upconn_want_write(c->uc, false);
+		fn_eof(c, strerror(errno));
+		return -1;
+	}
+	upconn_want_write(c->uc, false);
+	return 0;
+}
+
+static void
+fn_ready(void *arg, short what)
+{
+	struct fcall *c = arg;
+	int err;
+
+	if (c->connecting) {
+		c->connecting = false;
+		if ((err = upconn_connect_error(c->uc)) != 0) {
+			fn_fail(c, TRY_CONNECT, 502, "upstream connection "
+			    "failed");
+			return;
+		}
+		evtimer_del(&c->timer);
+		arm(&c->timer, c->try_deadline > now_ms() ?
+		    c->try_deadline - now_ms() : 0);
+		fn_send(c);
+		return;
+	}
+	if ((what & EV_WRITE) && fn_send(c) == -1)
+		return;
+	if (what & EV_READ)
+		fn_recv(c);
+}
+
+static void
+fn_connect(struct fcall *c, bool fresh)
+{
+	struct server_rt *srv = &c->up->servers[c->server];
+	uint64_t now = now_ms(), ct = c->up->cfg->connect_timeout_ms;
+
+	if (fresh)
+		upconn_close_idle(srv);		/* its siblings are suspect */
+	if ((c->uc = upconn_get(c->up, srv, &c->reused)) == NULL) {
+		fn_fail(c, TRY_CONNECT, 502, "upstream connection failed");
+		return;
+	}
+	upconn_own(c->uc, c, fn_ready);
+	upconn_want_read(c->uc, true);
+	c->wpos = 0;
+	c->in.len = 0;
+	c->scan = 0;
+	c->got_bytes = false;
+	evtimer_del(&c->timer);
+	if (c->reused) {
+		c->connecting = false;
+		arm(&c->timer, c->try_deadline > now ? c->try_deadline - now : 0);
+		fn_send(c);
+		return;
+	}
+	c->connecting = true;
+	arm(&c->timer, now + ct < c->try_deadline ? ct :
+	    c->try_deadline > now ? c->try_deadline - now : 0);
+}
+
+/* A try by agate's own client: the request, then the connection. */
+static void
+fn_start(struct fcall *c)
+{
+	struct server_rt *srv = &c->up->servers[c->server];
+	const char *m = c->cfg->method;
+	uint64_t t = c->up->cfg->timeout_ms, left = fanout_left(c->fo);
+	struct buf *o = &c->out;
+	int rc = 0;
+
+	buf_reset(o);
+	buf_reset(&c->head);
+	buf_reset(&c->body);
+	rc |= buf_append(o, m, strlen(m));
+	rc |= buf_append(o, " ", 1);
+	rc |= buf_append(o, c->target.data, c->target.len);
+	rc |= buf_append(o, " HTTP/1.1\r\nHost: ", 17);
+	rc |= buf_append(o, srv->host_hdr, strlen(srv->host_hdr));
+	rc |= buf_append(o, "\r\n", 2);
+	rc |= buf_append(o, c->fo->hblock.data, c->fo->hblock.len);
+	if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
+		rc |= buf_append(o, "Content-Length: 0\r\n", 19);
+	rc |= buf_append(o, "\r\n", 2);
+	c->status = 0;
+	c->framing = -1;
+	c->stale_retried = false;
+	c->state = FC_RUNNING;
+	c->try_deadline = now_ms() + (t < left ? t : left);
+	if (rc != 0) {
+		fn_fail(c, TRY_LOCAL, 502, "out of memory");
+		return;
+	}
+	fn_connect(c, false);
+}
+
 static void
 fcall_try(struct fcall *c)
 {
@@ -770,6 +1121,10 @@ fcall_try(struct fcall *c)
 	c->recorded = false;
 	upstream_begin(c->up, c->server);
 	c->in_flight = true;
+	if (c->up->servers[c->server].native) {
+		fn_start(c);
+		return;
+	}
 	fcall_setup(c);
 	if (c->url.len == 0 || curlev_add(c->easy, &c->job) == -1) {
 		fcall_try_ended(c, TRY_LOCAL, 502, "cannot start the call");
@@ -785,6 +1140,14 @@ fcall_timer(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->state == FC_RUNNING && c->uc != NULL) {
+		if (c->connecting)
+			fn_fail(c, TRY_CONNECT, 504, "upstream connect timed "
+			    "out");
+		else
+			fn_fail(c, TRY_TIMEOUT, 504, "upstream timed out");
+		return;
+	}
 	fcall_try(c);		/* after a backoff, or a slot handed over */
 }
 
@@ -874,6 +1237,9 @@ add_header(struct fanout *fo, const char *name, const char *value,
 	if ((l = curl_slist_append(fo->hdrs, line)) == NULL)
 		return -1;
 	fo->hdrs = l;
+	if (buf_append(&fo->hblock, line, strlen(line)) != 0 ||
+	    buf_append(&fo->hblock, "\r\n", 2) != 0)
+		return -1;
 	return 0;
 }
 
@@ -930,9 +1296,9 @@ fanout_headers(struct fanout *fo)
 	    strlen(r->client)) == -1)
 		return -1;
 	if ((l = curl_slist_append(fo->hdrs, "Accept: application/json, "
-	    "*/*")) == NULL)
+	    "*/*")) == NULL || (fo->hdrs = l, buf_append(&fo->hblock,
+	    "Accept: application/json, */*\r\n", 31) != 0))
 		return -1;
-	fo->hdrs = l;
 	return 0;
 }
 
