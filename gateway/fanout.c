@@ -38,6 +38,7 @@
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
 #include "gateway/limiter.h"
+#include "gateway/proxy.h"
 #include "gateway/retry.h"
 #include "gateway/upconn.h"
 #include "gateway/upstream.h"
@@ -92,6 +93,7 @@ struct fcall {
 	bool				 connecting;
 	bool				 stale_retried;
 	bool				 got_bytes;
+	bool				 send_failed;
 	uint64_t			 try_deadline;
 	struct buf			 out;	/* the request */
 	size_t				 wpos;
@@ -723,9 +725,7 @@ fcall_done(struct curl_job *job, CURLcode rc)
 		error = "upstream closed the connection";
 		break;
 	}
-	log_warnx("fanout: upstream %s server %s: call %s: %s (%s)",
-	    c->up->cfg->name, c->up->cfg->servers[c->server].url,
-	    c->cfg->name, error, c->errbuf[0] ? c->errbuf :
+	proxy_log_failure(c->up, c->server, error, c->errbuf[0] ? c->errbuf :
 	    curl_easy_strerror(rc));
 	fcall_try_ended(c, why, status, error);
 }
@@ -790,9 +790,7 @@ fcall_setup(struct fcall *c)
 static void
 fn_fail(struct fcall *c, enum try_fail why, int status, const char *error)
 {
-	log_warnx("fanout: upstream %s server %s: call %s: %s",
-	    c->up->cfg->name, c->up->cfg->servers[c->server].url,
-	    c->cfg->name, error);
+	proxy_log_failure(c->up, c->server, error, c->cfg->name);
 	evtimer_del(&c->timer);
 	if (c->uc != NULL) {
 		upconn_close(c->uc);
@@ -944,7 +942,8 @@ fn_eof(struct fcall *c, const char *detail)
 		return;
 	}
 	if (c->framing == -1 && !c->got_bytes && c->reused &&
-	    !c->stale_retried) {
+	    !c->stale_retried && retry_method(&c->up->cfg->retry,
+	    c->cfg->method, strlen(c->cfg->method))) {
 		/* The keep-alive race: send again on a fresh connection. */
 		upconn_close(c->uc);
 		c->uc = NULL;
@@ -992,6 +991,8 @@ fn_send(struct fcall *c)
 {
 	ssize_t n;
 
+	if (c->send_failed)
+		return 0;
 	while (c->wpos < c->out.len) {
 		n = write(c->uc->fd, c->out.data + c->wpos,
 		    c->out.len - c->wpos);
@@ -1005,7 +1006,12 @@ fn_send(struct fcall *c)
 			upconn_want_write(c->uc, true);
 			return 0;
 		}
+		/* The server stopped reading.  If it has begun to answer,
+		 * the answer decides; else the exchange is lost. */
 		upconn_want_write(c->uc, false);
+		c->send_failed = true;
+		if (c->got_bytes)
+			return 0;
 		fn_eof(c, strerror(errno));
 		return -1;
 	}
@@ -1056,6 +1062,7 @@ fn_connect(struct fcall *c, bool fresh)
 	c->in.len = 0;
 	c->scan = 0;
 	c->got_bytes = false;
+	c->send_failed = false;
 	evtimer_del(&c->timer);
 	if (c->reused) {
 		c->connecting = false;

@@ -378,9 +378,11 @@ call_accept(struct call *c, int k, int status)
 	if (c->won && k != c->cur)
 		return false;		/* the hedged try that lost */
 	if (call_other_live(c, k)) {
-		/* Two tries out: an answer worth a retry does not win; the
-		 * other try stands for the retry. */
-		if (status >= 400 && retry_condition(rc, TRY_STATUS, status))
+		/* Two tries out: an answer worth a retry does not win while
+		 * a retry could still follow (the other try stands for it);
+		 * on the last allowed try it is the answer. */
+		if (status >= 400 && retry_condition(rc, TRY_STATUS, status) &&
+		    c->tries < rc->attempts)
 			return false;
 		c->won = true;
 		c->hedging = false;
@@ -410,8 +412,14 @@ call_try_failed(struct call *c, int k, enum try_fail why, int status,
     const char *msg)
 {
 	struct request *r = c->req;
+	char answered[64];
 	bool again;
 
+	if (why == TRY_STATUS && (msg == NULL || *msg == '\0')) {
+		snprintf(answered, sizeof(answered), "upstream answered %d",
+		    status);
+		msg = answered;
+	}
 	/* A listed 500 or 429 is retried, but only 502-504 say the server
 	 * itself is failing. */
 	if (why != TRY_CLIENT && why != TRY_LOCAL && !c->t[k].recorded)

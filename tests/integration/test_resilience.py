@@ -1203,6 +1203,20 @@ class HedgeTest(ResilienceTest):
             self.assertLess(closed - started, 1.2)
         self.wait_log(gw, "hedge: upstream u", "also trying")
 
+    def test_a_listed_answer_wins_when_no_retry_could_follow(self):
+        # attempts: 1 (the default): the hedged try's 503 is the answer,
+        # passed on as the upstream gave it, not dropped in favour of a
+        # slow first try.
+        slow = SlowServer(1.5)
+        self.addCleanup(slow.close)
+        fast = self.upstream("fast")
+        gw = self.hedged(slow, fast)
+        for i in range(3):
+            r, t = timed(gw.get, "/l%d?status=503" % i)
+            self.assertEqual(r.status, 503)
+            self.assertEqual(r.header("X-Upstream"), "fast")
+            self.assertLess(t, 1.0)
+
     def test_no_hedge_before_hedge_after(self):
         fast = self.upstream("fast")
         other = self.upstream("other")
