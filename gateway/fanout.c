@@ -1370,6 +1370,7 @@ fanout_start(struct request *r)
 	}
 	r->gw = fo;
 	r->hooks = &fanout_hooks;
+	req_body_unwanted(r);		/* calls carry no body */
 	if (cfg->mode == FANOUT_STREAM && fanout_stream_start(fo) == -1) {
 		fanout_release(fo);
 		return;

@@ -129,6 +129,9 @@ void	req_end_response(struct request *);
 void	req_fail(struct request *, const char *why);
 /* Output is above its high-water mark: stop producing until writable(). */
 bool	req_output_full(struct request *);
+/* The request body will not be read: a response made now says
+ * "Connection: close" unless the rest of the body is here to skip. */
+void	req_body_unwanted(struct request *);
 /* Sends "100 Continue" if the client asked for it and it is not sent. */
 void	req_continue(struct request *);
 

@@ -253,6 +253,15 @@ req_continue(struct request *r)
 }
 
 void
+req_body_unwanted(struct request *r)
+{
+	/* The connection cannot be reused unless the rest of the body is
+	 * already here to skip: say so in the response. */
+	if (!r->resp_started && !r->body_done && !request_discard_body(r))
+		r->resp_close = true;
+}
+
+void
 req_respond(struct request *r, int status, const char *content_type,
     const char *body, size_t len, const char *extra)
 {
@@ -260,6 +269,8 @@ req_respond(struct request *r, int status, const char *content_type,
 	const char *date;
 	size_t dlen;
 	int rc = 0;
+
+	req_body_unwanted(r);	/* a whole answer: the body goes unread */
 
 	date = date_header(&dlen);
 	rc |= buf_append(&h, date, dlen);
@@ -288,10 +299,7 @@ req_error(struct request *r, int status, const char *msg,
 		req_fail(r, msg);
 		return;
 	}
-	/* An error before the body was read: the connection cannot be reused
-	 * unless the rest of the body is already here to skip. */
-	if (!r->body_done && !request_discard_body(r))
-		r->resp_close = true;
+	req_body_unwanted(r);
 	if (buf_append(&b, "{\"error\":\"", 10) != 0 ||
 	    buf_append_json(&b, msg, strlen(msg)) != 0 ||
 	    buf_appendf(&b, "\",\"status\":%d,\"request_id\":\"", status) != 0 ||

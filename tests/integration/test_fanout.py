@@ -261,6 +261,27 @@ class ConcurrencyTest(FanoutTest):
             self.assertEqual(self.stat(u, "requests"), 2)
 
 
+    def test_a_client_body_is_skipped_or_the_connection_closes(self):
+        # Calls carry no body: a small one is skipped and the connection
+        # serves the next request; one too large to skip gets an answer
+        # that says "Connection: close" before the connection closes.
+        up = self.upstream("a")
+        gw = self.agate(upstreams=self.ups_cfg(up),
+                        routes=[route("/p", "partial", {"a": call("a", "/x")})],
+                        workers=1)
+        nxt = b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"
+        small = (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                 b"\r\n" + b"x" * 10 + nxt)
+        raw = gw.raw(small, timeout=1)     # kept open: read until quiet
+        self.assertEqual(raw.count(b"HTTP/1.1 200 OK"), 2, raw[:400])
+        self.assertNotIn(b"Connection: close", raw)
+        big = (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n"
+               b"\r\n" + b"x" * 100000)
+        raw = gw.raw(big, timeout=5)
+        self.assertEqual(raw.count(b"HTTP/1.1 200 OK"), 1, raw[:400])
+        self.assertIn(b"Connection: close", raw)
+
+
 # -- 2. modes ---------------------------------------------------------------
 
 class AllModeTest(FanoutTest):
