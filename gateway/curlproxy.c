@@ -576,7 +576,10 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	 * environment. */
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+	/* HTTP/2 to https servers that offer it through ALPN (and several
+	 * requests on one connection); HTTP/1.1 otherwise. */
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->https ?
+	    CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);

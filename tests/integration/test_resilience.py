@@ -1070,6 +1070,59 @@ class HttpsTest(ResilienceTest):
         self.wait_log(gw, "upstream u: tls.verify is false")
 
 
+    def test_http2_when_the_server_offers_it(self):
+        # nginx with TLS and http2: libcurl negotiates h2 through ALPN,
+        # and a POST body and the answer still pass whole.
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(nginx):
+            self.fail("nginx is needed for this test (the README's "
+                      "set-up installs it)")
+        d = tempfile.mkdtemp(prefix="agate-h2-")
+        self.addCleanup(shutil.rmtree, d, True)
+        port = free_port()
+        p = lambda n: os.path.join(self.pki, n)      # noqa: E731
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""daemon off; master_process off; worker_processes 1;
+pid %(d)s/nginx.pid; error_log %(d)s/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy;
+  fastcgi_temp_path %(d)s/fcgi; uwsgi_temp_path %(d)s/uwsgi;
+  scgi_temp_path %(d)s/scgi;
+  server {
+    listen 127.0.0.1:%(port)d ssl http2;
+    ssl_certificate %(cert)s; ssl_certificate_key %(key)s;
+    location / {
+      default_type application/json;
+      return 200 '{"protocol":"$server_protocol","method":"$request_method","length":"$content_length"}';
+    }
+  }
+}
+""" % {"d": d, "port": port, "cert": p("srv.pem"), "key": p("srv.key")})
+        proc = subprocess.Popen([nginx, "-c", conf, "-p", d],
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+        def stop():
+            proc.terminate()
+            proc.wait(10)
+        self.addCleanup(stop)
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port))
+                   == 0, timeout=10, what="nginx listening")
+        gw = self.gateway({"u": {"servers": ["https://localhost:%d" % port],
+                                 "transport": "auto",
+                                 "tls": {"ca": self.ca}}}, workers=1)
+        r = gw.get("/h2")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["protocol"], "HTTP/2.0")
+        r = gw.request("POST", "/h2", body=b"x" * 5000)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json(), {"protocol": "HTTP/2.0",
+                                    "method": "POST", "length": "5000"})
+
+
 # -- 9. bad upstream answers ------------------------------------------------
 
 class BadAnswerTest(ResilienceTest):
