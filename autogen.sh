@@ -5,10 +5,12 @@
 set -e
 cd "$(dirname "$0")"
 
-# Build dependencies, as Debian package names (see docs/building.md).
+# Build and test dependencies, as Debian package names (see README.md).  The tests use openssl (test certificates) and nginx
+# (an HTTP/2 upstream); nginx's own system service is not started.
 PACKAGES="build-essential autoconf automake libtool pkg-config \
 libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
-zlib1g-dev libcrypt-dev libcmocka-dev python3 curl"
+zlib1g-dev libcrypt-dev libcmocka-dev python3 curl \
+openssl nginx"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""
@@ -22,9 +24,21 @@ if command -v dpkg-query >/dev/null 2>&1; then
 		if [ "$(id -u)" = 0 ]; then
 			echo "autogen.sh: installing:$missing"
 			export DEBIAN_FRONTEND=noninteractive
+			# Keep packages from starting services (nginx on :80).
+			ours=""
+			if [ ! -e /usr/sbin/policy-rc.d ]; then
+				printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+				chmod 755 /usr/sbin/policy-rc.d
+				ours=1
+				trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+			fi
 			apt-get update -qq
 			# shellcheck disable=SC2086
 			apt-get install -y -qq --no-install-recommends $missing
+			if [ -n "$ours" ]; then
+				rm -f /usr/sbin/policy-rc.d
+				trap - EXIT
+			fi
 		else
 			echo "autogen.sh: missing packages; run as root:" >&2
 			echo "  apt-get install$missing" >&2
