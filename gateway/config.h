@@ -139,6 +139,7 @@ struct jwt_cfg {
 struct auth_cfg {
 	bool		 enabled;
 	char		*basic;			/* htpasswd file */
+	struct htpasswd	*basic_users;		/* read at load */
 	bool		 jwt_enabled;
 	struct jwt_cfg	 jwt;
 	char		*api_keys_file;
@@ -161,6 +162,8 @@ struct verify_sig_cfg {
 	bool		 enabled;
 	char		*header;
 	char		*secret_file;
+	char		*secret;		/* read at load */
+	size_t		 secret_len;
 };
 
 enum fanout_mode {

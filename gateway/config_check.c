@@ -5,6 +5,7 @@
  * parameters).  Positions recorded while parsing let these errors point
  * at the offending line too.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "gateway/config_engine.h"
+#include "gateway/htpasswd.h"
 #include "lib/log.h"
 
 void
@@ -176,6 +178,46 @@ check_strip_prefix(struct cfg_ctx *ctx, const struct route_cfg *r)
 	return 0;
 }
 
+/* Reads a route's htpasswd file and webhook secret into the config. */
+static int
+check_route_files(struct cfg_ctx *ctx, struct route_cfg *r)
+{
+	char err[512];
+	FILE *f;
+	size_t n;
+	char *p;
+
+	if (r->auth.enabled && r->auth.basic != NULL &&
+	    (r->auth.basic_users = htpasswd_load(r->auth.basic,
+	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
+		return check_error(ctx, r->pos, "route %s: auth.basic: %s",
+		    r->path, err);
+	if (!r->verify_signature.enabled)
+		return 0;
+	if (r->verify_signature.secret_file == NULL)
+		return check_error(ctx, r->pos, "route %s: verify_signature "
+		    "needs secret_file", r->path);
+	p = cfg_alloc(ctx, 4096);
+	if ((f = fopen(r->verify_signature.secret_file, "r")) == NULL)
+		return check_error(ctx, r->pos, "route %s: cannot read %s: %s",
+		    r->path, r->verify_signature.secret_file, strerror(errno));
+	n = fread(p, 1, 4096, f);
+	fclose(f);
+	if (n == 4096)
+		return check_error(ctx, r->pos, "route %s: %s: a secret of "
+		    "4 KiB or more; expected one line", r->path,
+		    r->verify_signature.secret_file);
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r' ||
+	    p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	if (n == 0)
+		return check_error(ctx, r->pos, "route %s: %s: the secret is "
+		    "empty", r->path, r->verify_signature.secret_file);
+	r->verify_signature.secret = p;
+	r->verify_signature.secret_len = n;
+	return 0;
+}
+
 static int
 check_route(struct cfg_ctx *ctx, struct route_cfg *r)
 {
@@ -191,6 +233,8 @@ check_route(struct cfg_ctx *ctx, struct route_cfg *r)
 	    r->upstream_name, r->upstream_pos, &r->upstream) == -1)
 		return -1;
 	if (r->strip_prefix != NULL && check_strip_prefix(ctx, r) == -1)
+		return -1;
+	if (check_route_files(ctx, r) == -1)
 		return -1;
 	if (r->hedge_after_ms && r->has_fanout)
 		return check_error(ctx, r->pos, "route %s: hedge_after applies "
@@ -258,16 +302,15 @@ config_warn_unimplemented(const struct config *cfg)
 		const char *what[8];
 		size_t n = 0, j;
 
-		if (r->compress_gzip)
-			what[n++] = "compress";
 		if (r->rate_limit.enabled)
 			what[n++] = "rate_limit";
-		if (r->auth.enabled)
-			what[n++] = "auth (requests are NOT authenticated)";
+		if (r->auth.jwt_enabled)
+			what[n++] = "auth.jwt (requests are NOT authenticated)";
+		if (r->auth.api_keys_file != NULL)
+			what[n++] = "auth.api_keys (requests are NOT "
+			    "authenticated)";
 		if (r->cors.enabled)
 			what[n++] = "cors";
-		if (r->verify_signature.enabled)
-			what[n++] = "verify_signature (NOT verified)";
 		for (j = 0; j < n; j++)
 			log_warnx("config: route %s: %s is not available in "
 			    "this build", r->path, what[j]);

@@ -351,7 +351,7 @@ static const struct cfg_key redis_keys[] = {
 
 static const struct cfg_key offload_keys[] = {
 	{ "processes", CT_INT, offsetof(struct config, offload_processes),
-	    1, 64 },
+	    0, 64 },
 	{ "queue_limit", CT_INT, offsetof(struct config, offload_queue_limit),
 	    1, 1000000 },
 	{ "job_timeout", CT_DURATION,

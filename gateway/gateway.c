@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 
+#include "gateway/compress.h"
 #include "gateway/curlev.h"
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
@@ -15,6 +16,8 @@
 #include "gateway/upstream.h"
 #include "lib/log.h"
 #include "worker/worker.h"
+
+bool (*gateway_test_handler)(struct request *);
 
 int
 gateway_init(struct event_base *base, const struct config *cfg)
@@ -32,6 +35,7 @@ gateway_init(struct event_base *base, const struct config *cfg)
 	 * of 4 x keepalive in flight (fan-out calls, https upstreams)
 	 * without closing each connection as its transfer ends; idle ones
 	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
+	basic_init();
 	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
 	    upstream_init(base, cfg) == -1 ||
 	    health_init(base, cfg, worker.index == 0) == -1) {
@@ -87,6 +91,8 @@ gateway_handle(struct request *r)
 		health_respond(r);
 		return;
 	}
+	if (gateway_test_handler != NULL && gateway_test_handler(r))
+		return;
 	switch (router_match(cfg, r->head.path, r->head.path_len,
 	    r->head.method, r->head.method_len, &m)) {
 	case ROUTE_NOT_FOUND:
@@ -102,9 +108,42 @@ gateway_handle(struct request *r)
 	r->route = m.route;
 	memcpy(r->params, m.params, m.nparams * sizeof(m.params[0]));
 	r->nparams = m.nparams;
-	if (m.route->has_fanout) {
-		fanout_start(r);
-		return;
+	r->gw_stage = 0;
+	gateway_continue(r);
+}
+
+enum gw_stage {
+	STAGE_BASIC,		/* auth.basic */
+	STAGE_SIGNATURE,	/* verify_signature */
+	STAGE_DISPATCH		/* proxy or fan-out */
+};
+
+void
+gateway_continue(struct request *r)
+{
+	const struct route_cfg *rt = r->route;
+
+	switch (r->gw_stage) {
+	case STAGE_BASIC:
+		r->gw_stage = STAGE_SIGNATURE;
+		if (rt->auth.basic_users != NULL) {
+			basic_start(r);
+			return;
+		}
+		/* FALLTHROUGH */
+	case STAGE_SIGNATURE:
+		r->gw_stage = STAGE_DISPATCH;
+		if (rt->verify_signature.enabled) {
+			signature_start(r);
+			return;
+		}
+		/* FALLTHROUGH */
+	default:
+		if (rt->compress_gzip)
+			compress_attach(r);
+		if (rt->has_fanout)
+			fanout_start(r);
+		else
+			proxy_start(r);
 	}
-	proxy_start(r);
 }

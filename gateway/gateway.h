@@ -17,6 +17,30 @@ struct event_base;
 
 int	gateway_init(struct event_base *, const struct config *);
 void	gateway_handle(struct request *);
+/*
+ * The checks a route asks for run in order (basic auth, then the webhook
+ * signature); each answers the request itself or, once it passes, calls
+ * gateway_continue(), which runs the next or hands the request to its
+ * proxy or fan-out.  A check that waits (on the offload pool, on the
+ * body) owns req->gw and req->hooks meanwhile and clears both before it
+ * answers or continues.
+ */
+void	gateway_continue(struct request *);
+/* Test builds: a handler for paths under /_agate_test/, or NULL. */
+extern bool (*gateway_test_handler)(struct request *);
+
+/* -- auth_basic.c ------------------------------------------------------ */
+
+void	basic_init(void);
+void	basic_start(struct request *);
+
+/* -- signature.c ------------------------------------------------------- */
+
+/* Bodies up to this size are verified on the loop (docs/offload.md). */
+#define SIGNATURE_INLINE_MAX	(32 * 1024)
+void	signature_start(struct request *);
+/* "sha256=<64 hex>" into mac; false if it is not that. */
+bool	signature_parse(const char *v, size_t len, unsigned char mac[32]);
 void	gateway_shutdown(void);
 
 /* -- router.c ---------------------------------------------------------- */

@@ -31,6 +31,26 @@ struct conn;
 struct request;
 struct route_cfg;
 
+/*
+ * A body filter (gzip): sees the response the gateway produces before it
+ * is framed, and sends its own version through the req_raw_*() calls.
+ * Installed by the gateway before the response starts; it may remove
+ * itself (r->filter = NULL) in start() and let the response pass.  Once
+ * the producer has ended, the filter owns the request until it calls
+ * req_raw_end_response(): it sets hooks of its own for that time.
+ */
+struct req_filter {
+	int	(*start)(struct request *, int status, const char *reason,
+		    size_t reason_len, const char *hdrs, size_t hdrs_len,
+		    int64_t content_length);
+	int	(*write)(struct request *, const char *data, size_t len);
+	void	(*end)(struct request *);
+	/* True while the producer should pause. */
+	bool	(*full)(struct request *);
+	/* The request is being freed: let go of everything. */
+	void	(*release)(struct request *);
+};
+
 struct req_hooks {
 	/* More request body can be read (or its end has come). */
 	void	(*body_ready)(struct request *);
@@ -81,6 +101,9 @@ struct request {
 	const struct route_cfg	*route;
 	void			*gw;
 	const struct req_hooks	*hooks;
+	const struct req_filter	*filter;
+	void			*filter_state;
+	uint8_t			 gw_stage;	/* checks passed (gateway.c) */
 	struct route_param	 params[REQ_MAX_PARAMS];
 	size_t			 nparams;
 	const char		*upstream;	/* server URL of the last try */
@@ -125,6 +148,12 @@ int	req_write_body(struct request *, const char *data, size_t len);
 char	*req_body_space(struct request *, size_t want, size_t *got);
 void	req_body_commit(struct request *, size_t n);
 void	req_end_response(struct request *);
+/* The same, below any body filter (for the filter itself). */
+int	req_raw_start_response(struct request *, int status,
+	    const char *reason, size_t reason_len, const char *hdrs,
+	    size_t hdrs_len, int64_t content_length);
+int	req_raw_write_body(struct request *, const char *data, size_t len);
+void	req_raw_end_response(struct request *);
 /* The response cannot be finished: close the connection. */
 void	req_fail(struct request *, const char *why);
 /* Output is above its high-water mark: stop producing until writable(). */

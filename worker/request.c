@@ -237,6 +237,10 @@ request_identify(struct request *r)
 void
 request_free(struct request *r)
 {
+	if (r->filter_state != NULL && r->filter != NULL)
+		r->filter->release(r);
+	r->filter = NULL;
+	r->filter_state = NULL;
 	if (r->keep != NULL) {
 		buf_free(r->keep);
 		free(r->keep);
@@ -344,7 +348,13 @@ read_chunked(struct request *r, char *dst, size_t n)
 int
 req_body_keep(struct request *r, size_t max)
 {
-	if (r->keep == NULL && (r->keep = calloc(1, sizeof(*r->keep))) == NULL)
+	if (r->keep != NULL) {
+		/* Kept already (a check read the body): keep on. */
+		if (max > r->keep_max)
+			r->keep_max = max;
+		return 0;
+	}
+	if ((r->keep = calloc(1, sizeof(*r->keep))) == NULL)
 		return -1;
 	r->keep_max = max;
 	/* Bytes handed over before now were not kept. */

@@ -96,6 +96,18 @@ req_start_response(struct request *r, int status, const char *reason,
     size_t reason_len, const char *hdrs, size_t hdrs_len,
     int64_t content_length)
 {
+	if (r->filter != NULL)
+		return r->filter->start(r, status, reason, reason_len, hdrs,
+		    hdrs_len, content_length);
+	return req_raw_start_response(r, status, reason, reason_len, hdrs,
+	    hdrs_len, content_length);
+}
+
+int
+req_raw_start_response(struct request *r, int status, const char *reason,
+    size_t reason_len, const char *hdrs, size_t hdrs_len,
+    int64_t content_length)
+{
 	struct conn *c = r->conn;
 	struct buf *o = &c->out;
 	bool head_method = http_token_eq(r->head.method, r->head.method_len,
@@ -153,6 +165,14 @@ req_start_response(struct request *r, int status, const char *reason,
 int
 req_write_body(struct request *r, const char *data, size_t len)
 {
+	if (r->filter != NULL)
+		return r->filter->write(r, data, len);
+	return req_raw_write_body(r, data, len);
+}
+
+int
+req_raw_write_body(struct request *r, const char *data, size_t len)
+{
 	struct conn *c = r->conn;
 	struct buf *o = &c->out;
 	int rc = 0;
@@ -185,7 +205,7 @@ req_body_space(struct request *r, size_t want, size_t *got)
 	struct conn *c = r->conn;
 
 	if (c->closing || r->resp_chunked || r->resp_nobody ||
-	    buf_reserve(&c->out, want) == -1)
+	    r->filter != NULL || buf_reserve(&c->out, want) == -1)
 		return NULL;
 	*got = c->out.cap - c->out.len;
 	return c->out.data + c->out.len;
@@ -207,6 +227,15 @@ req_body_commit(struct request *r, size_t n)
 
 void
 req_end_response(struct request *r)
+{
+	if (r->filter != NULL)
+		r->filter->end(r);
+	else
+		req_raw_end_response(r);
+}
+
+void
+req_raw_end_response(struct request *r)
 {
 	struct conn *c = r->conn;
 
@@ -231,7 +260,8 @@ req_fail(struct request *r, const char *why)
 bool
 req_output_full(struct request *r)
 {
-	if (buf_pending(&r->conn->out) < OUT_HIGH)
+	if (buf_pending(&r->conn->out) < OUT_HIGH &&
+	    (r->filter == NULL || !r->filter->full(r)))
 		return false;
 	r->resp_paused = true;
 	return true;

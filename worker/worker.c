@@ -26,6 +26,7 @@
 
 #include "gateway/gateway.h"
 #include "lib/log.h"
+#include "offload/offload.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"
 #include "worker/worker.h"
@@ -383,6 +384,7 @@ worker_cleanup(void)
 	size_t i;
 
 	conn_close_all("worker exiting");
+	offload_free();
 	gateway_shutdown();
 	accesslog_close();
 	for (i = 0; i < sizeof(sig_evs) / sizeof(sig_evs[0]); i++)
@@ -434,12 +436,20 @@ worker_main(const struct worker_start *ws)
 	 */
 	mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+	/* Helpers are forked before the loop exists: they inherit no
+	 * event state (only descriptors, which they close). */
+	if (offload_init(worker.cfg) == -1)
+		fatalx(EXIT_CANNOT_START, "worker: cannot start the offload "
+		    "helpers");
 	if ((worker.base = worker_base()) == NULL)
 		fatalx(EXIT_CANNOT_START, "worker: cannot create event loop");
 	worker_signals();
 	evtimer_assign(&worker.stop_ev, worker.base, drain_timeout_cb, NULL);
 	evtimer_assign(&accept_retry_ev, worker.base, accept_retry_cb, NULL);
 	conn_init_worker();
+	if (offload_start(worker.base) == -1)
+		fatalx(EXIT_CANNOT_START, "worker: cannot watch the offload "
+		    "helpers");
 	if (accesslog_open(worker.base) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: cannot open the access log");
 	if (gateway_init(worker.base, worker.cfg) == -1)
