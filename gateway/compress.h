@@ -14,7 +14,7 @@ struct request;
  * Pieces up to this many bytes are compressed on the loop, not in the
  * pool (docs/offload.md: where a round trip costs the loop more).
  */
-#define COMPRESS_INLINE_MAX	(8 * 1024)
+#define COMPRESS_INLINE_MAX	(2 * 1024)
 
 /* Installs the filter if the route compresses and the client takes gzip. */
 void	compress_attach(struct request *);

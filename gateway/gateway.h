@@ -37,7 +37,7 @@ void	basic_start(struct request *);
 /* -- signature.c ------------------------------------------------------- */
 
 /* Bodies up to this size are verified on the loop (docs/offload.md). */
-#define SIGNATURE_INLINE_MAX	(32 * 1024)
+#define SIGNATURE_INLINE_MAX	(16 * 1024)
 void	signature_start(struct request *);
 /* "sha256=<64 hex>" into mac; false if it is not that. */
 bool	signature_parse(const char *v, size_t len, unsigned char mac[32]);

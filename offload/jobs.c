@@ -35,10 +35,13 @@ get_u32(const char *p)
 static int
 job_gzip(const char *in, size_t n, struct buf *out)
 {
+	/* Reused: deflateInit2() allocates and clears ~270 KiB, which
+	 * costs more than compressing a few KiB. */
+	static z_stream z;
+	static bool ready;
 	uint32_t flags, dlen, crc;
 	const char *data;
 	size_t len, bound;
-	z_stream z;
 	int rc;
 
 	if (n < 8)
@@ -49,21 +52,21 @@ job_gzip(const char *in, size_t n, struct buf *out)
 		return JOB_BAD_INPUT;
 	data = in + 8 + dlen;
 	len = n - 8 - dlen;
-	memset(&z, 0, sizeof(z));
-	if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8,
-	    Z_DEFAULT_STRATEGY) != Z_OK)
-		return JOB_FAILED;
+	if (!ready) {
+		memset(&z, 0, sizeof(z));
+		if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8,
+		    Z_DEFAULT_STRATEGY) != Z_OK)
+			return JOB_FAILED;
+		ready = true;
+	} else if (deflateReset(&z) != Z_OK)
+		goto fail;
 	if (dlen > 0 && deflateSetDictionary(&z, (const Bytef *)in + 8,
-	    dlen) != Z_OK) {
-		deflateEnd(&z);
-		return JOB_FAILED;
-	}
+	    dlen) != Z_OK)
+		goto fail;
 	/* deflateBound() covers Z_FINISH; a sync flush adds a few bytes. */
 	bound = deflateBound(&z, (uLong)len) + 16;
-	if (buf_reserve(out, 4 + bound) == -1) {
-		deflateEnd(&z);
+	if (buf_reserve(out, 4 + bound) == -1)
 		return JOB_FAILED;
-	}
 	crc = (uint32_t)crc32(0, (const Bytef *)data, (uInt)len);
 	memcpy(out->data + out->len, &crc, 4);
 	z.next_in = (Bytef *)data;
@@ -74,13 +77,14 @@ job_gzip(const char *in, size_t n, struct buf *out)
 		rc = deflate(&z, Z_FINISH) == Z_STREAM_END ? Z_OK : Z_BUF_ERROR;
 	else
 		rc = deflate(&z, Z_SYNC_FLUSH);
-	if (rc != Z_OK || z.avail_in != 0) {
-		deflateEnd(&z);
-		return JOB_FAILED;
-	}
+	if (rc != Z_OK || z.avail_in != 0)
+		goto fail;
 	out->len += 4 + (bound - z.avail_out);
-	deflateEnd(&z);
 	return JOB_OK;
+fail:
+	deflateEnd(&z);
+	ready = false;
+	return JOB_FAILED;
 }
 
 /*

@@ -47,7 +47,8 @@
 enum job_state {
 	JS_QUEUED,		/* waiting for an idle helper */
 	JS_RUNNING,		/* written (or being written) to a helper */
-	JS_DONE			/* inline result waiting for delivery */
+	JS_DONE,		/* inline result waiting for delivery */
+	JS_FINISHING		/* inside its done() call */
 };
 
 struct helper;
@@ -298,11 +299,16 @@ job_finish(struct job *j, int status, const char *out, size_t len)
 	void *arg = j->arg;
 
 	job_count(status);
-	job_free(j);
-	if (done == NULL)
+	tnode_del(&j->timer);
+	if (done == NULL) {
+		job_free(j);
 		return;
+	}
+	/* out may be the job's own buffer (inline mode): free it after. */
+	j->state = JS_FINISHING;
 	pool.delivering++;
 	done(arg, status, out, len);
+	job_free(j);
 	if (--pool.delivering == 0)
 		pool_dispatch();
 }
@@ -639,6 +645,8 @@ offload_cancel(struct job *j)
 		TAILQ_REMOVE(&pool.inline_done, j, link);
 		job_free(j);
 		break;
+	case JS_FINISHING:
+		break;			/* job_finish() frees it */
 	}
 }
 

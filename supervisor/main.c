@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef AGATE_TEST_BUILD
+#include "tests/testbuild.h"
+#endif
 #include "gateway/config.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
@@ -91,6 +94,9 @@ main(int argc, char *argv[])
 	bool test = false;
 	int ch;
 
+#ifdef AGATE_TEST_BUILD
+	testbuild_install();
+#endif
 	while ((ch = getopt(argc, argv, "c:hs:tV")) != -1) {
 		switch (ch) {
 		case 'c':

@@ -25,6 +25,8 @@ import time
 import unittest
 
 AGATE = os.environ.get("AGATE_BIN", os.path.abspath("agate"))
+# agate with test-only offload job kinds (tests/testbuild.c).
+AGATE_TEST = os.environ.get("AGATE_TEST_BIN", os.path.abspath("agate-test"))
 TESTUP = os.environ.get("TESTUP_BIN", os.path.abspath("tests/upstream/testup"))
 # "native" or "curl": forced on every upstream (else each uses its default).
 TRANSPORT = os.environ.get("AGATE_TEST_TRANSPORT", "")
@@ -211,7 +213,8 @@ class Response:
 class Agate:
     """An agate supervisor with its workers, on a generated config."""
 
-    def __init__(self, workdir, config, name="agate.yaml"):
+    def __init__(self, workdir, config, name="agate.yaml", binary=None):
+        self.binary = binary or AGATE
         self.dir = workdir
         self.path = os.path.join(workdir, name)
         self.write_config(config)
@@ -252,7 +255,7 @@ class Agate:
 
     def start(self, wait=True, extra_args=()):
         self.err = open(self.error_path, "a+")
-        self.proc = subprocess.Popen([AGATE, "-c", self.path] +
+        self.proc = subprocess.Popen([self.binary, "-c", self.path] +
                                      list(extra_args),
                                      stdout=subprocess.DEVNULL,
                                      stderr=self.err, cwd=self.dir)
@@ -367,11 +370,11 @@ class AgateTest(unittest.TestCase):
         return u
 
     def agate(self, upstreams=None, routes=None, config=None, start=True,
-              **server):
+              binary=None, **server):
         if config is None:
             config = Agate.default_config(free_port(), upstreams or {},
                                           routes or [], **server)
-        a = Agate(self.dir, config)
+        a = Agate(self.dir, config, binary=binary)
         self.agates.append(a)
         if start:
             a.start()

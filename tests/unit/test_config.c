@@ -173,6 +173,11 @@ group_setup(void **state)
 	make_dir("etc/tls");
 	for (i = 0; i < NELEM(files); i++)
 		write_file(files[i], "");
+	/* These two are read at load, so they need real contents. */
+	write_file("etc/htpasswd", "ann:$6$Nts/4p.CG8wYZg8c$b157qzFo9xLrUE5TIi"
+	    ".6J19xgFbYOCyzxhL6rhjBeKJrpsovxYuBZJoME5rGUMlaWUe2S72EfNa4KyRgVg"
+	    "ELF1\n");
+	write_file("etc/webhook.secret", "not-a-real-secret\n");
 	return 0;
 }
 

@@ -1,0 +1,144 @@
+/*
+ * What the test build of agate (agate-test, `make check` only) adds to
+ * the real one: job kinds that misbehave on purpose, and a handler for
+ * paths under /_agate_test/ that submits them, so the integration tests
+ * can make a helper hang or die on demand.  None of this is in `agate`.
+ *
+ *   GET /_agate_test/sleep/MS   a job that sleeps MS ms in a helper:
+ *                               200 when done, or the job's error status
+ *   GET /_agate_test/exit       a job whose helper exits mid-job (503)
+ *   GET /_agate_test/helpers    {"pids":[...], "stats":{...}} of this worker
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/gateway.h"
+#include "offload/offload.h"
+#include "tests/testbuild.h"
+
+#define PREFIX "/_agate_test/"
+
+static int
+job_sleep(const char *in, size_t n, struct buf *out)
+{
+	char tmp[16];
+	long ms;
+
+	if (n == 0 || n >= sizeof(tmp))
+		return JOB_BAD_INPUT;
+	memcpy(tmp, in, n);
+	tmp[n] = '\0';
+	ms = strtol(tmp, NULL, 10);
+	usleep((useconds_t)ms * 1000);
+	return buf_append(out, "slept", 5) == 0 ? JOB_OK : JOB_FAILED;
+}
+
+static int
+job_exit(const char *in, size_t n, struct buf *out)
+{
+	_exit(7);
+}
+
+static const struct job_kind_def test_kinds[] = {
+	{ JOB_TEST_SLEEP,	"test-sleep",	job_sleep },
+	{ JOB_TEST_EXIT,	"test-exit",	job_exit },
+	{ 0, NULL, NULL }
+};
+
+static void	test_abort(struct request *);
+
+static const struct req_hooks test_hooks = { NULL, NULL, test_abort };
+
+static void
+test_abort(struct request *r)
+{
+	offload_cancel(r->gw);
+	r->gw = NULL;
+	r->hooks = NULL;
+}
+
+static void
+test_done(void *arg, int status, const char *out, size_t len)
+{
+	struct request *r = arg;
+	char body[64];
+
+	r->gw = NULL;
+	r->hooks = NULL;
+	if (status != JOB_OK) {
+		req_error(r, offload_http_status(status),
+		    offload_status_str(status), NULL);
+		return;
+	}
+	snprintf(body, sizeof(body), "{\"result\":\"%.*s\"}\n", (int)len, out);
+	req_respond(r, 200, "application/json", body, strlen(body), NULL);
+}
+
+static void
+test_submit(struct request *r, unsigned kind, const char *arg, size_t len)
+{
+	struct iovec iov = { (void *)arg, len };
+	struct job *j;
+
+	if ((j = offload_submit(kind, &iov, 1, test_done, r)) == NULL) {
+		req_error(r, 503, "the offload queue is full", NULL);
+		return;
+	}
+	r->gw = j;
+	r->hooks = &test_hooks;
+}
+
+static void
+test_helpers(struct request *r)
+{
+	const struct offload_stats *s = offload_stats();
+	pid_t pids[64];
+	char body[1024];
+	int n = offload_helpers(pids, 64), i, off;
+
+	off = snprintf(body, sizeof(body), "{\"worker\":%ld,\"pids\":[",
+	    (long)getpid());
+	for (i = 0; i < n && off < 900; i++)
+		off += snprintf(body + off, sizeof(body) - (size_t)off,
+		    "%s%ld", i ? "," : "", (long)pids[i]);
+	snprintf(body + off, sizeof(body) - (size_t)off, "],\"stats\":{"
+	    "\"submitted\":%llu,\"ok\":%llu,\"failed\":%llu,\"timeouts\":%llu,"
+	    "\"lost\":%llu,\"rejected\":%llu,\"inline\":%llu,"
+	    "\"restarts\":%llu,\"queued\":%u,\"running\":%u}}\n",
+	    (unsigned long long)s->submitted, (unsigned long long)s->done_ok,
+	    (unsigned long long)s->failed, (unsigned long long)s->timeouts,
+	    (unsigned long long)s->lost, (unsigned long long)s->rejected,
+	    (unsigned long long)s->inline_runs,
+	    (unsigned long long)s->helper_restarts, s->queued, s->running);
+	req_respond(r, 200, "application/json", body, strlen(body), NULL);
+}
+
+static bool
+test_handler(struct request *r)
+{
+	const char *p = r->head.path;
+	size_t n = r->head.path_len, plen = strlen(PREFIX);
+
+	if (n < plen || memcmp(p, PREFIX, plen) != 0)
+		return false;
+	p += plen;
+	n -= plen;
+	if (n > 6 && memcmp(p, "sleep/", 6) == 0)
+		test_submit(r, JOB_TEST_SLEEP, p + 6, n - 6);
+	else if (n == 4 && memcmp(p, "exit", 4) == 0)
+		test_submit(r, JOB_TEST_EXIT, "", 0);
+	else if (n == 7 && memcmp(p, "helpers", 7) == 0)
+		test_helpers(r);
+	else
+		req_error(r, 404, "no such test path", NULL);
+	return true;
+}
+
+void
+testbuild_install(void)
+{
+	jobs_extra = test_kinds;
+	gateway_test_handler = test_handler;
+}
