@@ -100,7 +100,7 @@ test_frame_several_in_one_buffer(void **state)
 	uint32_t id;
 
 	for (id = 1; id <= 5; id++)
-		n += put_frame(buf + n, id * 11, JOB_CRYPT, 0, "xyz", id);
+		n += put_frame(buf + n, id * 11, JOB_CRYPT, 0, "abcde", id);
 	for (id = 1; id <= 5; id++) {
 		assert_int_equal(frame_decode(buf + off, n - off, &f, &used),
 		    FRAME_OK);
