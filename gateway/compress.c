@@ -11,7 +11,11 @@
  *   is compressed in PIECE-sized pieces, one job at a time, each primed
  *   with the 32 KiB before it so the pieces form one deflate stream
  *   (offload.h).  The filter holds at most two pieces of input; beyond
- *   that the producer is paused, as for a slow client.
+ *   that the producer is paused, as for a slow client.  A stream that
+ *   goes quiet (server-sent lines, a slow upstream) is not held back for
+ *   a whole piece: what is waiting goes out as a short piece once no
+ *   more has come for FLUSH_MS, as nginx's gzip flushes what an
+ *   unbuffered upstream sends.
  * Pieces up to INLINE_MAX are compressed on the loop: below that size a
  * round trip through the pool costs the loop about as much as the work
  * (docs/offload.md has the measurement).  A piece the pool cannot take
@@ -30,8 +34,10 @@
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/http.h"
+#include "worker/worker.h"
 
 #define PIECE		(64 * 1024)
+#define FLUSH_MS	10
 #define INLINE_MAX	COMPRESS_INLINE_MAX
 #define GZIP_HEAD_LEN	10
 #define GZIP_TRAILER	8
@@ -48,6 +54,8 @@ struct gz {
 	uint32_t		 crc;
 	uint64_t		 total;
 	int			 status;	/* whole mode: the held head */
+	struct event		 flush_ev;	/* a quiet stream's short piece */
+	bool			 flush_armed;
 	bool			 whole;
 	bool			 ended;		/* the producer is done */
 	bool			 final;		/* last piece in flight */
@@ -60,7 +68,7 @@ static void	gz_end(struct request *);
 static bool	gz_full(struct request *);
 static void	gz_release(struct request *);
 static void	gz_abort(struct request *);
-static void	gz_next(struct gz *);
+static void	gz_next(struct gz *, bool flush);
 
 static const struct req_filter gz_filter = {
 	gz_start, gz_write, gz_end, gz_full, gz_release
@@ -134,6 +142,9 @@ compressible_type(const char *v, size_t len)
 	n = semi != NULL ? (size_t)(semi - v) : len;
 	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
+	/* Server-sent events: clients expect them as they are. */
+	if (n == 17 && strncasecmp(v, "text/event-stream", 17) == 0)
+		return false;
 	if (n > 5 && strncasecmp(v, "text/", 5) == 0)
 		return true;
 	if (n > 5 && (strncasecmp(v + n - 5, "+json", 5) == 0 ||
@@ -275,6 +286,8 @@ compress_attach(struct request *r)
 static void
 gz_free(struct gz *z)
 {
+	if (z->flush_armed)
+		evtimer_del(&z->flush_ev);
 	offload_cancel(z->job);
 	buf_free(&z->in);
 	buf_free(&z->dict);
@@ -311,6 +324,28 @@ gz_finish(struct gz *z, bool ok)
 		req_fail(r, "compression failed");
 }
 
+/* Nothing more came for FLUSH_MS: send what waits as a short piece. */
+static void
+gz_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gz *z = arg;
+
+	z->flush_armed = false;
+	gz_next(z, true);
+}
+
+/* More may come, or not: make sure what waits goes out either way. */
+static void
+gz_arm_flush(struct gz *z)
+{
+	struct timeval tv = { 0, FLUSH_MS * 1000 };
+
+	if (z->flush_armed || z->whole || z->ended || z->job != NULL ||
+	    buf_pending(&z->in) == 0)
+		return;
+	z->flush_armed = evtimer_add(&z->flush_ev, &tv) == 0;
+}
+
 static int
 gz_start(struct request *r, int status, const char *reason,
     size_t reason_len, const char *hdrs, size_t hdrs_len, int64_t clen)
@@ -325,6 +360,7 @@ gz_start(struct request *r, int status, const char *reason,
 	}
 	z->req = r;
 	r->filter_state = z;
+	evtimer_assign(&z->flush_ev, worker.base, gz_flush_cb, z);
 	if (gz_headers(&z->head, hdrs, hdrs_len) != 0)
 		goto fail;
 	if (clen >= 0 && clen <= PIECE) {
@@ -369,8 +405,11 @@ gz_write(struct request *r, const char *data, size_t len)
 	if (buf_append(&z->in, data, len) != 0)
 		return -1;
 	if (!z->whole && z->job == NULL && buf_pending(&z->in) >= PIECE)
-		gz_next(z);
-	return r->filter_state == z ? 0 : -1;
+		gz_next(z, false);
+	if (r->filter_state != z)
+		return -1;
+	gz_arm_flush(z);
+	return 0;
 }
 
 static void
@@ -385,8 +424,12 @@ gz_end(struct request *r)
 	}
 	z->ended = true;
 	r->hooks = &gz_hooks;
+	if (z->flush_armed) {
+		evtimer_del(&z->flush_ev);
+		z->flush_armed = false;
+	}
 	if (z->job == NULL)
-		gz_next(z);
+		gz_next(z, false);
 }
 
 /* Whole mode, the pool failed: the original, uncompressed. */
@@ -488,7 +531,9 @@ gz_piece_done(struct gz *z, const char *out, size_t len, bool async)
 		gz_finish(z, rc == 0);
 		return;
 	}
-	gz_next(z);
+	gz_next(z, false);
+	if (r->filter_state == z)
+		gz_arm_flush(z);
 	/* Room again: a producer that paused on us may go on. */
 	if (async && r->filter_state == z && r->resp_paused && !z->ended &&
 	    !gz_full(r) && !req_output_full(r)) {
@@ -540,9 +585,12 @@ gz_job_done(void *arg, int status, const char *out, size_t len)
 	gz_piece_result(z, status, out, len, true);
 }
 
-/* Starts the next piece if there is one to start. */
+/*
+ * Starts the next piece if there is one to start: a full one, the last
+ * one, or (flush) whatever waits.
+ */
 static void
-gz_next(struct gz *z)
+gz_next(struct gz *z, bool flush)
 {
 	size_t avail = buf_pending(&z->in);
 	struct iovec iov[3];
@@ -552,10 +600,11 @@ gz_next(struct gz *z)
 
 	if (z->job != NULL || z->final)
 		return;
-	if (!z->ended && (z->whole || avail < PIECE))
+	if (!z->ended && (z->whole || (avail < PIECE && !(flush &&
+	    avail > 0))))
 		return;
 	z->final = z->whole || (z->ended && avail <= PIECE);
-	z->piece = z->final ? avail : PIECE;
+	z->piece = z->final || avail < PIECE ? avail : PIECE;
 	hdr[0] = z->final ? GZ_FINAL : 0;
 	hdr[1] = (uint32_t)buf_pending(&z->dict);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };

@@ -367,6 +367,7 @@ class GzipTest(AgateTest):
         not_these = [
             "&header=Content-Type:application/octet-stream",
             "&header=Content-Type:image/png",
+            "&header=Content-Type:text/event-stream",
             "&header=Content-Encoding:br",
             "&header=Cache-Control:no-transform",
             "&status=204",
@@ -391,6 +392,31 @@ class GzipTest(AgateTest):
         self.assertEqual(r.header("Vary"), "Origin, Accept-Encoding")
         self.assertEqual(r.header("ETag"), 'W/"v1"')
         self.assertIsNone(r.header("Accept-Ranges"))
+
+    def test_a_slow_stream_is_not_held_back(self):
+        # 6 pieces of 1000 bytes, 300 ms apart: each must reach the client
+        # compressed soon after it left the upstream, not at the end.
+        a = self.gz_agate()
+        c = a.conn()
+        c.request("GET", "/?size=6000&chunked=1&chunk=1000&interval=300",
+                  headers={"Accept-Encoding": "gzip"})
+        r = c.getresponse()
+        self.assertEqual(r.getheader("Content-Encoding"), "gzip")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        t0 = time.monotonic()
+        got, first = b"", None
+        while True:
+            chunk = r.read1(65536)
+            if not chunk:
+                break
+            got += d.decompress(chunk)
+            if got and first is None:
+                first = time.monotonic() - t0
+        total = time.monotonic() - t0
+        c.close()
+        self.assertEqual(got + d.flush(), pattern_bytes(6000))
+        self.assertGreater(total, 1.2)
+        self.assertLess(first, total - 0.8)
 
     def test_http10_client_gets_a_close_delimited_stream(self):
         a = self.gz_agate()
