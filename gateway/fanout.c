@@ -44,6 +44,7 @@
 #include "gateway/upstream.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "offload/offload.h"
 #include "worker/worker.h"
 
 #define FANOUT_BODY_MAX	(8 * 1024 * 1024)
@@ -118,6 +119,7 @@ struct fanout {
 	struct buf			 hblock;	/* the same, for native */
 	uint64_t			 deadline;	/* monotonic ms */
 	struct event			 timer;		/* the fan-out timeout */
+	struct job			*merge;		/* merging in the pool */
 	bool				 streaming;
 };
 
@@ -288,55 +290,6 @@ call_ok(const struct fcall *c)
 	return c->error == NULL && c->status >= 200 && c->status < 300;
 }
 
-/* A body as JSON: parsed if it is JSON, else a string. */
-static json_t *
-body_json(const struct fcall *c)
-{
-	json_t *j = NULL;
-	char *copy;
-	size_t i;
-
-	if (c->body.len == 0)
-		return json_null();
-	j = json_loadb(c->body.data, c->body.len, JSON_DECODE_ANY, NULL);
-	if (j != NULL)
-		return j;
-	if ((j = json_stringn(c->body.data, c->body.len)) != NULL)
-		return j;
-	/* Not UTF-8: carried with the offending bytes replaced. */
-	if ((copy = malloc(c->body.len)) == NULL)
-		return json_null();
-	for (i = 0; i < c->body.len; i++)
-		copy[i] = (unsigned char)c->body.data[i] < 0x80 ?
-		    c->body.data[i] : '?';
-	j = json_stringn(copy, c->body.len);
-	free(copy);
-	return j != NULL ? j : json_null();
-}
-
-/* What a call came to, for the merged answer and the stream. */
-static json_t *
-call_result(const struct fcall *c)
-{
-	json_t *o;
-
-	if (call_ok(c))
-		return body_json(c);
-	o = json_object();
-	if (c->error != NULL) {
-		json_object_set_new(o, "error", json_string(c->error));
-		json_object_set_new(o, "status", json_integer(c->status));
-	} else {
-		char msg[64];
-
-		snprintf(msg, sizeof(msg), "upstream answered %d", c->status);
-		json_object_set_new(o, "error", json_string(msg));
-		json_object_set_new(o, "status", json_integer(c->status));
-		json_object_set_new(o, "body", body_json(c));
-	}
-	return o;
-}
-
 static void
 fcall_stop(struct fcall *c)
 {
@@ -376,6 +329,7 @@ fanout_free(struct fanout *fo)
 	size_t i;
 
 	evtimer_del(&fo->timer);
+	offload_cancel(fo->merge);
 	for (i = 0; i < fo->ncalls; i++) {
 		struct fcall *c = &fo->calls[i];
 
@@ -408,27 +362,72 @@ fanout_release(struct fanout *fo)
 }
 
 static void
-answer_merged(struct fanout *fo)
+merged_respond(struct request *r, size_t nfailed, int status,
+    const char *text, size_t len)
 {
-	json_t *o = json_object();
-	char extra[64], *text;
-	struct request *r;
-	size_t i;
+	char extra[64];
 
-	for (i = 0; i < fo->ncalls; i++)
-		json_object_set_new(o, fo->calls[i].cfg->name,
-		    call_result(&fo->calls[i]));
-	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	snprintf(extra, sizeof(extra), "X-Fanout-Failed: %zu\r\n",
-	    fo->nfailed);
-	r = fanout_release(fo);
-	if (text == NULL) {
-		req_error(r, 500, "out of memory", NULL);
+	if (status != JOB_OK) {
+		req_error(r, 500, "the fan-out answers could not be merged",
+		    NULL);
 		return;
 	}
-	req_respond(r, 200, "application/json", text, strlen(text), extra);
-	free(text);
+	snprintf(extra, sizeof(extra), "X-Fanout-Failed: %zu\r\n", nfailed);
+	req_respond(r, 200, "application/json", text, len, extra);
+}
+
+static void
+merged_done(void *arg, int status, const char *out, size_t len)
+{
+	struct fanout *fo = arg;
+	size_t nfailed = fo->nfailed;
+
+	fo->merge = NULL;
+	merged_respond(fanout_release(fo), nfailed, status, out, len);
+}
+
+/*
+ * The merged answer.  Parsing the bodies is the work: small ones are
+ * merged here, big ones in the offload pool (on the loop after all if the
+ * pool's queue is full: the answer is due either way).
+ */
+static void
+answer_merged(struct fanout *fo)
+{
+	struct buf in = { 0 }, out = { 0 };
+	size_t i, nfailed = fo->nfailed, bodies = 0;
+	struct iovec iov;
+	int rc = 0, st;
+
+	for (i = 0; i < fo->ncalls; i++) {
+		const struct fcall *c = &fo->calls[i];
+		uint32_t kind = call_ok(c) ? MERGE_OK : c->error != NULL ?
+		    MERGE_ERROR : MERGE_STATUS;
+		const char *text = kind == MERGE_ERROR ? c->error :
+		    c->body.data != NULL ? c->body.data : "";
+		size_t len = kind == MERGE_ERROR ? strlen(c->error) :
+		    c->body.len;
+
+		bodies += len;
+		rc |= fanout_merge_add(&in, c->cfg->name, kind,
+		    (uint32_t)c->status, text, len);
+	}
+	iov.iov_base = in.data;
+	iov.iov_len = in.len;
+	if (rc == 0 && bodies > MERGE_INLINE_MAX) {
+		evtimer_del(&fo->timer);
+		fo->merge = offload_submit(JOB_JSON_MERGE, &iov, 1, merged_done,
+		    fo);
+		if (fo->merge != NULL) {
+			buf_free(&in);
+			return;
+		}
+	}
+	st = rc == 0 ? offload_run_inline(JOB_JSON_MERGE, &iov, 1, &out) :
+	    JOB_FAILED;
+	buf_free(&in);
+	merged_respond(fanout_release(fo), nfailed, st, out.data, out.len);
+	buf_free(&out);
 }
 
 static void
@@ -470,12 +469,11 @@ stream_line(struct fanout *fo, struct fcall *c)
 
 	json_object_set_new(o, "call", json_string(c->cfg->name));
 	json_object_set_new(o, "status", json_integer(c->status));
-	if (call_ok(c))
-		json_object_set_new(o, "body", body_json(c));
-	else if (c->error != NULL)
+	if (c->error != NULL && !call_ok(c))
 		json_object_set_new(o, "error", json_string(c->error));
 	else
-		json_object_set_new(o, "body", body_json(c));
+		json_object_set_new(o, "body", fanout_merge_body(c->body.data,
+		    c->body.len));
 	text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (text == NULL)

@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 #include <zlib.h>
 
+#include "gateway/fanout.h"
 #include "offload/offload.h"
 
 const struct job_kind_def *jobs_extra;
@@ -141,6 +142,7 @@ static const struct job_kind_def kinds[] = {
 	{ JOB_GZIP,	"gzip",		job_gzip },
 	{ JOB_CRYPT,	"crypt",	job_crypt },
 	{ JOB_HMAC,	"hmac",		job_hmac },
+	{ JOB_JSON_MERGE, "json-merge",	fanout_merge_run },
 	{ 0, NULL, NULL }
 };
 

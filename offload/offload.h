@@ -33,6 +33,7 @@ enum job_kind {
 	JOB_GZIP = 1,		/* raw deflate of one piece of a body */
 	JOB_CRYPT,		/* a password against a crypt(3) hash */
 	JOB_HMAC,		/* HMAC-SHA256 of a body */
+	JOB_JSON_MERGE,		/* a fan-out's merged answer (fanout.h) */
 	JOB_TEST_SLEEP = 100,	/* test build only: sleep N ms */
 	JOB_TEST_EXIT		/* test build only: the helper dies */
 };

@@ -20,8 +20,8 @@ import socket
 import threading
 import time
 
-from harness import (AgateTest, RawUpstream, fd_targets, free_port, main,
-                     pattern_bytes, wait_until)
+from harness import (AGATE_TEST, AgateTest, RawUpstream, fd_targets,
+                     free_port, main, pattern_bytes, wait_until)
 
 
 # -- helpers ----------------------------------------------------------------
@@ -449,6 +449,39 @@ class PartialModeTest(FanoutTest):
         self.assertEqual(r.json()["y"]["server"], "b")
         self.assertLess(t, 1.0, "waited for the fan-out timeout (3 s) "
                         "although every call had answered")
+
+
+    def test_big_answers_are_merged_in_the_offload_pool(self):
+        big = {"items": [{"id": i, "name": "item %d" % i}
+                         for i in range(3000)]}
+        text = json.dumps(big).encode()
+        srv = ScriptedServer(lambda i, req: (
+            (200, b'{"small":true}', {}) if "/small" in req["target"] else
+            (200, text, {}) if "/j" in req["target"] else
+            (503, b"x" * 20000, {})))
+        self.addCleanup(srv.close)
+        gw = self.agate(upstreams={"s": {"servers": [srv.url]}},
+                        routes=[route("/small", "partial", {
+                                    "a": call("s", "/small"),
+                                    "b": call("s", "/small")}),
+                                route("/m", "partial", {
+                                    "j": call("s", "/j"),
+                                    "e": call("s", "/e")})],
+                        workers=1, binary=AGATE_TEST)
+        r = gw.get("/small")
+        self.assertEqual(r.json(), {"a": {"small": True},
+                                    "b": {"small": True}})
+        st = gw.get("/_agate_test/helpers").json()["stats"]
+        self.assertEqual(st["submitted"], 0)      # merged on the loop
+        r = gw.get("/m")
+        self.assertEqual(r.status, 200, r.body[:300])
+        self.assertEqual(r.header("X-Fanout-Failed"), "1")
+        self.assertEqual(r.json(), {
+            "j": big,
+            "e": {"error": "upstream answered 503", "status": 503,
+                  "body": "x" * 20000}})
+        st = gw.get("/_agate_test/helpers").json()["stats"]
+        self.assertEqual((st["submitted"], st["ok"]), (1, 1))
 
 
 class FirstModeTest(FanoutTest):
