@@ -35,6 +35,7 @@ struct listen_cfg {
 	bool			 proxy_protocol;
 	char			*tls_cert;	/* NULL: plain */
 	char			*tls_key;
+	bool			 admin;		/* the admin listener */
 	struct config_pos	 pos;
 };
 
@@ -49,6 +50,7 @@ struct server_cfg {
 	bool		 https;
 	char		*host;
 	uint16_t	 port;
+	int		 mslot;		/* metrics slot (metrics.c) */
 };
 
 /* How a worker talks to an upstream's servers. */
@@ -114,6 +116,7 @@ struct upstream_cfg {
 	bool			 tls_verify;
 	struct health_check_cfg	 health;
 	size_t			 slot;		/* first server's in shared */
+	int			 mslot;		/* metrics slot (metrics.c) */
 	struct config_pos	 pos;
 };
 
@@ -220,6 +223,7 @@ struct route_cfg {
 	struct verify_sig_cfg	 verify_signature;
 	bool			 has_fanout;
 	struct fanout_cfg	 fanout;
+	int			 mslot;		/* metrics slot (metrics.c) */
 	struct config_pos	 pos;
 };
 

@@ -92,6 +92,22 @@ check_listeners(struct cfg_ctx *ctx)
 			return check_error(ctx, s->listen[i].pos, "listen: %s "
 			    "is also the admin address", s->listen[i].address);
 	}
+	if (cfg->admin_enabled) {
+		/* The admin listener is one more listener: bound, kept across
+		 * reloads and accepted on like the others, and its requests
+		 * go to gateway/admin.c. */
+		struct listen_cfg *l = cfg_alloc(ctx, (s->nlisten + 1) *
+		    sizeof(*l));
+
+		memcpy(l, s->listen, s->nlisten * sizeof(*l));
+		memset(&l[s->nlisten], 0, sizeof(*l));
+		l[s->nlisten].address = cfg->admin_listen;
+		l[s->nlisten].sa = cfg->admin_sa;
+		l[s->nlisten].salen = cfg->admin_salen;
+		l[s->nlisten].admin = true;
+		s->listen = l;
+		s->nlisten++;
+	}
 	return 0;
 }
 
@@ -291,9 +307,6 @@ config_warn_unimplemented(const struct config *cfg)
 {
 	size_t i;
 
-	if (cfg->admin_enabled)
-		log_warnx("config: admin (%s): the admin listener is not "
-		    "available in this build", cfg->admin_listen);
 	if (cfg->redis_enabled)
 		log_warnx("config: redis: shared rate limits are not available "
 		    "in this build");

@@ -12,6 +12,7 @@
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
 #include "gateway/health.h"
+#include "gateway/metrics.h"
 #include "gateway/proxy.h"
 #include "gateway/upstream.h"
 #include "lib/log.h"
@@ -43,6 +44,23 @@ gateway_init(struct event_base *base, const struct config *cfg)
 		return -1;
 	}
 	return 0;
+}
+
+/* Publishes the gauges only this worker knows (its upstream queues). */
+void
+gateway_tick(void)
+{
+	const struct config *cfg = worker.cfg;
+	size_t i;
+
+	for (i = 0; i < cfg->nupstreams; i++) {
+		const struct upstream_rt *u = upstream_rt(&cfg->upstreams[i]);
+
+		if (u != NULL)
+			metrics_upstream_queue(cfg->upstreams[i].mslot,
+			    (uint32_t)u->limit.nqueued,
+			    (uint32_t)u->limit.active);
+	}
 }
 
 void
@@ -87,6 +105,10 @@ gateway_handle(struct request *r)
 	struct route_match m;
 	char allow[300];
 
+	if (req_admin(r)) {
+		admin_handle(r);
+		return;
+	}
 	if (is_health_path(r, cfg->server.health_path)) {
 		health_respond(r);
 		return;

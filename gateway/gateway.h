@@ -29,6 +29,10 @@ void	gateway_continue(struct request *);
 /* Test builds: a handler for paths under /_agate_test/, or NULL. */
 extern bool (*gateway_test_handler)(struct request *);
 
+/* -- admin.c: /metrics, /status and / on the admin listener ------------ */
+
+void	admin_handle(struct request *);
+
 /* -- auth_basic.c ------------------------------------------------------ */
 
 void	basic_init(void);
@@ -42,6 +46,8 @@ void	signature_start(struct request *);
 /* "sha256=<64 hex>" into mac; false if it is not that. */
 bool	signature_parse(const char *v, size_t len, unsigned char mac[32]);
 void	gateway_shutdown(void);
+/* Every LAG_TICK_MS: publish this worker's gauges to the metrics. */
+void	gateway_tick(void);
 
 /* -- router.c ---------------------------------------------------------- */
 

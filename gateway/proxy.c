@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "gateway/gateway.h"
+#include "gateway/metrics.h"
 #include "gateway/proxy.h"
 #include "gateway/retry.h"
 #include "lib/log.h"
@@ -200,6 +201,55 @@ failure_status(int status)
 	return status == 502 || status == 503 || status == 504;
 }
 
+static uint64_t
+mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Try k's outcome, once, into the shared metrics. */
+static void
+call_measure(struct call *c, int k, enum m_outcome o)
+{
+	struct call_try *t = &c->t[k];
+	const struct upstream_cfg *u = c->up->cfg;
+
+	if (t->measured)
+		return;
+	t->measured = true;
+	metrics_try(u->mslot, u->servers[t->server].mslot, o,
+	    mono_us() - t->start_us, t->retry);
+}
+
+static enum m_outcome
+status_outcome(int status)
+{
+	return status < 300 ? MO_2XX : status < 400 ? MO_3XX :
+	    status < 500 ? MO_4XX : MO_5XX;
+}
+
+static enum m_outcome
+fail_outcome(enum try_fail why, int status)
+{
+	switch (why) {
+	case TRY_CONNECT:
+		return MO_CONNECT_FAILURE;
+	case TRY_TIMEOUT:
+		return MO_TIMEOUT;
+	case TRY_RESET:
+		return MO_RESET;
+	case TRY_INVALID:
+		return MO_INVALID;
+	case TRY_STATUS:
+		return status_outcome(status);
+	default:
+		return MO_OTHER;
+	}
+}
+
 static void
 call_breaker(struct call *c, int k, bool ok)
 {
@@ -375,6 +425,7 @@ call_accept(struct call *c, int k, int status)
 	const struct retry_cfg *rc = &c->up->cfg->retry;
 	struct request *r = c->req;
 
+	call_measure(c, k, status_outcome(status));
 	if (c->won && k != c->cur)
 		return false;		/* the hedged try that lost */
 	if (call_other_live(c, k)) {
@@ -415,6 +466,8 @@ call_try_failed(struct call *c, int k, enum try_fail why, int status,
 	char answered[64];
 	bool again;
 
+	if (why != TRY_CLIENT)
+		call_measure(c, k, fail_outcome(why, status));
 	if (why == TRY_STATUS && (msg == NULL || *msg == '\0')) {
 		snprintf(answered, sizeof(answered), "upstream answered %d",
 		    status);
@@ -563,6 +616,9 @@ call_transport(struct call *c, int k)
 	c->tries++;
 	t->in_try = true;
 	t->recorded = false;
+	t->measured = false;
+	t->retry = c->tries > 1 && !(k == 1 && c->hedging);
+	t->start_us = mono_us();
 	t->gw = NULL;
 	t->hooks = NULL;
 	upstream_begin(up, t->server);

@@ -46,6 +46,9 @@ struct call_try {
 	uint64_t		 trial;		/* breaker trial since, or 0 */
 	bool			 in_try;	/* a transport has it */
 	bool			 recorded;	/* its result is counted */
+	bool			 measured;	/* its outcome is in metrics */
+	bool			 retry;		/* not the call's first try */
+	uint64_t		 start_us;	/* monotonic */
 	/* The transport's r->gw and r->hooks, kept while two tries are
 	 * out (the request then points at the call). */
 	void			*gw;

@@ -31,6 +31,7 @@
 #include <event2/event_struct.h>
 
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 #include "lib/log.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
@@ -269,8 +270,9 @@ job_free(struct job *j)
 }
 
 static void
-job_count(int status)
+job_count(unsigned kind, int status)
 {
+	metrics_offload_job(kind, status);
 	switch (status) {
 	case JOB_OK:
 		pool.stats.done_ok++;
@@ -298,7 +300,7 @@ job_finish(struct job *j, int status, const char *out, size_t len)
 	offload_done_fn done = j->done;
 	void *arg = j->arg;
 
-	job_count(status);
+	job_count(j->kind, status);
 	tnode_del(&j->timer);
 	if (done == NULL) {
 		job_free(j);
@@ -507,6 +509,7 @@ pool_dispatch(void)
 		helper_flush(h);
 	}
 	pool.stats.queued = pool.queued;
+	metrics_offload_queue(pool.queued, pool.stats.running);
 }
 
 static void

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/metrics.h"
 #include "gateway/shared.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
@@ -47,6 +48,7 @@ struct slot {
 	uint64_t	 started;
 	int		 quick_deaths;
 	uint64_t	 respawn_at;	/* 0: none pending */
+	int		 stripe;	/* metrics stripe of its worker, or -1 */
 };
 
 enum gen_state {
@@ -240,15 +242,17 @@ slot_spawn(struct gen *g, int i)
 {
 	struct slot *s = &g->slots[i];
 	struct worker_start ws;
-	int sv[2];
+	int sv[2], stripe;
 	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_warn("supervisor: socketpair");
 		return -1;
 	}
+	stripe = metrics_stripe_take();
 	if ((pid = fork()) == -1) {
 		log_warn("supervisor: fork");
+		metrics_stripe_release(stripe);
 		close(sv[0]);
 		close(sv[1]);
 		return -1;
@@ -262,9 +266,12 @@ slot_spawn(struct gen *g, int i)
 		ws.generation = g->id;
 		ws.ctl_fd = sv[1];
 		ws.groups = g->groups;
+		ws.stripe = stripe;
 		worker_main(&ws);
 	}
 	close(sv[1]);
+	metrics_stripe_own(stripe, pid, g->id, i);
+	s->stripe = stripe;
 	s->pid = pid;
 	s->ctl = sv[0];
 	s->ready = false;
@@ -379,6 +386,8 @@ child_exited(pid_t pid, int status)
 	return;
 found:
 	g->slots[i].pid = 0;
+	metrics_stripe_release(g->slots[i].stripe);
+	g->slots[i].stripe = -1;
 	if (g->slots[i].ctl >= 0) {
 		close(g->slots[i].ctl);
 		g->slots[i].ctl = -1;
@@ -532,8 +541,9 @@ sup_generation(struct config *cfg, int wanted, enum gen_state state,
 	return g;
 }
 
-/* A reload's or a rescale's generation: it serves once all are ready. */
-static void
+/* A reload's or a rescale's generation: it serves once all are ready.
+ * Returns 0, or -1 if it could not be started. */
+static int
 sup_start_generation(struct config *cfg, int wanted, const char *what)
 {
 	struct gen *g;
@@ -544,10 +554,11 @@ sup_start_generation(struct config *cfg, int wanted, const char *what)
 	if ((g = sup_generation(cfg, wanted, GEN_STARTING, what)) == NULL) {
 		if (cfg->refs == 0)
 			config_free(cfg);
-		return;
+		return -1;
 	}
 	g->ready_deadline = now_ms() + READY_TIMEOUT_MS;
 	gen_spawn_all(g);
+	return 0;
 }
 
 static void
@@ -563,13 +574,16 @@ sup_reload(void)
 	if ((cfg = config_load(sup.conf_path, err, sizeof(err))) == NULL) {
 		log_errorx("supervisor: reload failed: %s; still serving the "
 		    "previous config", err);
+		metrics_reload(false);
 		return;
 	}
+	metrics_assign(cfg);
 	if ((g = gen_active()) != NULL)
 		shared_inherit(cfg, g->cfg);
 	config_warn_unimplemented(cfg);
 	sup_log_upstreams(cfg);
-	sup_start_generation(cfg, config_workers(cfg), "reload");
+	metrics_reload(sup_start_generation(cfg, config_workers(cfg),
+	    "reload") == 0);
 }
 
 static void
@@ -860,6 +874,8 @@ supervisor_run(const char *conf_path, struct config *cfg)
 	if (sup_block_signals() == -1)
 		fatal(1, "supervisor: signalfd");
 	sup_apply_logging(cfg);
+	if (metrics_init() == 0)
+		metrics_assign(cfg);
 	if ((groups = calloc(cfg->server.nlisten, sizeof(*groups))) == NULL)
 		fatalx(1, "supervisor: out of memory");
 	if (listeners_acquire(cfg, (size_t)config_workers(cfg), groups, err,

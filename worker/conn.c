@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway.h"
+#include "gateway/metrics.h"
 #include "lib/log.h"
 #include "worker/conn.h"
 #include "worker/path.h"
@@ -189,6 +190,7 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 	tlist_add(&worker.t_header, &c->timer);
 	TAILQ_INSERT_TAIL(&conns, c, link);
 	worker.nconns++;
+	metrics_connections(worker.nconns);
 }
 
 static void
@@ -234,6 +236,7 @@ conn_close_now(struct conn *c)
 	TAILQ_REMOVE(&conns, c, link);
 	free(c);
 	worker.nconns--;
+	metrics_connections(worker.nconns);
 	worker_conn_closed();
 }
 

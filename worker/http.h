@@ -198,6 +198,8 @@ const struct http_header *req_header(const struct request *, const char *);
 /* The socket peer (the load balancer, or the client itself). */
 const char *req_peer(const struct request *);
 bool	req_tls(const struct request *);
+/* Whether it came in on the admin listener. */
+bool	req_admin(const struct request *);
 /* Milliseconds since the head was parsed. */
 uint64_t req_elapsed_ms(const struct request *);
 

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/metrics.h"
 #include "lib/log.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"
@@ -258,6 +259,9 @@ request_free(struct request *r)
 void
 request_log(struct request *r)
 {
+	if (req_admin(r))
+		return;			/* scrapes are not traffic */
+	metrics_request(r);
 	accesslog_write(r);
 }
 
@@ -277,6 +281,12 @@ bool
 req_tls(const struct request *r)
 {
 	return r->conn->lst->cfg->tls_cert != NULL;
+}
+
+bool
+req_admin(const struct request *r)
+{
+	return r->conn->lst->cfg->admin;
 }
 
 uint64_t

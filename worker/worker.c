@@ -22,9 +22,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/gateway.h"
+#include "gateway/metrics.h"
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/accesslog.h"
@@ -378,6 +380,42 @@ worker_base(void)
 	return base;
 }
 
+/* -- event-loop lag ------------------------------------------------------ */
+
+#define LAG_TICK_MS	100
+
+static struct event lag_ev;
+static struct timespec lag_last;
+
+/*
+ * A timer that should fire every LAG_TICK_MS: how late it is, is how
+ * long the loop was busy with something else (metrics: the event-loop
+ * lag histogram).  It also publishes this worker's gauges.
+ */
+static void
+lag_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct timespec now;
+	int64_t late_us;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	late_us = (now.tv_sec - lag_last.tv_sec) * 1000000 +
+	    (now.tv_nsec - lag_last.tv_nsec) / 1000 - LAG_TICK_MS * 1000;
+	lag_last = now;
+	metrics_lag(late_us > 0 ? (uint64_t)late_us : 0);
+	gateway_tick();
+}
+
+static void
+lag_start(void)
+{
+	struct timeval tv = { 0, LAG_TICK_MS * 1000 };
+
+	clock_gettime(CLOCK_MONOTONIC, &lag_last);
+	event_assign(&lag_ev, worker.base, -1, EV_PERSIST, lag_cb, NULL);
+	event_add(&lag_ev, &tv);
+}
+
 static void
 worker_cleanup(void)
 {
@@ -400,6 +438,7 @@ worker_cleanup(void)
 	event_del(&worker.ctl_ev);
 	evtimer_del(&worker.stop_ev);
 	evtimer_del(&accept_retry_ev);
+	event_del(&lag_ev);
 	tlist_free(&worker.t_header);
 	tlist_free(&worker.t_idle);
 	tlist_free(&worker.t_send);
@@ -423,6 +462,7 @@ worker_main(const struct worker_start *ws)
 	worker.generation = ws->generation;
 	worker.ctl_fd = ws->ctl_fd;
 	worker.rbuf_size = ws->cfg->server.max_header_size + 4096;
+	metrics_attach(ws->stripe);
 	worker_drop_privileges(ws->cfg->server.user);
 	worker_fd_limit();
 	/*
@@ -456,6 +496,7 @@ worker_main(const struct worker_start *ws)
 		fatalx(EXIT_CANNOT_START, "worker: gateway setup failed");
 	if (worker_listen(ws) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: out of memory");
+	lag_start();
 	event_assign(&worker.ctl_ev, worker.base, worker.ctl_fd,
 	    EV_READ | EV_PERSIST, ctl_cb, NULL);
 	event_add(&worker.ctl_ev, NULL);

@@ -86,6 +86,7 @@ struct worker_start {
 	unsigned		 generation;
 	int			 ctl_fd;
 	const struct listen_group *groups;	/* one per server.listen */
+	int			 stripe;	/* metrics stripe, or -1 */
 };
 
 /* Runs a worker in a freshly forked child; never returns. */

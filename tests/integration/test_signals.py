@@ -89,12 +89,20 @@ class SignalTest(AgateTest):
         self.assertGreater(sum(l.ok for l in loopers), 50)
 
     def test_many_reloads_in_a_row_under_load(self):
+        # 20 HUPs: new routes, changed and added upstreams, broken files.
+        two = self.upstream("two")
         loopers = [Looper(self.gw, "/one/x") for _ in range(3)]
         for l in loopers:
             l.start()
-        for i in range(8):
+        for i in range(20):
             cfg = self.with_route("/extra%d/" % i)
-            self.gw.write_config(cfg if i % 3 != 2 else "server: [broken")
+            if i % 4 == 1:
+                cfg["upstreams"]["one"]["servers"].append(two.url)
+                cfg["upstreams"]["one"]["retry"] = {"attempts": 2}
+            if i % 4 == 3:
+                cfg["upstreams"]["two"] = {"servers": [two.url]}
+                cfg["routes"].append({"path": "/two/", "upstream": "two"})
+            self.gw.write_config(cfg if i % 5 != 2 else "server: [broken")
             self.gw.signal(signal.SIGHUP)
             time.sleep(0.25)
         time.sleep(1)

@@ -1,0 +1,63 @@
+/*
+ * Metrics in shared memory (see metrics.c).  The supervisor maps one
+ * segment at start, names routes, upstreams and servers into its slots at
+ * every config load, and gives each worker it forks a stripe of its own.
+ * Workers only ever write their own stripe, with plain stores; whoever
+ * answers /metrics sums the stripes.
+ */
+#ifndef AGATE_METRICS_H
+#define AGATE_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lib/buf.h"
+
+struct config;
+struct request;
+
+/* Outcomes of one upstream try (agate_upstream_requests_total). */
+enum m_outcome {
+	MO_2XX, MO_3XX, MO_4XX, MO_5XX,
+	MO_CONNECT_FAILURE, MO_TIMEOUT, MO_RESET, MO_INVALID, MO_OTHER,
+	MO_COUNT
+};
+
+/* -- the supervisor ------------------------------------------------------ */
+
+/* Maps the segment.  0, or -1 (metrics are then off). */
+int	metrics_init(void);
+/* Gives cfg's routes, upstreams and servers their slots (by name). */
+void	metrics_assign(struct config *);
+/* A stripe for a worker about to be forked, or -1 if none is free. */
+int	metrics_stripe_take(void);
+/* The worker in stripe i is pid (generation gen, slot index). */
+void	metrics_stripe_own(int i, pid_t pid, unsigned gen, int index);
+/* The worker of stripe i is gone: its gauges go, its counters stay. */
+void	metrics_stripe_release(int i);
+void	metrics_reload(bool ok);
+
+/* -- a worker ------------------------------------------------------------ */
+
+/* From now on this process writes stripe i (-1: nowhere). */
+void	metrics_attach(int i);
+void	metrics_request(const struct request *);
+/* One upstream try: server is the server's slot; us its time to the
+ * answer (or the failure); retry if it was not the first try. */
+void	metrics_try(int upstream, int server, enum m_outcome, uint64_t us,
+	    bool retry);
+void	metrics_connections(int n);
+/* A sample of event-loop lag. */
+void	metrics_lag(uint64_t us);
+void	metrics_upstream_queue(int upstream, uint32_t waiting,
+	    uint32_t in_flight);
+void	metrics_offload_job(unsigned kind, int status);
+void	metrics_offload_queue(uint32_t queued, uint32_t running);
+
+/* -- reading (the admin listener) ----------------------------------------- */
+
+void	metrics_prometheus(struct buf *, const struct config *);
+void	metrics_status_json(struct buf *, const struct config *);
+
+#endif
