@@ -5,12 +5,14 @@
 set -e
 cd "$(dirname "$0")"
 
-# Build and test dependencies, as Debian package names (see README.md).  The tests use openssl (test certificates) and nginx
-# (an HTTP/2 upstream); nginx's own system service is not started.
+# Build and test dependencies, as Debian package names (see README.md).
+# The tests use openssl (test certificates), nginx (an HTTP/2 upstream;
+# its own system service is not started) and headless chromium with
+# chromium-driver (the admin status page).
 PACKAGES="build-essential autoconf automake libtool pkg-config \
 libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
 zlib1g-dev libcrypt-dev libcmocka-dev python3 curl \
-openssl nginx"
+openssl nginx chromium chromium-driver"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""
