@@ -12,6 +12,7 @@
  * (worker.h), so every socket always has an acceptor.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,8 @@ struct lgroup {
 	struct sockaddr_storage	 sa;
 	socklen_t		 salen;
 	struct listen_group	 g;
+	bool			 fixed;	/* inherited, not SO_REUSEPORT: the
+					   workers share it, none is added */
 };
 
 static struct lgroup	groups[MAX_ADDRESSES];
@@ -126,7 +129,7 @@ listeners_acquire(const struct config *cfg, size_t nsockets,
 		}
 		undo[nundo].grp = grp;
 		undo[nundo++].from = grp->g.nfds;
-		while (grp->g.nfds < nsockets) {
+		while (!grp->fixed && grp->g.nfds < nsockets) {
 			if ((fd = lsock_bind(l, err, errlen)) == -1)
 				goto fail;
 			grp->g.fds[grp->g.nfds++] = fd;
@@ -185,6 +188,74 @@ listeners_close_except(const int *keep, size_t n)
 			if (k == n)
 				close(groups[i].g.fds[j]);
 		}
+}
+
+/*
+ * Takes over listening sockets opened by someone else: systemd (socket
+ * activation) or the agate this one upgrades (USR2).  Each is grouped by
+ * its address.  Returns how many were taken; the others are closed.
+ */
+int
+listeners_adopt(const int *fds, size_t n, const char *from)
+{
+	struct sockaddr_storage sa;
+	struct lgroup *grp;
+	socklen_t salen, len;
+	int i, taken = 0, yes, rp;
+
+	for (i = 0; i < (int)n; i++) {
+		int fd = fds[i];
+
+		salen = sizeof(sa);
+		len = sizeof(yes);
+		if (getsockname(fd, (struct sockaddr *)&sa, &salen) == -1 ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &yes, &len) ==
+		    -1 || !yes || (sa.ss_family != AF_INET &&
+		    sa.ss_family != AF_INET6)) {
+			log_warnx("supervisor: descriptor %d from %s is not a "
+			    "listening TCP socket; closed", fd, from);
+			close(fd);
+			continue;
+		}
+		len = sizeof(rp);
+		if (getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &rp, &len) == -1)
+			rp = 0;
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		if ((grp = lgroup_find(&sa, salen)) == NULL) {
+			if (ngroups == MAX_ADDRESSES) {
+				close(fd);
+				continue;
+			}
+			grp = &groups[ngroups++];
+			memset(grp, 0, sizeof(*grp));
+			memcpy(&grp->sa, &sa, salen);
+			grp->salen = salen;
+		}
+		if (grp->g.nfds == LISTEN_SOCKETS_MAX) {
+			close(fd);
+			continue;
+		}
+		if (!rp)
+			grp->fixed = true;
+		grp->g.fds[grp->g.nfds++] = fd;
+		taken++;
+	}
+	if (taken > 0)
+		log_info("supervisor: took over %d listening sockets from %s",
+		    taken, from);
+	return taken;
+}
+
+size_t
+listeners_fds(int *out, size_t max)
+{
+	size_t i, j, n = 0;
+
+	for (i = 0; i < ngroups; i++)
+		for (j = 0; j < groups[i].g.nfds && n < max; j++)
+			out[n++] = groups[i].g.fds[j];
+	return n;
 }
 
 void

@@ -130,5 +130,5 @@ main(int argc, char *argv[])
 		config_free(cfg);
 		return 0;
 	}
-	return supervisor_run(path, cfg);
+	return supervisor_run(path, cfg, argv);
 }

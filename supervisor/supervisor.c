@@ -14,6 +14,8 @@
  * contract in one table.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -79,6 +81,12 @@ static struct {
 	uint64_t	 kill_at;	/* backstop while stopping */
 	int		 exit_code;
 	char		*pid_file;	/* the one we wrote */
+	char		*pid_file_live;	/* its name before an upgrade */
+	char	       **argv;		/* for a binary upgrade */
+	char		 exe[PATH_MAX];
+	pid_t		 upgrade_pid;	/* the new agate of a USR2 */
+	bool		 ready_sent;	/* READY=1 told to systemd */
+	bool		 reloading;	/* RELOADING=1 told, READY=1 due */
 } sup;
 
 static void	sup_reload(void);
@@ -89,6 +97,12 @@ static void	sup_upgrade(void);
 static void	sup_more(void);
 static void	sup_fewer(void);
 static void	sup_reap(void);
+static void	describe_exit(int, char *, size_t);
+static bool	gen_all_ready(const struct gen *);
+static void	upgrade_failed(int);
+static void	sup_notify_ready(const char *);
+
+#define MAX_INHERIT	1024
 
 static const struct {
 	int		 sig;
@@ -231,7 +245,8 @@ child_close_fds(struct gen *mine, int slot)
 				close(g->slots[i].ctl);
 	for (l = 0; l < mine->cfg->server.nlisten; l++)
 		for (j = 0; j < mine->groups[l].nfds; j++)
-			if ((int)(j % (size_t)mine->wanted) == slot &&
+			if (listen_slot_takes(mine->groups[l].nfds,
+			    mine->wanted, slot, j) &&
 			    n < sizeof(keep) / sizeof(keep[0]))
 				keep[n++] = mine->groups[l].fds[j];
 	listeners_close_except(keep, n);
@@ -355,6 +370,8 @@ gen_abort(struct gen *g, const char *why, bool release)
 	log_errorx("supervisor: reload failed: generation %u %s; still "
 	    "serving the previous config", g->id, why);
 	gen_retire(g, CTL_QUIT);
+	if (sup.reloading)
+		sup_notify_ready("reload failed");
 	if (release)
 		sup_release_listeners();
 }
@@ -379,6 +396,10 @@ child_exited(pid_t pid, int status)
 	struct gen *g;
 	int i;
 
+	if (pid == sup.upgrade_pid) {
+		upgrade_failed(status);
+		return;
+	}
 	for (g = sup.gens; g != NULL; g = g->next)
 		for (i = 0; i < SLOTS; i++)
 			if (g->slots[i].pid == pid)
@@ -481,6 +502,8 @@ gen_promote(struct gen *g)
 	sup_release_listeners();
 	log_info("supervisor: reload done: generation %u serves with %d "
 	    "workers", g->id, g->wanted);
+	if (sup.reloading)
+		sup_notify_ready("reloaded");
 }
 
 /* One line per upstream: how it will be reached. */
@@ -571,10 +594,14 @@ sup_reload(void)
 	if (sup.stopping)
 		return;
 	log_info("supervisor: reloading %s", sup.conf_path);
+	sd_notifyf("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+	    (unsigned long long)now_ms() * 1000);
+	sup.reloading = true;
 	if ((cfg = config_load(sup.conf_path, err, sizeof(err))) == NULL) {
 		log_errorx("supervisor: reload failed: %s; still serving the "
 		    "previous config", err);
 		metrics_reload(false);
+		sup_notify_ready("reload failed (bad config)");
 		return;
 	}
 	metrics_assign(cfg);
@@ -582,19 +609,29 @@ sup_reload(void)
 		shared_inherit(cfg, g->cfg);
 	config_warn_unimplemented(cfg);
 	sup_log_upstreams(cfg);
-	metrics_reload(sup_start_generation(cfg, config_workers(cfg),
-	    "reload") == 0);
+	if (sup_start_generation(cfg, config_workers(cfg), "reload") == 0) {
+		metrics_reload(true);
+		return;
+	}
+	metrics_reload(false);
+	sup_notify_ready("reload failed");
 }
 
-static void
-gen_check_ready(struct gen *g)
+static bool
+gen_all_ready(const struct gen *g)
 {
 	int i;
 
 	for (i = 0; i < g->wanted; i++)
 		if (g->slots[i].pid == 0 || !g->slots[i].ready)
-			break;
-	if (i == g->wanted)
+			return false;
+	return true;
+}
+
+static void
+gen_check_ready(struct gen *g)
+{
+	if (gen_all_ready(g))
 		gen_promote(g);
 	else if (now_ms() >= g->ready_deadline)
 		gen_abort(g, "did not get ready in time", true);
@@ -628,6 +665,7 @@ sup_graceful(void)
 		return;
 	}
 	log_info("supervisor: graceful stop");
+	sd_notifyf("STOPPING=1\nSTATUS=draining");
 	sup.stopping = true;
 	sup.kill_at = now_ms() + stop_budget_ms();
 	for (g = sup.gens; g != NULL; g = g->next)
@@ -642,6 +680,7 @@ sup_fast(void)
 	if (sup.fast)
 		return;
 	log_info("supervisor: fast stop");
+	sd_notifyf("STOPPING=1\nSTATUS=stopping");
 	sup.stopping = sup.fast = true;
 	sup.kill_at = now_ms() + FAST_STOP_MS;
 	for (g = sup.gens; g != NULL; g = g->next)
@@ -659,11 +698,128 @@ sup_reopen(void)
 		gen_send(g, CTL_REOPEN);
 }
 
+/*
+ * USR2, nginx's binary upgrade: start the agate binary found at the path
+ * this one was started from (a new version, once installed), handing it
+ * every listening socket through AGATE_LISTEN_FDS.  Both serve side by
+ * side; QUIT (or TERM) to this one finishes the switch, and if the new
+ * one fails to start this one simply goes on.  The pid file moves to
+ * PIDFILE.oldbin meanwhile, so that `agate -s` reaches the new one.
+ */
 static void
 sup_upgrade(void)
 {
-	log_warnx("supervisor: binary upgrade (USR2) is not supported by "
-	    "this build; use HUP to reload the config");
+	char list[4096], oldbin[PATH_MAX];
+	int fds[MAX_INHERIT];
+	size_t n, i, off = 0;
+	sigset_t none;
+	pid_t pid;
+
+	if (sup.stopping)
+		return;
+	if (sup.upgrade_pid > 0) {
+		log_warnx("supervisor: USR2: the new agate (pid %ld) is "
+		    "already running; QUIT this one (pid %ld) to finish",
+		    (long)sup.upgrade_pid, (long)getpid());
+		return;
+	}
+	n = listeners_fds(fds, MAX_INHERIT);
+	list[0] = '\0';
+	for (i = 0; i < n && off < sizeof(list) - 16; i++)
+		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%d",
+		    i ? "," : "", fds[i]);
+	if (sup.pid_file != NULL) {
+		snprintf(oldbin, sizeof(oldbin), "%s.oldbin", sup.pid_file);
+		if (rename(sup.pid_file, oldbin) == -1) {
+			log_warn("supervisor: USR2: cannot rename %s",
+			    sup.pid_file);
+			return;
+		}
+	}
+	if ((pid = fork()) == -1) {
+		log_warn("supervisor: USR2: fork");
+		if (sup.pid_file != NULL)
+			rename(oldbin, sup.pid_file);
+		return;
+	}
+	if (pid == 0) {
+		for (i = 0; i < n; i++)
+			fcntl(fds[i], F_SETFD, 0);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		setenv("AGATE_LISTEN_FDS", list, 1);
+		execv(sup.exe, sup.argv);
+		fprintf(stderr, "agate: USR2: cannot run %s: %s\n", sup.exe,
+		    strerror(errno));
+		_exit(EXIT_CANNOT_START);
+	}
+	sup.upgrade_pid = pid;
+	if (sup.pid_file != NULL) {
+		sup.pid_file_live = sup.pid_file;
+		sup.pid_file = strdup(oldbin);
+	}
+	log_info("supervisor: USR2: started %s as pid %ld with %zu listening "
+	    "sockets; send QUIT to this agate (pid %ld%s%s) to finish the "
+	    "upgrade", sup.exe, (long)pid, n, (long)getpid(),
+	    sup.pid_file ? ", now in " : "", sup.pid_file ? sup.pid_file : "");
+}
+
+/* The new agate of a USR2 exited: the upgrade failed, we serve on. */
+static void
+upgrade_failed(int status)
+{
+	char how[96];
+
+	describe_exit(status, how, sizeof(how));
+	log_errorx("supervisor: binary upgrade failed: the new agate (pid "
+	    "%ld) %s; still serving", (long)sup.upgrade_pid, how);
+	sup.upgrade_pid = 0;
+	if (sup.pid_file_live != NULL) {
+		if (rename(sup.pid_file, sup.pid_file_live) == -1)
+			log_warn("supervisor: cannot rename %s back",
+			    sup.pid_file);
+		free(sup.pid_file);
+		sup.pid_file = sup.pid_file_live;
+		sup.pid_file_live = NULL;
+	}
+}
+
+/* Sockets systemd or an upgrading agate handed over. */
+static void
+sup_inherit(void)
+{
+	int fds[MAX_INHERIT], n;
+	const char *e = getenv("AGATE_LISTEN_FDS");
+	char *end;
+
+	if ((n = sd_listen_fds_take(fds, MAX_INHERIT)) > 0)
+		listeners_adopt(fds, (size_t)n, "systemd");
+	if (e == NULL)
+		return;
+	for (n = 0; *e != '\0' && n < MAX_INHERIT; ) {
+		long fd = strtol(e, &end, 10);
+
+		if (end == e || fd < 3)
+			break;
+		fds[n++] = (int)fd;
+		e = *end == ',' ? end + 1 : end;
+	}
+	unsetenv("AGATE_LISTEN_FDS");
+	listeners_adopt(fds, (size_t)n, "the agate that started this one");
+}
+
+/* Tells systemd (if it is watching) that we serve. */
+static void
+sup_notify_ready(const char *what)
+{
+	struct gen *g = gen_active();
+
+	sd_notifyf("READY=1\nMAINPID=%ld\nSTATUS=%s; %d workers, "
+	    "generation %u", (long)getpid(), what, g ? g->wanted : 0,
+	    g ? g->id : 0);
+	sup.ready_sent = true;
+	sup.reloading = false;
 }
 
 /*
@@ -843,6 +999,9 @@ sup_poll(void)
 			slot_read_ctl(who[i]);
 	if (pfd[0].revents & POLLIN)
 		sup_signal();
+	if (!sup.ready_sent && !sup.stopping && (g = gen_active()) != NULL &&
+	    gen_all_ready(g))
+		sup_notify_ready("serving");
 }
 
 static int
@@ -861,14 +1020,34 @@ sup_block_signals(void)
 	return sup.sigfd;
 }
 
-int
-supervisor_run(const char *conf_path, struct config *cfg)
+/* Where this binary lives (for USR2), even if it was replaced since. */
+static void
+sup_find_exe(char **argv)
 {
+	ssize_t n = readlink("/proc/self/exe", sup.exe, sizeof(sup.exe) - 1);
+	char *del;
+
+	if (n <= 0) {
+		snprintf(sup.exe, sizeof(sup.exe), "%s", argv[0]);
+		return;
+	}
+	sup.exe[n] = '\0';
+	if ((del = strstr(sup.exe, " (deleted)")) != NULL &&
+	    del[10] == '\0')
+		*del = '\0';
+}
+
+int
+supervisor_run(const char *conf_path, struct config *cfg, char **argv)
+{
+	const struct config *keep[1] = { cfg };
 	struct listen_group *groups;
 	char err[CONFIG_ERR_MAX];
 	struct gen *g;
 
 	sup.conf_path = conf_path;
+	sup.argv = argv;
+	sup_find_exe(argv);
 	log_set_role("supervisor");
 	log_set_nonblocking();
 	if (sup_block_signals() == -1)
@@ -878,9 +1057,11 @@ supervisor_run(const char *conf_path, struct config *cfg)
 		metrics_assign(cfg);
 	if ((groups = calloc(cfg->server.nlisten, sizeof(*groups))) == NULL)
 		fatalx(1, "supervisor: out of memory");
+	sup_inherit();
 	if (listeners_acquire(cfg, (size_t)config_workers(cfg), groups, err,
 	    sizeof(err)) == -1)
 		fatalx(1, "supervisor: %s", err);
+	listeners_release(keep, 1);	/* inherited, no longer configured */
 	if (cfg->server.pid_file != NULL &&
 	    pidfile_write(cfg->server.pid_file) == -1)
 		fatal(1, "supervisor: cannot write pid file %s",

@@ -12,7 +12,9 @@
 #include "gateway/config.h"
 
 /* Runs until stopped; returns the process exit code. */
-int	supervisor_run(const char *conf_path, struct config *cfg);
+/* argv: how this agate was started, for a binary upgrade (USR2). */
+int	supervisor_run(const char *conf_path, struct config *cfg,
+	    char **argv);
 
 /* -- listeners.c ------------------------------------------------------- */
 
@@ -31,6 +33,20 @@ void	listeners_release(const struct config *const *keep, size_t n);
 /* In a worker: closes every listening socket but those in keep[0..n). */
 void	listeners_close_except(const int *keep, size_t n);
 void	listeners_close_all(void);
+/* Takes over inherited listening sockets (systemd, USR2); from names
+ * where they came from, for the log.  Returns how many it kept. */
+int	listeners_adopt(const int *fds, size_t n, const char *from);
+/* Every listening descriptor, for a binary upgrade. */
+size_t	listeners_fds(int *out, size_t max);
+
+/* -- sdnotify.c --------------------------------------------------------- */
+
+/* sd_notify(3): a message to $NOTIFY_SOCKET, if set.  1 sent, 0 no
+ * socket, -1 error. */
+int	sd_notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* sd_listen_fds(3): the descriptors systemd passed to this process (and
+ * the LISTEN_* variables unset).  Returns how many. */
+int	sd_listen_fds_take(int *fds, int max);
 
 /* -- pidfile.c --------------------------------------------------------- */
 

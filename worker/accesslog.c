@@ -70,13 +70,19 @@ al_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-accesslog_open(struct event_base *base)
+accesslog_open(void)
 {
 	int fd = al_open_target();
 
 	if (fd == -2)
 		return -1;
 	al_fd = fd;
+	return 0;
+}
+
+int
+accesslog_start(struct event_base *base)
+{
 	if (al_timer == NULL)
 		al_timer = evtimer_new(base, al_timer_cb, NULL);
 	return al_timer == NULL ? -1 : 0;
@@ -85,14 +91,18 @@ accesslog_open(struct event_base *base)
 int
 accesslog_reopen(void)
 {
-	int fd;
+	bool was_own = al_own;
+	int fd, old = al_fd;
 
 	accesslog_flush();
-	if (al_own && al_fd >= 0)
-		close(al_fd);
-	al_fd = -1;
-	if ((fd = al_open_target()) == -2)
+	/* The new file first: if it cannot be opened (a worker that gave
+	 * up root, a folder it cannot write), lines keep going to the old. */
+	if ((fd = al_open_target()) == -2) {
+		al_own = was_own;
 		return -1;
+	}
+	if (was_own && old >= 0 && old != fd)
+		close(old);
 	al_fd = fd;
 	return 0;
 }

@@ -9,7 +9,10 @@ struct request;
 struct event_base;
 
 /* Opens per the config (stdout, off, or a file); -1 on failure. */
-int	accesslog_open(struct event_base *);
+/* Opens the access log (before the worker gives up root). */
+int	accesslog_open(void);
+/* Starts its batching timer, once the loop exists. */
+int	accesslog_start(struct event_base *);
 int	accesslog_reopen(void);
 void	accesslog_write(const struct request *);
 void	accesslog_flush(void);

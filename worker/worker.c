@@ -223,7 +223,8 @@ worker_reopen(void)
 	if (log_reopen() == -1)
 		log_warn("worker: reopen error log");
 	if (accesslog_reopen() == -1)
-		log_warnx("worker: reopen access log failed");
+		log_warnx("worker: cannot reopen the access log; still "
+		    "writing to the old file");
 }
 
 static void
@@ -350,7 +351,8 @@ worker_listen(const struct worker_start *ws)
 		for (j = 0; j < ws->groups[i].nfds; j++) {
 			struct listener *l;
 
-			if ((int)(j % (size_t)ws->nworkers) != ws->index)
+			if (!listen_slot_takes(ws->groups[i].nfds,
+			    ws->nworkers, ws->index, j))
 				continue;
 			l = &worker.listeners[worker.nlisteners++];
 			l->fd = ws->groups[i].fds[j];
@@ -463,6 +465,10 @@ worker_main(const struct worker_start *ws)
 	worker.ctl_fd = ws->ctl_fd;
 	worker.rbuf_size = ws->cfg->server.max_header_size + 4096;
 	metrics_attach(ws->stripe);
+	/* Files are opened as the user agate started as (root, often),
+	 * then the worker gives that up, as nginx's workers do. */
+	if (accesslog_open() == -1)
+		fatalx(EXIT_CANNOT_START, "worker: cannot open the access log");
 	worker_drop_privileges(ws->cfg->server.user);
 	worker_fd_limit();
 	/*
@@ -490,8 +496,8 @@ worker_main(const struct worker_start *ws)
 	if (offload_start(worker.base) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: cannot watch the offload "
 		    "helpers");
-	if (accesslog_open(worker.base) == -1)
-		fatalx(EXIT_CANNOT_START, "worker: cannot open the access log");
+	if (accesslog_start(worker.base) == -1)
+		fatalx(EXIT_CANNOT_START, "worker: out of memory");
 	if (gateway_init(worker.base, worker.cfg) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: gateway setup failed");
 	if (worker_listen(ws) == -1)

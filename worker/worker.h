@@ -79,6 +79,20 @@ struct listen_group {
 	size_t			 nfds;		/* 0: not opened */
 };
 
+/*
+ * Whether the worker in slot index (of nworkers) accepts on socket j of
+ * a group of nfds: one socket per slot; or, when a group has fewer
+ * sockets than workers (one from systemd, without SO_REUSEPORT), the
+ * workers share them.
+ */
+static inline bool
+listen_slot_takes(size_t nfds, int nworkers, int index, size_t j)
+{
+	if (nfds >= (size_t)nworkers)
+		return (int)(j % (size_t)nworkers) == index;
+	return j == (size_t)index % nfds;
+}
+
 struct worker_start {
 	const struct config	*cfg;
 	int			 index;
