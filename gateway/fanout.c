@@ -38,6 +38,7 @@
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
 #include "gateway/limiter.h"
+#include "gateway/metrics.h"
 #include "gateway/proxy.h"
 #include "gateway/retry.h"
 #include "gateway/upconn.h"
@@ -79,6 +80,7 @@ struct fcall {
 	/* Policies. */
 	size_t				 server;
 	int				 tries;
+	uint64_t			 start_us;	/* this try's */
 	uint64_t			 tried;
 	uint64_t			 trial;
 	bool				 recorded;
@@ -650,7 +652,12 @@ fcall_try_ended(struct fcall *c, enum try_fail why, int status,
 {
 	bool failure = why != TRY_STATUS || status == 502 || status == 503 ||
 	    status == 504;
+	const struct upstream_cfg *u = c->up->cfg;
 
+	if (why != TRY_CLIENT)
+		metrics_try(u->mslot, u->servers[c->server].mslot,
+		    proxy_outcome(why, status), proxy_mono_us() - c->start_us,
+		    c->tries > 1);
 	if (why != TRY_LOCAL && !c->recorded) {
 		c->recorded = true;
 		upstream_record(c->up, c->server, !failure, c->trial);
@@ -1125,6 +1132,7 @@ fcall_try(struct fcall *c)
 		c->tried |= UINT64_C(1) << server;
 	c->tries++;
 	c->recorded = false;
+	c->start_us = proxy_mono_us();
 	upstream_begin(c->up, c->server);
 	c->in_flight = true;
 	if (c->up->servers[c->server].native) {

@@ -201,8 +201,8 @@ failure_status(int status)
 	return status == 502 || status == 503 || status == 504;
 }
 
-static uint64_t
-mono_us(void)
+uint64_t
+proxy_mono_us(void)
 {
 	struct timespec ts;
 
@@ -221,7 +221,7 @@ call_measure(struct call *c, int k, enum m_outcome o)
 		return;
 	t->measured = true;
 	metrics_try(u->mslot, u->servers[t->server].mslot, o,
-	    mono_us() - t->start_us, t->retry);
+	    proxy_mono_us() - t->start_us, t->retry);
 }
 
 static enum m_outcome
@@ -231,8 +231,8 @@ status_outcome(int status)
 	    status < 500 ? MO_4XX : MO_5XX;
 }
 
-static enum m_outcome
-fail_outcome(enum try_fail why, int status)
+enum m_outcome
+proxy_outcome(enum try_fail why, int status)
 {
 	switch (why) {
 	case TRY_CONNECT:
@@ -467,7 +467,7 @@ call_try_failed(struct call *c, int k, enum try_fail why, int status,
 	bool again;
 
 	if (why != TRY_CLIENT)
-		call_measure(c, k, fail_outcome(why, status));
+		call_measure(c, k, proxy_outcome(why, status));
 	if (why == TRY_STATUS && (msg == NULL || *msg == '\0')) {
 		snprintf(answered, sizeof(answered), "upstream answered %d",
 		    status);
@@ -618,7 +618,7 @@ call_transport(struct call *c, int k)
 	t->recorded = false;
 	t->measured = false;
 	t->retry = c->tries > 1 && !(k == 1 && c->hedging);
-	t->start_us = mono_us();
+	t->start_us = proxy_mono_us();
 	t->gw = NULL;
 	t->hooks = NULL;
 	upstream_begin(up, t->server);

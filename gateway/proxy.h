@@ -32,6 +32,7 @@
 
 #include "gateway/config.h"
 #include "gateway/limiter.h"
+#include "gateway/metrics.h"
 #include "gateway/retry.h"
 #include "gateway/upstream.h"
 #include "lib/buf.h"
@@ -83,6 +84,11 @@ bool	call_accept(struct call *, int slot, int status);
 void	call_try_failed(struct call *, int slot, enum try_fail, int status,
 	    const char *msg);
 void	call_end(struct call *, int slot);
+
+/* What a failed (or answered, TRY_STATUS) try counts as in metrics. */
+enum m_outcome proxy_outcome(enum try_fail, int status);
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t proxy_mono_us(void);
 
 /* What the transports share. */
 /* Milliseconds this try may take: the upstream timeout, capped by what

@@ -286,5 +286,33 @@ class UpstreamMetricsTest(AgateTest):
         self.assertEqual(val(m, "agate_offload_queue_depth"), 0)
 
 
+class FanoutMetricsTest(AgateTest):
+    def test_fanout_calls_count_as_upstream_tries(self):
+        a, b = self.upstream("a"), self.upstream("b")
+        admin_port = free_port()
+        gw = self.agate({"a": {"servers": [a.url]},
+                         "b": {"servers": [b.url]}},
+                        [{"path": "/f", "fanout": {"mode": "partial",
+                                                   "calls": {
+                            "x": {"upstream": "a", "path": "/x"},
+                            "y": {"upstream": "b",
+                                  "path": "/y?status=500"}}}}],
+                        start=False)
+        gw.config["admin"] = {"listen": "127.0.0.1:%d" % admin_port}
+        gw.write_config(gw.config)
+        gw.start()
+        for _ in range(3):
+            self.assertEqual(gw.get("/f").status, 200)
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
+                                    admin_port, timeout=10) as r:
+            m, _ = parse_metrics(r.read().decode())
+        self.assertEqual(val(m, "agate_upstream_requests_total",
+                             upstream="a", server=a.url, outcome="2xx"), 3)
+        self.assertEqual(val(m, "agate_upstream_requests_total",
+                             upstream="b", server=b.url, outcome="5xx"), 3)
+        self.assertEqual(val(m, "agate_requests_total", route="/f",
+                             code="200"), 3)
+
+
 if __name__ == "__main__":
     main()

@@ -220,7 +220,11 @@ test_full_example(void **state)
 	assert_int_equal(cfg->server.workers, 0);	/* auto */
 	assert_true(config_workers(cfg) >= 1);
 	assert_true(config_workers(cfg) <= CONFIG_MAX_WORKERS);
-	assert_int_equal(cfg->server.nlisten, 2);
+	/* The two listen entries, then the admin listener as a third. */
+	assert_int_equal(cfg->server.nlisten, 3);
+	assert_true(cfg->server.listen[2].admin);
+	assert_string_equal(cfg->server.listen[2].address, cfg->admin_listen);
+	assert_false(cfg->server.listen[0].admin);
 	l = &cfg->server.listen[0];
 	assert_string_equal(l->address, "0.0.0.0:8080");
 	assert_sa(&l->sa, l->salen, AF_INET, "0.0.0.0", 8080);
