@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "gateway/config_engine.h"
+#include "worker/tls.h"
 #include "gateway/shared.h"
 
 struct config_pos
@@ -536,8 +537,12 @@ config_load(const char *path, char *err, size_t errlen)
 void
 config_free(struct config *cfg)
 {
+	size_t i;
+
 	if (cfg == NULL)
 		return;
+	for (i = 0; i < cfg->server.nlisten; i++)
+		tls_listener_free(&cfg->server.listen[i]);
 	shared_destroy(cfg);
 	arena_free(&cfg->arena);
 	free(cfg);

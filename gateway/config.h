@@ -28,13 +28,23 @@ struct config_pos {
 	int	col;
 };
 
+/* One certificate of a TLS listener. */
+struct tls_pair {
+	char			*cert;		/* PEM chain */
+	char			*key;
+};
+
 struct listen_cfg {
 	char			*address;	/* as written */
 	struct sockaddr_storage	 sa;
 	socklen_t		 salen;
 	bool			 proxy_protocol;
-	char			*tls_cert;	/* NULL: plain */
+	char			*tls_cert;	/* NULL: plain; else the first */
 	char			*tls_key;
+	struct tls_pair		*tls_pairs;	/* all, in file order */
+	size_t			 ntls;
+	void			*tls_ctx;	/* worker/tls.c, made at load */
+	struct config_pos	 tls_pos;
 	bool			 admin;		/* the admin listener */
 	struct config_pos	 pos;
 };

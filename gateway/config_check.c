@@ -14,6 +14,7 @@
 
 #include "gateway/config_engine.h"
 #include "gateway/htpasswd.h"
+#include "worker/tls.h"
 #include "lib/log.h"
 
 void
@@ -107,6 +108,14 @@ check_listeners(struct cfg_ctx *ctx)
 		l[s->nlisten].admin = true;
 		s->listen = l;
 		s->nlisten++;
+	}
+	for (i = 0; i < s->nlisten; i++) {
+		char err[512];
+
+		if (s->listen[i].ntls > 0 &&
+		    tls_listener_load(&s->listen[i], err, sizeof(err)) == -1)
+			return check_error(ctx, s->listen[i].tls_pos, "listen "
+			    "%s: tls: %s", s->listen[i].address, err);
 	}
 	return 0;
 }

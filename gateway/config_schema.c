@@ -141,17 +141,57 @@ val_listen_address(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 }
 
 static const struct cfg_key listen_tls_keys[] = {
-	{ "cert", CT_FILE, offsetof(struct listen_cfg, tls_cert),
+	{ "cert", CT_FILE, offsetof(struct tls_pair, cert),
 	    .flags = CK_REQUIRED },
-	{ "key", CT_FILE, offsetof(struct listen_cfg, tls_key),
+	{ "key", CT_FILE, offsetof(struct tls_pair, key),
 	    .flags = CK_REQUIRED },
 	{ NULL }
 };
 
+/*
+ * tls: {cert, key}, or a list of them: several certificates on one
+ * listener, chosen by the name the client asks for (SNI); the first is
+ * the default.
+ */
+static int
+val_listen_tls(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	struct listen_cfg *l = field;
+	yaml_node_item_t *it;
+	size_t n, i;
+
+	if (val->type == YAML_MAPPING_NODE) {
+		l->tls_pairs = cfg_alloc(ctx, sizeof(*l->tls_pairs));
+		l->ntls = 1;
+		if (cfg_map(ctx, val, listen_tls_keys, l->tls_pairs, "tls") ==
+		    -1)
+			return -1;
+	} else if (val->type == YAML_SEQUENCE_NODE) {
+		n = (size_t)(val->data.sequence.items.top -
+		    val->data.sequence.items.start);
+		if (n == 0)
+			return cfg_error(ctx, val, "tls: expected {cert, key} "
+			    "or a list of them, got an empty list");
+		l->tls_pairs = cfg_alloc(ctx, n * sizeof(*l->tls_pairs));
+		l->ntls = n;
+		for (i = 0, it = val->data.sequence.items.start; i < n;
+		    i++, it++)
+			if (cfg_map(ctx, cfg_node(ctx, *it), listen_tls_keys,
+			    &l->tls_pairs[i], "tls") == -1)
+				return -1;
+	} else
+		return cfg_error(ctx, val, "tls: expected {cert, key} or a "
+		    "list of them");
+	l->tls_cert = l->tls_pairs[0].cert;
+	l->tls_key = l->tls_pairs[0].key;
+	l->tls_pos = cfg_pos(val);
+	return 0;
+}
+
 static const struct cfg_key listen_keys[] = {
 	{ "address", CT_CUSTOM, 0, .aux = val_listen_address,
 	    .flags = CK_REQUIRED },
-	{ "tls", CT_SECTION, 0, .aux = listen_tls_keys },
+	{ "tls", CT_CUSTOM, 0, .aux = val_listen_tls },
 	{ "proxy_protocol", CT_BOOL,
 	    offsetof(struct listen_cfg, proxy_protocol) },
 	{ NULL }

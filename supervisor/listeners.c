@@ -107,13 +107,6 @@ listeners_acquire(const struct config *cfg, size_t nsockets,
 		const struct listen_cfg *l = &s->listen[i];
 
 		out[i].nfds = 0;
-		if (l->tls_cert != NULL) {
-			/* Never serve plain HTTP where TLS was asked for. */
-			log_errorx("supervisor: listen %s: TLS termination is "
-			    "not available in this build; not opening it",
-			    l->address);
-			continue;
-		}
 		if ((grp = lgroup_find(&l->sa, l->salen)) == NULL) {
 			if (ngroups == MAX_ADDRESSES) {
 				snprintf(err, errlen, "too many listen "
@@ -124,8 +117,10 @@ listeners_acquire(const struct config *cfg, size_t nsockets,
 			grp->sa = l->sa;
 			grp->salen = l->salen;
 			grp->g.nfds = 0;
-			log_info("supervisor: listening on %s%s", l->address,
-			    l->proxy_protocol ? " (PROXY protocol)" : "");
+			log_info("supervisor: listening on %s%s%s%s",
+			    l->address, l->ntls ? " (TLS)" : "",
+			    l->proxy_protocol ? " (PROXY protocol)" : "",
+			    l->admin ? " (admin)" : "");
 		}
 		undo[nundo].grp = grp;
 		undo[nundo++].from = grp->g.nfds;
@@ -152,7 +147,7 @@ lgroup_used(const struct lgroup *grp, const struct config *const *keep,
 		for (j = 0; j < keep[i]->server.nlisten; j++) {
 			const struct listen_cfg *l = &keep[i]->server.listen[j];
 
-			if (l->tls_cert == NULL && l->salen == grp->salen &&
+			if (l->salen == grp->salen &&
 			    memcmp(&l->sa, &grp->sa, l->salen) == 0)
 				return true;
 		}

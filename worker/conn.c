@@ -23,6 +23,7 @@
 #include "worker/conn.h"
 #include "worker/path.h"
 #include "worker/proxy_proto.h"
+#include "worker/tls.h"
 #include "worker/worker.h"
 
 #define SMALL_POOL_MAX	128	/* 512 KiB kept at most */
@@ -40,6 +41,7 @@ static char		*large_pool[LARGE_POOL_MAX];
 static size_t		 large_pooled;
 
 static void	conn_process(struct conn *);
+static bool	conn_tls_after_proxy(struct conn *);
 static void	conn_read_cb(evutil_socket_t, short, void *);
 static void	conn_write_cb(evutil_socket_t, short, void *);
 
@@ -164,6 +166,103 @@ conn_stop_reading(struct conn *c)
 		c->reading = false;
 }
 
+/* -- socket I/O, plain or TLS ------------------------------------------ */
+
+/*
+ * read(2) and write(2), or their TLS versions: the same results (a count,
+ * 0 at the end, -1 with errno EAGAIN to wait), so the rest of the layer
+ * does not care.  OpenSSL may hold decrypted bytes epoll cannot see: the
+ * read event is made active again while it does.
+ */
+ssize_t
+conn_recv(struct conn *c, void *p, size_t n)
+{
+	ssize_t r;
+	int want = 0;
+
+	if (c->ssl == NULL)
+		return read(c->fd, p, n);
+	for (;;) {
+		r = tls_read(c->ssl, p, n, &want);
+		if (r > 0) {
+			if (tls_pending(c->ssl))
+				event_active(&c->ev_read, EV_READ, 0);
+			return r;
+		}
+		if (r == TLS_AGAIN && want == TLS_WANT_READ &&
+		    tls_prefix_done(c->ssl, c->fd))
+			continue;
+		break;
+	}
+	if (r == TLS_CLOSED)
+		return 0;
+	if (r == TLS_AGAIN) {
+		if (want == TLS_WANT_WRITE && conn_want_write(c) == -1) {
+			errno = ENOMEM;
+			return -1;
+		}
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = EPROTO;
+	return -1;
+}
+
+ssize_t
+conn_send(struct conn *c, const void *p, size_t n)
+{
+	ssize_t r;
+	int want = 0;
+
+	if (c->ssl == NULL)
+		return write(c->fd, p, n);
+	if (!c->tls_ready) {
+		errno = EAGAIN;		/* the handshake goes first */
+		return -1;
+	}
+	r = tls_write(c->ssl, p, n, &want);
+	if (r > 0)
+		return r;
+	if (r == TLS_AGAIN) {
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = r == TLS_CLOSED ? EPIPE : EPROTO;
+	return -1;
+}
+
+/* Moves the TLS handshake on; conn_process() runs once it is done. */
+static void
+conn_tls_handshake(struct conn *c)
+{
+	int want = 0, rc;
+
+	for (;;) {
+		rc = tls_handshake(c->ssl, &want);
+		if (rc == TLS_AGAIN && want == TLS_WANT_READ &&
+		    tls_prefix_done(c->ssl, c->fd))
+			continue;
+		break;
+	}
+	if (rc == TLS_DONE) {
+		c->tls_ready = true;
+		if (c->write_armed && buf_pending(&c->out) == 0) {
+			event_del(c->ev_write);
+			c->write_armed = false;
+		}
+		/* The request may be in OpenSSL's buffers or the socket. */
+		event_active(&c->ev_read, EV_READ, 0);
+		return;
+	}
+	if (rc == TLS_AGAIN) {
+		if (want == TLS_WANT_WRITE && conn_want_write(c) == -1)
+			conn_fail(c, "out of memory");
+		return;
+	}
+	log_debug("conn %s: TLS handshake failed", c->peer_str);
+	conn_fail(c, "TLS handshake failed");
+}
+
 /* -- accept and close -------------------------------------------------- */
 
 void
@@ -186,6 +285,14 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 	    conn_read_cb, c);
 	conn_start_reading(c);
 	c->state = lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD;
+	/* TLS starts once the PROXY header (if any) has come in plain. */
+	if (lst->cfg->ntls > 0 && !lst->cfg->proxy_protocol &&
+	    (c->ssl = tls_new(lst->cfg, fd)) == NULL) {
+		log_warnx("conn: cannot start TLS; dropping a connection");
+		close(fd);
+		free(c);
+		return;
+	}
 	/* The header timeout runs from accept, as nginx's does. */
 	tlist_add(&worker.t_header, &c->timer);
 	TAILQ_INSERT_TAIL(&conns, c, link);
@@ -230,6 +337,8 @@ conn_close_now(struct conn *c)
 	if (c->ev_write != NULL)
 		event_free(c->ev_write);	/* deletes it too */
 	tnode_del(&c->timer);
+	if (c->ssl != NULL)
+		tls_close(c->ssl, c->tls_ready && !c->tls_notified);
 	close(c->fd);
 	rbuf_put(c);
 	buf_free(&c->out);
@@ -297,6 +406,10 @@ conn_close_after(struct conn *c, bool client_asked)
 	if (client_asked && c->rlen == c->body_off) {
 		conn_fail(c, "done");
 		return;
+	}
+	if (c->ssl != NULL && c->tls_ready && !c->tls_notified) {
+		tls_notify(c->ssl);
+		c->tls_notified = true;
 	}
 	shutdown(c->fd, SHUT_WR);
 	conn_set_state(c, CS_LINGER);
@@ -398,7 +511,7 @@ conn_flush(struct conn *c)
 static void
 conn_send_remains(struct conn *c)
 {
-	ssize_t n = write(c->fd, buf_head(&c->out), buf_pending(&c->out));
+	ssize_t n = conn_send(c, buf_head(&c->out), buf_pending(&c->out));
 
 	if (n > 0)
 		buf_consume(&c->out, (size_t)n);
@@ -560,6 +673,8 @@ conn_proxy_header(struct conn *c)
 	memmove(c->rbuf, c->rbuf + used, c->rlen - used);
 	c->rlen -= used;
 	c->state = CS_HEAD;	/* the header timeout keeps running */
+	if (c->lst->cfg->ntls > 0)
+		return conn_tls_after_proxy(c);
 	return true;
 }
 
@@ -600,6 +715,20 @@ conn_compact_body(struct conn *c)
 	memmove(c->rbuf + c->head_len, c->rbuf + c->body_off, unread);
 	c->rlen = c->head_len + unread;
 	c->body_off = c->head_len;
+}
+
+/* TLS after a PROXY header: OpenSSL takes what followed the header. */
+static bool
+conn_tls_after_proxy(struct conn *c)
+{
+	c->ssl = tls_new_prefixed(c->lst->cfg, c->fd, c->rbuf, c->rlen);
+	c->rlen = 0;
+	if (c->ssl == NULL) {
+		conn_fail(c, "cannot start TLS");
+		return false;
+	}
+	conn_tls_handshake(c);
+	return false;		/* the request comes after the handshake */
 }
 
 static void
@@ -646,7 +775,7 @@ conn_read_fresh(struct conn *c)
 		conn_fail(c, "out of memory");
 		return;
 	}
-	n = read(c->fd, scratch, worker.rbuf_size);
+	n = conn_recv(c, scratch, worker.rbuf_size);
 	if (n > 0) {
 		if (!rbuf_get(c, (size_t)n)) {
 			conn_fail(c, "out of memory");
@@ -674,6 +803,10 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_linger_read(c);
 		return;
 	}
+	if (c->ssl != NULL && !c->tls_ready) {
+		conn_tls_handshake(c);
+		return;
+	}
 	if (c->rbuf == NULL) {
 		conn_read_fresh(c);
 		return;
@@ -694,7 +827,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_stop_reading(c);
 		return;
 	}
-	n = read(fd, c->rbuf + c->rlen, space);
+	n = conn_recv(c, c->rbuf + c->rlen, space);
 	if (n > 0) {
 		conn_input(c, (size_t)n);
 		return;
@@ -712,8 +845,13 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	if (!c->closing)
-		conn_flush(c);
+	if (c->closing)
+		return;
+	if (c->ssl != NULL && !c->tls_ready) {
+		conn_tls_handshake(c);
+		return;
+	}
+	conn_flush(c);
 }
 
 /* -- timeouts and drain ------------------------------------------------ */

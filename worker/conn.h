@@ -61,6 +61,9 @@ struct conn {
 	bool			 in_process;
 	bool			 closing;
 	bool			 nodelay;	/* TCP_NODELAY is set */
+	bool			 tls_ready;	/* handshake done */
+	bool			 tls_notified;	/* close_notify sent */
+	struct ssl_st		*ssl;		/* TLS listeners: OpenSSL's */
 	const char		*close_why;
 	/* Input: [0, head_len) head, [body_off, rlen) unread body bytes. */
 	char			*rbuf;
@@ -85,6 +88,9 @@ extern struct conn_list conns;
 void	conn_accept(struct listener *, int fd, const struct sockaddr *,
 	    socklen_t);
 void	conn_init_worker(void);
+/* read(2)/write(2) on the client socket, through TLS where it is on. */
+ssize_t	conn_recv(struct conn *, void *, size_t);
+ssize_t	conn_send(struct conn *, const void *, size_t);
 /* Queues c for the flush pass after the current callbacks. */
 void	conn_mark_dirty(struct conn *);
 /* Waits for the socket to take more output; -1 if out of memory. */

@@ -56,7 +56,7 @@ conn_write_out(struct conn *c)
 	ssize_t n;
 
 	while (buf_pending(&c->out) > 0) {
-		n = write(c->fd, buf_head(&c->out), buf_pending(&c->out));
+		n = conn_send(c, buf_head(&c->out), buf_pending(&c->out));
 		if (n > 0) {
 			buf_consume(&c->out, (size_t)n);
 			continue;

@@ -27,6 +27,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "gateway/config.h"
 #include "lib/log.h"
 
@@ -154,6 +158,42 @@ rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 	return remove(path);
 }
 
+/* A self-signed P-256 certificate and its key: TLS listeners load
+ * theirs when the config is loaded. */
+static int
+make_test_cert(const char *crt, const char *key)
+{
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	FILE *f;
+	int rc = -1;
+
+	if (pk == NULL || x == NULL)
+		goto done;
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_set_pubkey(x, pk);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN",
+	    MBSTRING_ASC, (const unsigned char *)"test", -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(x));
+	if (X509_sign(x, pk, EVP_sha256()) == 0)
+		goto done;
+	if ((f = fopen(crt, "w")) == NULL)
+		goto done;
+	PEM_write_X509(f, x);
+	fclose(f);
+	if ((f = fopen(key, "w")) == NULL)
+		goto done;
+	PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	rc = 0;
+done:
+	X509_free(x);
+	EVP_PKEY_free(pk);
+	return rc;
+}
+
 static int
 group_setup(void **state)
 {
@@ -163,6 +203,7 @@ group_setup(void **state)
 		"etc/webhook.secret",
 	};
 	char tmpl[] = "/tmp/agate-test-config-XXXXXX", real[PATH_MAX];
+	char p1[PATH_MAX], p2[PATH_MAX];
 	size_t i;
 
 	if (mkdtemp(tmpl) == NULL || realpath(tmpl, real) == NULL ||
@@ -173,7 +214,10 @@ group_setup(void **state)
 	make_dir("etc/tls");
 	for (i = 0; i < NELEM(files); i++)
 		write_file(files[i], "");
-	/* These two are read at load, so they need real contents. */
+	/* These are read at load, so they need real contents. */
+	if (make_test_cert(in_dir(p1, sizeof(p1), "etc/tls/cert.pem"),
+	    in_dir(p2, sizeof(p2), "etc/tls/key.pem")) == -1)
+		return -1;
 	write_file("etc/htpasswd", "ann:$6$Nts/4p.CG8wYZg8c$b157qzFo9xLrUE5TIi"
 	    ".6J19xgFbYOCyzxhL6rhjBeKJrpsovxYuBZJoME5rGUMlaWUe2S72EfNa4KyRgVg"
 	    "ELF1\n");
