@@ -146,6 +146,12 @@ conn_set_state(struct conn *c, enum conn_state to)
 	case CS_LINGER:
 		tlist_add(&worker.t_linger, &c->timer);
 		break;
+	case CS_ACTIVE:
+		/* The body timeout: idle_timeout between two reads of a
+		 * body (nginx's client_body_timeout), so a trickle cannot
+		 * hold a request, its upstream call and its memory. */
+		tlist_add(&worker.t_send, &c->timer);
+		break;
 	default:
 		tnode_del(&c->timer);
 		break;
@@ -612,6 +618,12 @@ conn_head(struct conn *c)
 		    "request headers too large");
 		return true;
 	}
+	/* A whole head can still have a request line over the limit. */
+	if (end > HTTP_MAX_REQUEST_LINE && memchr(c->rbuf, '\n',
+	    HTTP_MAX_REQUEST_LINE) == NULL) {
+		conn_reject(c, 414, "request line too long");
+		return true;
+	}
 	if ((r = request_new(c)) == NULL) {
 		conn_fail(c, "out of memory");
 		return false;
@@ -829,6 +841,8 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	n = conn_recv(c, c->rbuf + c->rlen, space);
 	if (n > 0) {
+		if (c->state == CS_ACTIVE && c->timer.list == &worker.t_send)
+			tlist_add(&worker.t_send, &c->timer);	/* progress */
 		conn_input(c, (size_t)n);
 		return;
 	}
@@ -876,7 +890,20 @@ conn_timeout(struct tnode *n)
 		conn_fail(c, "idle timeout");
 		break;
 	case CS_ACTIVE:
-		conn_fail(c, "send timeout");
+		if (buf_pending(&c->out) > 0) {
+			conn_fail(c, "send timeout");	/* the client reads not */
+			break;
+		}
+		if (c->req == NULL || c->req->body_done)
+			break;		/* waiting on the upstream: its timeout */
+		if (c->rlen > c->body_off) {
+			/* Body bytes wait for us, not for the client. */
+			tlist_add(&worker.t_send, &c->timer);
+			break;
+		}
+		log_info("conn %s: request body not received in time; closing",
+		    c->peer_str);
+		conn_fail(c, "body timeout");
 		break;
 	default:
 		conn_fail(c, "linger timeout");
