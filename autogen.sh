@@ -8,11 +8,13 @@ cd "$(dirname "$0")"
 # Build and test dependencies, as Debian package names (see README.md).
 # The tests use openssl (test certificates), nginx (an HTTP/2 upstream;
 # its own system service is not started) and headless chromium with
-# chromium-driver (the admin status page).
+# chromium-driver (the admin status page); `make fuzz` needs clang and
+# its libFuzzer runtime, `make check-valgrind` valgrind.
 PACKAGES="build-essential autoconf automake libtool pkg-config \
 libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
 zlib1g-dev libcrypt-dev libcmocka-dev python3 curl \
-openssl nginx chromium chromium-driver"
+openssl nginx chromium chromium-driver \
+clang libclang-rt-14-dev valgrind"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""

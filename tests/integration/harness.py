@@ -31,6 +31,19 @@ TESTUP = os.environ.get("TESTUP_BIN", os.path.abspath("tests/upstream/testup"))
 # "native" or "curl": forced on every upstream (else each uses its default).
 TRANSPORT = os.environ.get("AGATE_TEST_TRANSPORT", "")
 
+# `make check-valgrind`: every agate runs under memcheck; its reports go
+# to valgrind-PID.log in the test's folder and are checked at teardown.
+VALGRIND = os.environ.get("AGATE_VALGRIND", "") not in ("", "0")
+VALGRIND_CMD = ["valgrind", "--tool=memcheck", "--trace-children=no",
+                "--child-silent-after-fork=no", "--leak-check=full",
+                "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
+                "--num-callers=30", "--log-file=valgrind-%p.log"]
+# Under valgrind everything is 20-50 times slower: waits grow with it.
+SLOW = 8.0 if VALGRIND else 1.0
+VALGRIND_BAD = re.compile(r"Invalid (read|write|free)|uninitialised|"
+                          r"definitely lost: [1-9]|Mismatched free|"
+                          r"ERROR SUMMARY: [1-9]")
+
 # What a sanitizer or a crash leaves in a log: any of these fails the test.
 BAD_LOG = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehavior|"
                      r"runtime error:|Segmentation fault|core dumped")
@@ -45,6 +58,7 @@ def pattern_bytes(n):
 
 
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    timeout *= SLOW
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
@@ -255,7 +269,8 @@ class Agate:
 
     def start(self, wait=True, extra_args=()):
         self.err = open(self.error_path, "a+")
-        self.proc = subprocess.Popen([self.binary, "-c", self.path] +
+        prefix = VALGRIND_CMD if VALGRIND else []
+        self.proc = subprocess.Popen(prefix + [self.binary, "-c", self.path] +
                                      list(extra_args),
                                      stdout=subprocess.DEVNULL,
                                      stderr=self.err, cwd=self.dir)
@@ -264,6 +279,7 @@ class Agate:
         return self
 
     def wait_ready(self, timeout=10):
+        timeout *= SLOW
         def up():
             if self.proc.poll() is not None:
                 raise AssertionError("agate exited with %s:\n%s" % (
@@ -316,7 +332,7 @@ class Agate:
                                           timeout=timeout)
 
     def request(self, method, path, body=None, headers=None, timeout=10):
-        c = self.conn(timeout)
+        c = self.conn(timeout * SLOW)
         try:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
@@ -392,6 +408,14 @@ class AgateTest(unittest.TestCase):
             if BAD_LOG.search(log):
                 problems.append("agate error log shows a crash or "
                                 "sanitizer report")
+        if VALGRIND:
+            for name in sorted(os.listdir(self.dir)):
+                if not name.startswith("valgrind-"):
+                    continue
+                text = read_proc(os.path.join(self.dir, name))
+                if VALGRIND_BAD.search(text):
+                    sys.stdout.write("--- %s ---\n%s" % (name, text[-8000:]))
+                    problems.append("valgrind reports in %s" % name)
         for u in self.ups:
             log = u.stop()
             if BAD_LOG.search(log):
