@@ -163,6 +163,9 @@ conn_start_reading(struct conn *c)
 {
 	if (!c->reading && event_add(&c->ev_read, NULL) == 0)
 		c->reading = true;
+	/* Bytes OpenSSL decrypted already: epoll will not tell. */
+	if (c->ssl != NULL && c->tls_ready && tls_pending(c->ssl))
+		event_active(&c->ev_read, EV_READ, 0);
 }
 
 static void
@@ -173,6 +176,23 @@ conn_stop_reading(struct conn *c)
 }
 
 /* -- socket I/O, plain or TLS ------------------------------------------ */
+
+/* Whether a close ends the exchange cleanly (close_notify is then due):
+ * not a cut response, a timeout mid-request or an error. */
+static bool
+conn_clean_end(const struct conn *c)
+{
+	static const char *const clean[] = { "done", "client closed",
+	    "idle timeout", "lingering close done", "worker exiting", NULL };
+	size_t i;
+
+	if (c->close_why == NULL)
+		return true;
+	for (i = 0; clean[i] != NULL; i++)
+		if (strcmp(c->close_why, clean[i]) == 0)
+			return true;
+	return false;
+}
 
 /*
  * read(2) and write(2), or their TLS versions: the same results (a count,
@@ -203,13 +223,18 @@ conn_recv(struct conn *c, void *p, size_t n)
 	if (r == TLS_CLOSED)
 		return 0;
 	if (r == TLS_AGAIN) {
-		if (want == TLS_WANT_WRITE && conn_want_write(c) == -1) {
-			errno = ENOMEM;
-			return -1;
+		if (want == TLS_WANT_WRITE) {
+			/* conn_write_cb() retries the read. */
+			c->tls_read_wants_write = true;
+			if (conn_want_write(c) == -1) {
+				errno = ENOMEM;
+				return -1;
+			}
 		}
 		errno = EAGAIN;
 		return -1;
 	}
+	c->tls_broken = true;
 	errno = EPROTO;
 	return -1;
 }
@@ -230,9 +255,15 @@ conn_send(struct conn *c, const void *p, size_t n)
 	if (r > 0)
 		return r;
 	if (r == TLS_AGAIN) {
+		/* Wanting to read: conn_read_cb() flushes again, and the
+		 * write event stays off (the socket is writable: it would
+		 * spin). */
+		c->tls_write_wants_read = want == TLS_WANT_READ;
 		errno = EAGAIN;
 		return -1;
 	}
+	if (r != TLS_CLOSED)
+		c->tls_broken = true;
 	errno = r == TLS_CLOSED ? EPIPE : EPROTO;
 	return -1;
 }
@@ -261,10 +292,17 @@ conn_tls_handshake(struct conn *c)
 		return;
 	}
 	if (rc == TLS_AGAIN) {
-		if (want == TLS_WANT_WRITE && conn_want_write(c) == -1)
-			conn_fail(c, "out of memory");
+		if (want == TLS_WANT_WRITE) {
+			if (conn_want_write(c) == -1)
+				conn_fail(c, "out of memory");
+		} else if (c->write_armed && buf_pending(&c->out) == 0) {
+			/* Waiting to read: a writable socket must not spin. */
+			event_del(c->ev_write);
+			c->write_armed = false;
+		}
 		return;
 	}
+	c->tls_broken = true;
 	log_debug("conn %s: TLS handshake failed", c->peer_str);
 	conn_fail(c, "TLS handshake failed");
 }
@@ -287,10 +325,6 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 	memcpy(&c->peer, sa, salen < sizeof(c->peer) ? salen :
 	    sizeof(c->peer));
 	proxy_proto_format(sa, c->peer_str, sizeof(c->peer_str));
-	event_assign(&c->ev_read, worker.base, fd, EV_READ | EV_PERSIST,
-	    conn_read_cb, c);
-	conn_start_reading(c);
-	c->state = lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD;
 	/* TLS starts once the PROXY header (if any) has come in plain. */
 	if (lst->cfg->ntls > 0 && !lst->cfg->proxy_protocol &&
 	    (c->ssl = tls_new(lst->cfg, fd)) == NULL) {
@@ -299,6 +333,10 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 		free(c);
 		return;
 	}
+	event_assign(&c->ev_read, worker.base, fd, EV_READ | EV_PERSIST,
+	    conn_read_cb, c);
+	conn_start_reading(c);
+	c->state = lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD;
 	/* The header timeout runs from accept, as nginx's does. */
 	tlist_add(&worker.t_header, &c->timer);
 	TAILQ_INSERT_TAIL(&conns, c, link);
@@ -344,7 +382,8 @@ conn_close_now(struct conn *c)
 		event_free(c->ev_write);	/* deletes it too */
 	tnode_del(&c->timer);
 	if (c->ssl != NULL)
-		tls_close(c->ssl, c->tls_ready && !c->tls_notified);
+		tls_close(c->ssl, c->tls_ready && !c->tls_notified &&
+		    !c->tls_broken && conn_clean_end(c));
 	close(c->fd);
 	rbuf_put(c);
 	buf_free(&c->out);
@@ -819,6 +858,12 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_tls_handshake(c);
 		return;
 	}
+	if (c->tls_write_wants_read) {
+		c->tls_write_wants_read = false;
+		conn_flush(c);
+		if (c->closing)
+			return;
+	}
 	if (c->rbuf == NULL) {
 		conn_read_fresh(c);
 		return;
@@ -866,6 +911,10 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	conn_flush(c);
+	if (c->tls_read_wants_write && !c->closing) {
+		c->tls_read_wants_write = false;
+		conn_read_cb(fd, EV_READ, c);
+	}
 }
 
 /* -- timeouts and drain ------------------------------------------------ */

@@ -63,6 +63,9 @@ struct conn {
 	bool			 nodelay;	/* TCP_NODELAY is set */
 	bool			 tls_ready;	/* handshake done */
 	bool			 tls_notified;	/* close_notify sent */
+	bool			 tls_broken;	/* a TLS error: no close_notify */
+	bool			 tls_read_wants_write;
+	bool			 tls_write_wants_read;
 	struct ssl_st		*ssl;		/* TLS listeners: OpenSSL's */
 	const char		*close_why;
 	/* Input: [0, head_len) head, [body_off, rlen) unread body bytes. */

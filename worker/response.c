@@ -64,6 +64,8 @@ conn_write_out(struct conn *c)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
+			if (c->tls_write_wants_read)
+				return 1;	/* conn_read_cb() retries */
 			if (conn_want_write(c) == -1) {
 				conn_fail(c, "out of memory");
 				return -1;

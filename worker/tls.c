@@ -102,8 +102,11 @@ ctx_new(const struct tls_pair *p, struct tls_set *set, char *err,
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+	/* Most clients close without close_notify: an end, not an error
+	 * (truncation cannot hurt a request with its own framing). */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
-	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	if (SSL_CTX_set_cipher_list(ctx, CIPHERS_TLS12) != 1) {
@@ -207,10 +210,19 @@ tls_result(SSL *ssl, int rc, int *want)
 	}
 }
 
+/*
+ * OpenSSL's error queue is per thread, and libcurl and the HMAC code use
+ * the same library on this thread: an error they left would make
+ * SSL_get_error() call a healthy connection broken.  So every call starts
+ * from an empty queue.
+ */
 int
 tls_handshake(SSL *ssl, int *want)
 {
-	int rc = SSL_do_handshake(ssl);
+	int rc;
+
+	ERR_clear_error();
+	rc = SSL_do_handshake(ssl);
 
 	if (rc == 1)
 		return TLS_DONE;
@@ -221,7 +233,10 @@ ssize_t
 tls_read(SSL *ssl, void *p, size_t n, int *want)
 {
 	size_t got = 0;
-	int rc = SSL_read_ex(ssl, p, n, &got);
+	int rc;
+
+	ERR_clear_error();
+	rc = SSL_read_ex(ssl, p, n, &got);
 
 	if (rc == 1)
 		return (ssize_t)got;
@@ -232,7 +247,10 @@ ssize_t
 tls_write(SSL *ssl, const void *p, size_t n, int *want)
 {
 	size_t done = 0;
-	int rc = SSL_write_ex(ssl, p, n, &done);
+	int rc;
+
+	ERR_clear_error();
+	rc = SSL_write_ex(ssl, p, n, &done);
 
 	if (rc == 1)
 		return (ssize_t)done;
@@ -248,6 +266,7 @@ tls_pending(SSL *ssl)
 void
 tls_close(SSL *ssl, bool notify)
 {
+	ERR_clear_error();
 	if (notify)
 		SSL_shutdown(ssl);	/* one close_notify, never waited on */
 	ERR_clear_error();
@@ -290,6 +309,7 @@ tls_prefix_done(SSL *ssl, int fd)
 void
 tls_notify(SSL *ssl)
 {
+	ERR_clear_error();
 	SSL_shutdown(ssl);
 	ERR_clear_error();
 }

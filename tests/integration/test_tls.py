@@ -154,6 +154,31 @@ class TLSTest(AgateTest):
         self.assertEqual(got, pattern_bytes(3000000))
         s.close()
 
+    def test_pipelined_requests_and_a_slow_big_upload(self):
+        # Many requests in one TLS write: OpenSSL holds what agate has not
+        # read yet, where epoll cannot see it.
+        self.tls_agate()
+        s = self.connect()
+        n = 40
+        s.sendall(b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i
+                           for i in range(n)))
+        for i in range(n):
+            r = http.client.HTTPResponse(s)
+            r.begin()
+            r.read()
+            self.assertEqual(r.status, 200)
+        # An upload bigger than the read buffer to an upstream that
+        # reads slowly: reading stops and starts again many times.
+        body = os.urandom(3 * 1024 * 1024)
+        s.sendall(b"POST /e?echo=1&delay=200 HTTP/1.1\r\nHost: t\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        s.sendall(body)
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        self.assertEqual(json.loads(r.read())["body_sha256"],
+                         hashlib.sha256(body).hexdigest())
+        s.close()
+
     def test_proxy_protocol_before_tls(self):
         self.tls_agate(proxy_protocol=True)
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
