@@ -36,7 +36,7 @@
 #include "worker/http.h"
 #include "worker/worker.h"
 
-#define M_STRIPES	128
+#define M_STRIPES	(3 * 256)	/* 3 generations of CONFIG_MAX_WORKERS */
 #define M_ROUTES	128
 #define M_UPSTREAMS	64
 #define M_SERVERS	256
@@ -257,6 +257,11 @@ metrics_stripe_release(int i)
 	if (seg == NULL || i < 0)
 		return;
 	s = &seg->stripes[i];
+	/* Per-worker numbers go with the worker; the counters that sum
+	 * into routes, upstreams and jobs stay. */
+	memset(s->lag, 0, sizeof(s->lag));
+	atomic_store(&s->lag_sum_us, 0);
+	atomic_store(&s->requests, 0);
 	atomic_store(&s->connections, 0);
 	atomic_store(&s->off_queued, 0);
 	atomic_store(&s->off_running, 0);
@@ -530,7 +535,14 @@ shown_routes(const struct config *cfg, int *slots, const char **labels,
 	slots[n] = SLOT_HEALTH;
 	labels[n++] = seg->names.route[SLOT_HEALTH];
 	for (r = 0; r < cfg->nroutes && n < max; r++) {
+		size_t k;
+
 		if (cfg->routes[r].mslot < 0)
+			continue;
+		/* Routes with the same path share a slot: once. */
+		for (k = 2; k < n && slots[k] != cfg->routes[r].mslot; k++)
+			;
+		if (k < n)
 			continue;
 		slots[n] = cfg->routes[r].mslot;
 		labels[n++] = cfg->routes[r].path;
@@ -581,6 +593,18 @@ prom_requests(struct buf *b, const struct config *cfg)
 	}
 }
 
+/* Whether server s of upstream u is listed earlier with the same URL. */
+static bool
+server_repeated(const struct upstream_cfg *u, size_t s)
+{
+	size_t k;
+
+	for (k = 0; k < s; k++)
+		if (strcmp(u->servers[k].url, u->servers[s].url) == 0)
+			return true;
+	return false;
+}
+
 static void
 prom_upstreams(struct buf *b, const struct config *cfg)
 {
@@ -595,7 +619,7 @@ prom_upstreams(struct buf *b, const struct config *cfg)
 		for (s = 0; s < cfg->upstreams[u].nservers; s++) {
 			int ss = cfg->upstreams[u].servers[s].mslot;
 
-			if (ss < 0)
+			if (ss < 0 || server_repeated(&cfg->upstreams[u], s))
 				continue;
 			for (o = 0; o < MO_COUNT; o++) {
 				uint64_t n = 0;
@@ -662,7 +686,7 @@ prom_servers(struct buf *b, const struct config *cfg)
 				    shared_server(cfg, up, s);
 				int v;
 
-				if (sh == NULL)
+				if (sh == NULL || server_repeated(up, s))
 					continue;
 				v = g == 0 ? breaker_state(&sh->breaker,
 				    NULL) != BREAKER_CLOSED :

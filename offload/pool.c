@@ -99,6 +99,7 @@ static struct pool {
 	struct event		*sigchld_ev;
 	uint32_t		 next_id;
 	int			 delivering;	/* inside a done() call */
+	bool			 in_submit;	/* inside offload_submit() */
 	struct offload_stats	 stats;
 	bool			 started;
 } pool;
@@ -117,14 +118,25 @@ close_all_but(const int *keep, size_t n)
 	unsigned int from = 3;
 	size_t i;
 
+	struct rlimit rl;
+	int fd, max;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > 1048576)
+		rl.rlim_cur = 1048576;
+	max = (int)rl.rlim_cur;
 	for (i = 0; i < n; i++) {
 		if (keep[i] < (int)from)
 			continue;
-		if ((unsigned int)keep[i] > from)
-			close_range(from, (unsigned int)keep[i] - 1, 0);
+		if ((unsigned int)keep[i] > from &&
+		    close_range(from, (unsigned int)keep[i] - 1, 0) == -1)
+			for (fd = (int)from; fd < keep[i]; fd++)
+				close(fd);	/* kernels before 5.9 */
 		from = (unsigned int)keep[i] + 1;
 	}
-	close_range(from, ~0U, 0);
+	if (close_range(from, ~0U, 0) == -1)
+		for (fd = (int)from; fd < max; fd++)
+			close(fd);
 }
 
 static int
@@ -224,6 +236,12 @@ respawn_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (helper_spawn(h) == -1 || helper_watch(h) == -1) {
 		log_warn("offload: cannot start helper %d", h->slot);
+		if (h->pid > 0) {		/* forked, but not watched */
+			kill(h->pid, SIGKILL);
+			close(h->to_fd);
+			close(h->from_fd);
+			h->to_fd = h->from_fd = -1;
+		}
 		h->backoff_ms = RESPAWN_MAX_MS;
 		h->pid = 0;
 		event_add(&h->respawn_ev, &(struct timeval){ RESPAWN_MAX_MS /
@@ -300,8 +318,18 @@ job_finish(struct job *j, int status, const char *out, size_t len)
 	offload_done_fn done = j->done;
 	void *arg = j->arg;
 
-	job_count(j->kind, status);
 	tnode_del(&j->timer);
+	if (pool.in_submit && done != NULL) {
+		/* A helper lost inside offload_submit(): done() must come
+		 * from the loop, after the caller has its handle. */
+		j->state = JS_DONE;
+		j->status = status;
+		buf_reset(&j->frame);
+		TAILQ_INSERT_TAIL(&pool.inline_done, j, link);
+		event_active(&pool.inline_ev, EV_TIMEOUT, 0);
+		return;
+	}
+	job_count(j->kind, status);
 	if (done == NULL) {
 		job_free(j);
 		return;
@@ -495,8 +523,8 @@ pool_dispatch(void)
 	struct helper *h;
 	struct job *j;
 
-	if (pool.delivering > 0)
-		return;			/* job_finish() comes back */
+	if (pool.delivering > 0 || (pool.base != NULL && !pool.started))
+		return;			/* job_finish() comes back; or exiting */
 	while ((j = TAILQ_FIRST(&pool.queue)) != NULL &&
 	    (h = pool_idle_helper()) != NULL) {
 		TAILQ_REMOVE(&pool.queue, j, link);
@@ -623,7 +651,9 @@ offload_submit(unsigned kind, const struct iovec *iov, int niov,
 	TAILQ_INSERT_TAIL(&pool.queue, j, link);
 	pool.queued++;
 	tlist_add(&pool.t_job, &j->timer);	/* its wait */
+	pool.in_submit = true;
 	pool_dispatch();
+	pool.in_submit = false;
 	return j;
 }
 
@@ -770,7 +800,8 @@ offload_free(void)
 			continue;
 		if (h->job != NULL) {
 			h->job->done = NULL;
-			kill(pid, SIGKILL);	/* mid-job: do not wait */
+			if (!h->reaped)
+				kill(pid, SIGKILL);	/* mid-job: no wait */
 		}
 		if (h->events) {
 			event_del(&h->rev);

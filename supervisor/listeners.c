@@ -114,9 +114,9 @@ listeners_acquire(const struct config *cfg, size_t nsockets,
 				goto fail;
 			}
 			grp = &groups[ngroups++];
+			memset(grp, 0, sizeof(*grp));	/* a reused slot too */
 			grp->sa = l->sa;
 			grp->salen = l->salen;
-			grp->g.nfds = 0;
 			log_info("supervisor: listening on %s%s%s%s",
 			    l->address, l->ntls ? " (TLS)" : "",
 			    l->proxy_protocol ? " (PROXY protocol)" : "",

@@ -62,6 +62,7 @@ enum gen_state {
 struct gen {
 	unsigned	 id;
 	enum gen_state	 state;
+	bool		 is_reload;	/* a HUP's (counted in metrics) */
 	struct config	*cfg;		/* shared, counted in cfg->refs */
 	struct listen_group *groups;	/* per cfg listen entry */
 	struct slot	 slots[SLOTS];
@@ -85,6 +86,7 @@ static struct {
 	char	       **argv;		/* for a binary upgrade */
 	char		 exe[PATH_MAX];
 	pid_t		 upgrade_pid;	/* the new agate of a USR2 */
+	pid_t		 upgraded_from;	/* the agate that started this one */
 	bool		 ready_sent;	/* READY=1 told to systemd */
 	bool		 reloading;	/* RELOADING=1 told, READY=1 due */
 } sup;
@@ -101,6 +103,7 @@ static void	describe_exit(int, char *, size_t);
 static bool	gen_all_ready(const struct gen *);
 static void	upgrade_failed(int);
 static void	sup_notify_ready(const char *);
+static void	sup_notify_stopping(const char *);
 
 #define MAX_INHERIT	1024
 
@@ -370,7 +373,10 @@ gen_abort(struct gen *g, const char *why, bool release)
 	log_errorx("supervisor: reload failed: generation %u %s; still "
 	    "serving the previous config", g->id, why);
 	gen_retire(g, CTL_QUIT);
-	if (sup.reloading)
+	if (g->is_reload)
+		metrics_reload(false);
+	/* Replaced by a newer reload: that one tells systemd. */
+	if (sup.reloading && strcmp(why, "was replaced by a newer one") != 0)
 		sup_notify_ready("reload failed");
 	if (release)
 		sup_release_listeners();
@@ -461,6 +467,10 @@ sup_pid_file(const struct config *cfg)
 {
 	const char *want = cfg->server.pid_file;
 
+	/* During a binary upgrade the names belong to the two agates: a
+	 * changed pid_file waits until the upgrade is over. */
+	if (sup.upgrade_pid > 0)
+		return;
 	if (sup.pid_file != NULL && want != NULL &&
 	    strcmp(sup.pid_file, want) == 0)
 		return;
@@ -502,6 +512,8 @@ gen_promote(struct gen *g)
 	sup_release_listeners();
 	log_info("supervisor: reload done: generation %u serves with %d "
 	    "workers", g->id, g->wanted);
+	if (g->is_reload)
+		metrics_reload(true);
 	if (sup.reloading)
 		sup_notify_ready("reloaded");
 }
@@ -610,7 +622,9 @@ sup_reload(void)
 	config_warn_unimplemented(cfg);
 	sup_log_upstreams(cfg);
 	if (sup_start_generation(cfg, config_workers(cfg), "reload") == 0) {
-		metrics_reload(true);
+		for (g = sup.gens; g != NULL; g = g->next)
+			if (g->state == GEN_STARTING)
+				g->is_reload = true;
 		return;
 	}
 	metrics_reload(false);
@@ -665,7 +679,7 @@ sup_graceful(void)
 		return;
 	}
 	log_info("supervisor: graceful stop");
-	sd_notifyf("STOPPING=1\nSTATUS=draining");
+	sup_notify_stopping("draining");
 	sup.stopping = true;
 	sup.kill_at = now_ms() + stop_budget_ms();
 	for (g = sup.gens; g != NULL; g = g->next)
@@ -680,7 +694,7 @@ sup_fast(void)
 	if (sup.fast)
 		return;
 	log_info("supervisor: fast stop");
-	sd_notifyf("STOPPING=1\nSTATUS=stopping");
+	sup_notify_stopping("stopping");
 	sup.stopping = sup.fast = true;
 	sup.kill_at = now_ms() + FAST_STOP_MS;
 	for (g = sup.gens; g != NULL; g = g->next)
@@ -709,9 +723,9 @@ sup_reopen(void)
 static void
 sup_upgrade(void)
 {
-	char list[4096], oldbin[PATH_MAX];
+	char *list, oldbin[PATH_MAX];
 	int fds[MAX_INHERIT];
-	size_t n, i, off = 0;
+	size_t n, i, off = 0, cap;
 	sigset_t none;
 	pid_t pid;
 
@@ -724,15 +738,21 @@ sup_upgrade(void)
 		return;
 	}
 	n = listeners_fds(fds, MAX_INHERIT);
+	cap = n * 12 + 1;
+	if ((list = malloc(cap)) == NULL) {
+		log_warn("supervisor: USR2");
+		return;
+	}
 	list[0] = '\0';
-	for (i = 0; i < n && off < sizeof(list) - 16; i++)
-		off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%d",
+	for (i = 0; i < n; i++)
+		off += (size_t)snprintf(list + off, cap - off, "%s%d",
 		    i ? "," : "", fds[i]);
 	if (sup.pid_file != NULL) {
 		snprintf(oldbin, sizeof(oldbin), "%s.oldbin", sup.pid_file);
 		if (rename(sup.pid_file, oldbin) == -1) {
 			log_warn("supervisor: USR2: cannot rename %s",
 			    sup.pid_file);
+			free(list);
 			return;
 		}
 	}
@@ -740,6 +760,7 @@ sup_upgrade(void)
 		log_warn("supervisor: USR2: fork");
 		if (sup.pid_file != NULL)
 			rename(oldbin, sup.pid_file);
+		free(list);
 		return;
 	}
 	if (pid == 0) {
@@ -754,6 +775,7 @@ sup_upgrade(void)
 		    strerror(errno));
 		_exit(EXIT_CANNOT_START);
 	}
+	free(list);
 	sup.upgrade_pid = pid;
 	if (sup.pid_file != NULL) {
 		sup.pid_file_live = sup.pid_file;
@@ -763,6 +785,27 @@ sup_upgrade(void)
 	    "sockets; send QUIT to this agate (pid %ld%s%s) to finish the "
 	    "upgrade", sup.exe, (long)pid, n, (long)getpid(),
 	    sup.pid_file ? ", now in " : "", sup.pid_file ? sup.pid_file : "");
+}
+
+/*
+ * A stop is the service stopping only if no other agate of this
+ * upgrade goes on: the old one finishing an upgrade, or the new one
+ * rolled back, hands systemd's main-process role to the other instead.
+ */
+static void
+sup_notify_stopping(const char *what)
+{
+	if (sup.upgrade_pid > 0 && kill(sup.upgrade_pid, 0) == 0) {
+		sd_notifyf("MAINPID=%ld\nSTATUS=upgraded; this agate (pid "
+		    "%ld) %s", (long)sup.upgrade_pid, (long)getpid(), what);
+		return;
+	}
+	if (sup.upgraded_from > 1 && kill(sup.upgraded_from, 0) == 0) {
+		sd_notifyf("MAINPID=%ld\nSTATUS=upgrade rolled back",
+		    (long)sup.upgraded_from);
+		return;
+	}
+	sd_notifyf("STOPPING=1\nSTATUS=%s", what);
 }
 
 /* The new agate of a USR2 exited: the upgrade failed, we serve on. */
@@ -775,6 +818,8 @@ upgrade_failed(int status)
 	log_errorx("supervisor: binary upgrade failed: the new agate (pid "
 	    "%ld) %s; still serving", (long)sup.upgrade_pid, how);
 	sup.upgrade_pid = 0;
+	sd_notifyf("MAINPID=%ld\nSTATUS=upgrade failed; serving",
+	    (long)getpid());
 	if (sup.pid_file_live != NULL) {
 		if (rename(sup.pid_file, sup.pid_file_live) == -1)
 			log_warn("supervisor: cannot rename %s back",
@@ -806,6 +851,7 @@ sup_inherit(void)
 		e = *end == ',' ? end + 1 : end;
 	}
 	unsetenv("AGATE_LISTEN_FDS");
+	sup.upgraded_from = getppid();
 	listeners_adopt(fds, (size_t)n, "the agate that started this one");
 }
 
@@ -814,10 +860,14 @@ static void
 sup_notify_ready(const char *what)
 {
 	struct gen *g = gen_active();
+	char mainpid[32] = "";
 
-	sd_notifyf("READY=1\nMAINPID=%ld\nSTATUS=%s; %d workers, "
-	    "generation %u", (long)getpid(), what, g ? g->wanted : 0,
-	    g ? g->id : 0);
+	/* While a new agate of ours runs, it is systemd's main process. */
+	if (sup.upgrade_pid <= 0)
+		snprintf(mainpid, sizeof(mainpid), "MAINPID=%ld\n",
+		    (long)getpid());
+	sd_notifyf("READY=1\n%sSTATUS=%s; %d workers, generation %u",
+	    mainpid, what, g ? g->wanted : 0, g ? g->id : 0);
 	sup.ready_sent = true;
 	sup.reloading = false;
 }

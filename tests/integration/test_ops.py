@@ -167,6 +167,29 @@ class SystemdTest(AgateTest):
         self.assertIn("STOPPING=1", s.recv(4096).decode())
         self.assertEqual(gw.proc.wait(30), 0)
 
+    def test_upgrade_hands_the_main_pid_over_without_stopping(self):
+        s, path = self.notify_socket()
+        gw = self.start_with_env({"NOTIFY_SOCKET": path})
+        old = gw.pid
+        self.assertIn("MAINPID=%d" % old, s.recv(4096).decode())
+        pidfile = os.path.join(self.dir, "agate.pid")
+        gw.signal(signal.SIGUSR2)
+        msg = s.recv(4096).decode()
+        self.assertIn("READY=1", msg)
+        new = int(msg.split("MAINPID=")[1].split()[0])
+        self.assertNotEqual(new, old)
+        self.addCleanup(kill_and_wait, new)
+        wait_until(lambda: read_pid(pidfile) == new, what="the pid file")
+        gw.signal(signal.SIGQUIT)       # finish the upgrade
+        msg = s.recv(4096).decode()
+        self.assertNotIn("STOPPING=1", msg)
+        self.assertIn("MAINPID=%d" % new, msg)
+        self.assertEqual(gw.proc.wait(30), 0)
+        self.assertEqual(gw.get("/").status, 200)
+        os.kill(new, signal.SIGTERM)    # now the service stops
+        self.assertIn("STOPPING=1", s.recv(4096).decode())
+        wait_until(lambda: not alive(new), what="the new agate to stop")
+
     def test_socket_activation(self):
         port = free_port()
         ls = socket.socket()
