@@ -170,8 +170,7 @@ class AdminTest(AgateTest):
         wait_until(lambda: not old & set(self.gw.workers()),
                    what="the old generation to leave")
         self.spread("/one/a", 5)
-        m, _ = self.metrics()
-        self.assertEqual(m[key], 25)
+        m = self.counted(key, 25)
         self.assertEqual(val(m, "agate_config_reloads_total",
                              result="ok"), 1)
         # A broken file counts as failed and changes nothing else.
@@ -187,11 +186,22 @@ class AdminTest(AgateTest):
                    self.gw.get("/healthz").status == 200,
                    what="the respawned worker")
         self.spread("/one/a", 5)
-        m, _ = self.metrics()
-        self.assertEqual(m[key], 30)
+        m = self.counted(key, 30)
         self.assertEqual(val(m, "agate_upstream_requests_total",
                              upstream="one", server=self.up.url,
                              outcome="2xx"), 31)  # + one /two/x
+
+    def counted(self, key, n):
+        """The metrics once key reads n.  A request is counted as it is
+        logged, just after its answer went out: a scrape right after the
+        answer may come first."""
+        def check():
+            m = self.metrics()[0]
+            return m if m.get(key) == n else None
+        try:
+            return wait_until(check, timeout=5, what="%r == %d" % (key, n))
+        except AssertionError:
+            self.assertEqual(self.metrics()[0].get(key), n)
 
     def test_gauges_connections_and_breakers(self):
         socks = [socket.create_connection(("127.0.0.1", self.gw.port))

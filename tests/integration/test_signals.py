@@ -110,7 +110,8 @@ class SignalTest(AgateTest):
             l.finish()
         self.assertEqual([f for l in loopers for f in l.failures], [])
         # Never more than two generations at once: ours plus one draining.
-        self.assertLessEqual(len(self.gw.workers()), 4)
+        wait_until(lambda: len(self.gw.workers()) <= 4,
+                   what="at most two generations")
 
     def test_two_quick_reloads_that_add_a_listener(self):
         # The second HUP lands while the first reload's workers are still
