@@ -157,6 +157,7 @@ struct auth_cfg {
 	struct jwt_cfg	 jwt;
 	char		*api_keys_file;
 	char		*api_keys_header;
+	struct apikeys	*api_keys;		/* read at load */
 };
 
 struct cors_cfg {

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "gateway/config_engine.h"
+#include "gateway/apikeys.h"
 #include "gateway/htpasswd.h"
 #include "worker/tls.h"
 #include "lib/log.h"
@@ -217,6 +218,11 @@ check_route_files(struct cfg_ctx *ctx, struct route_cfg *r)
 	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
 		return check_error(ctx, r->pos, "route %s: auth.basic: %s",
 		    r->path, err);
+	if (r->auth.enabled && r->auth.api_keys_file != NULL &&
+	    (r->auth.api_keys = apikeys_load(r->auth.api_keys_file,
+	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
+		return check_error(ctx, r->pos, "route %s: auth.api_keys: %s",
+		    r->path, err);
 	if (!r->verify_signature.enabled)
 		return 0;
 	if (r->verify_signature.secret_file == NULL)
@@ -324,15 +330,13 @@ config_warn_unimplemented(const struct config *cfg)
 		const char *what[8];
 		size_t n = 0, j;
 
-		if (r->rate_limit.enabled)
-			what[n++] = "rate_limit";
+		if (r->rate_limit.enabled &&
+		    r->rate_limit.backend == RL_BACKEND_REDIS)
+			what[n++] = "rate_limit backend redis (NOT limited)";
 		if (r->auth.jwt_enabled)
 			what[n++] = "auth.jwt (requests are NOT authenticated)";
-		if (r->auth.api_keys_file != NULL)
-			what[n++] = "auth.api_keys (requests are NOT "
-			    "authenticated)";
-		if (r->cors.enabled)
-			what[n++] = "cors";
+
+
 		for (j = 0; j < n; j++)
 			log_warnx("config: route %s: %s is not available in "
 			    "this build", r->path, what[j]);

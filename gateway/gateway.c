@@ -7,7 +7,9 @@
 
 #include <curl/curl.h>
 
+#include "gateway/apikeys.h"
 #include "gateway/compress.h"
+#include "gateway/ratelimit.h"
 #include "gateway/curlev.h"
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
@@ -121,6 +123,8 @@ gateway_handle(struct request *r)
 		req_error(r, 404, "no route matches this path", NULL);
 		return;
 	case ROUTE_BAD_METHOD:
+		if (cors_preflight_route(r, &m))
+			break;		/* the route of the method asked for */
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", m.allow);
 		req_error(r, 405, "method not allowed on this route", allow);
 		return;
@@ -135,7 +139,10 @@ gateway_handle(struct request *r)
 }
 
 enum gw_stage {
+	STAGE_CORS,		/* cors: preflights answered here */
+	STAGE_RATE,		/* rate_limit */
 	STAGE_BASIC,		/* auth.basic */
+	STAGE_APIKEY,		/* auth.api_keys */
 	STAGE_SIGNATURE,	/* verify_signature */
 	STAGE_DISPATCH		/* proxy or fan-out */
 };
@@ -146,12 +153,29 @@ gateway_continue(struct request *r)
 	const struct route_cfg *rt = r->route;
 
 	switch (r->gw_stage) {
+	case STAGE_CORS:
+		r->gw_stage = STAGE_RATE;
+		if (rt->cors.enabled && !cors_request(r))
+			return;
+		/* FALLTHROUGH */
+	case STAGE_RATE:
+		r->gw_stage = STAGE_BASIC;
+		if (rt->rate_limit.enabled &&
+		    rt->rate_limit.backend == RL_BACKEND_LOCAL &&
+		    !ratelimit_request(r))
+			return;
+		/* FALLTHROUGH */
 	case STAGE_BASIC:
-		r->gw_stage = STAGE_SIGNATURE;
+		r->gw_stage = STAGE_APIKEY;
 		if (rt->auth.basic_users != NULL) {
 			basic_start(r);
 			return;
 		}
+		/* FALLTHROUGH */
+	case STAGE_APIKEY:
+		r->gw_stage = STAGE_SIGNATURE;
+		if (rt->auth.api_keys != NULL && !apikeys_request(r))
+			return;
 		/* FALLTHROUGH */
 	case STAGE_SIGNATURE:
 		r->gw_stage = STAGE_DISPATCH;

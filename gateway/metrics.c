@@ -71,6 +71,7 @@ struct m_route {
 	_Atomic uint32_t code[M_CODES];	/* 0: free */
 	counter		 code_n[M_CODES];
 	counter		 other[6];	/* codes beyond M_CODES, by class */
+	counter		 limited;	/* refused by rate_limit */
 	struct m_hist	 dur;
 };
 
@@ -342,6 +343,13 @@ metrics_try(int upstream, int server, enum m_outcome o, uint64_t us,
 }
 
 void
+metrics_rate_limited(int route)
+{
+	if (me != NULL && route >= 0 && route < M_ROUTES)
+		inc(&me->routes[route].limited, 1);
+}
+
+void
 metrics_connections(int n)
 {
 	if (me != NULL)
@@ -583,6 +591,18 @@ prom_requests(struct buf *b, const struct config *cfg)
 			buf_appendf(b, "\",code=\"%dxx\"} %llu\n", c,
 			    (unsigned long long)o);
 		}
+	}
+	help(b, "agate_rate_limited_total", "counter", "Requests refused "
+	    "(429) by the route's rate limit.");
+	for (r = 2; r < nr; r++) {
+		uint64_t lim = 0;
+		int i;
+
+		for (i = 0; i < hwm(); i++)
+			lim += get(&seg->stripes[i].routes[slots[r]].limited);
+		LIT(b, "agate_rate_limited_total{route=\"");
+		put_label(b, labels[r]);
+		buf_appendf(b, "\"} %llu\n", (unsigned long long)lim);
 	}
 	help(b, "agate_request_duration_seconds", "histogram", "Time from "
 	    "the request head to the end of the answer, by route.");

@@ -104,6 +104,9 @@ struct request {
 	const struct req_filter	*filter;
 	void			*filter_state;
 	uint8_t			 gw_stage;	/* checks passed (gateway.c) */
+	/* Header lines every answer to this request gets (CORS). */
+	size_t			 resp_extra_len;
+	char			 resp_extra[320];
 	struct route_param	 params[REQ_MAX_PARAMS];
 	size_t			 nparams;
 	const char		*upstream;	/* server URL of the last try */

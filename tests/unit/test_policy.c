@@ -20,12 +20,14 @@
 
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "gateway/breaker.h"
 #include "gateway/config.h"
 #include "gateway/limiter.h"
+#include "gateway/ratelimit.h"
 #include "gateway/retry.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
@@ -905,6 +907,71 @@ test_budget_window(void **state)
 	assert_false(retry_budget_take(&b, 0.2, TB + RETRY_WINDOW_MS));
 }
 
+/* -- rate limit buckets ------------------------------------------------- */
+
+#define SEC	1000000ULL
+
+/* A new bucket is full: burst requests at once, then 429. */
+static void
+test_bucket_burst_then_refusal(void **state)
+{
+	struct rl_bucket b = { 0 };
+	double left;
+	uint64_t retry;
+	int i;
+
+	for (i = 0; i < 5; i++) {
+		assert_true(ratelimit_take(&b, 10 * SEC, 5.0, 5, &left, &retry));
+		assert_int_equal(retry, 0);
+		assert_true(fabs(left - (4 - i)) < 1e-9);
+	}
+	assert_false(ratelimit_take(&b, 10 * SEC, 5.0, 5, &left, &retry));
+	assert_int_equal(retry, 200);		/* one token at 5/s */
+}
+
+/* Tokens come back at rate, never beyond burst. */
+static void
+test_bucket_refill_and_cap(void **state)
+{
+	struct rl_bucket b = { 0 };
+	double left;
+	uint64_t retry;
+	int i;
+
+	for (i = 0; i < 5; i++)
+		ratelimit_take(&b, SEC, 5.0, 5, &left, &retry);
+	/* 0.4 s later: 2 tokens. */
+	assert_true(ratelimit_take(&b, SEC + 400000, 5.0, 5, &left, &retry));
+	assert_true(ratelimit_take(&b, SEC + 400000, 5.0, 5, &left, &retry));
+	assert_false(ratelimit_take(&b, SEC + 400000, 5.0, 5, &left, &retry));
+	/* An hour later: full, but only burst. */
+	for (i = 0; i < 5; i++)
+		assert_true(ratelimit_take(&b, 3600 * SEC, 5.0, 5, &left,
+		    &retry));
+	assert_false(ratelimit_take(&b, 3600 * SEC, 5.0, 5, &left, &retry));
+}
+
+/* A slow rate: Retry-After in whole waits, and a clock that does not
+ * move (or moves back) refills nothing. */
+static void
+test_bucket_slow_rate_and_clock(void **state)
+{
+	struct rl_bucket b = { 0 };
+	double left;
+	uint64_t retry;
+
+	assert_true(ratelimit_take(&b, 100 * SEC, 1.0 / 60, 1, &left, &retry));
+	assert_false(ratelimit_take(&b, 100 * SEC, 1.0 / 60, 1, &left,
+	    &retry));
+	assert_int_equal(retry, 60000);
+	assert_false(ratelimit_take(&b, 90 * SEC, 1.0 / 60, 1, &left, &retry));
+	assert_false(ratelimit_take(&b, 130 * SEC, 1.0 / 60, 1, &left,
+	    &retry));
+	assert_int_equal(retry, 30000);
+	assert_true(ratelimit_take(&b, 160 * SEC + 1000, 1.0 / 60, 1, &left,
+	    &retry));
+}
+
 int
 main(void)
 {
@@ -933,6 +1000,9 @@ main(void)
 		cmocka_unit_test(test_budget_floor),
 		cmocka_unit_test(test_budget_share),
 		cmocka_unit_test(test_budget_window),
+		cmocka_unit_test(test_bucket_burst_then_refusal),
+		cmocka_unit_test(test_bucket_refill_and_cap),
+		cmocka_unit_test(test_bucket_slow_rate_and_clock),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
