@@ -15,6 +15,7 @@
 #include "gateway/config_engine.h"
 #include "gateway/apikeys.h"
 #include "gateway/htpasswd.h"
+#include "gateway/jwt.h"
 #include "worker/tls.h"
 #include "lib/log.h"
 
@@ -218,6 +219,10 @@ check_route_files(struct cfg_ctx *ctx, struct route_cfg *r)
 	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
 		return check_error(ctx, r->pos, "route %s: auth.basic: %s",
 		    r->path, err);
+	if (r->auth.jwt_enabled && (r->auth.jwt.set = jwks_load(
+	    r->auth.jwt.keys, err, sizeof(err))) == NULL)
+		return check_error(ctx, r->pos, "route %s: auth.jwt: %s",
+		    r->path, err);
 	if (r->auth.enabled && r->auth.api_keys_file != NULL &&
 	    (r->auth.api_keys = apikeys_load(r->auth.api_keys_file,
 	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
@@ -333,8 +338,7 @@ config_warn_unimplemented(const struct config *cfg)
 		if (r->rate_limit.enabled &&
 		    r->rate_limit.backend == RL_BACKEND_REDIS)
 			what[n++] = "rate_limit backend redis (NOT limited)";
-		if (r->auth.jwt_enabled)
-			what[n++] = "auth.jwt (requests are NOT authenticated)";
+
 
 
 		for (j = 0; j < n; j++)

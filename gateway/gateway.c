@@ -9,6 +9,7 @@
 
 #include "gateway/apikeys.h"
 #include "gateway/compress.h"
+#include "gateway/jwt.h"
 #include "gateway/ratelimit.h"
 #include "gateway/curlev.h"
 #include "gateway/fanout.h"
@@ -142,6 +143,7 @@ enum gw_stage {
 	STAGE_CORS,		/* cors: preflights answered here */
 	STAGE_RATE,		/* rate_limit */
 	STAGE_BASIC,		/* auth.basic */
+	STAGE_JWT,		/* auth.jwt */
 	STAGE_APIKEY,		/* auth.api_keys */
 	STAGE_SIGNATURE,	/* verify_signature */
 	STAGE_DISPATCH		/* proxy or fan-out */
@@ -166,11 +168,16 @@ gateway_continue(struct request *r)
 			return;
 		/* FALLTHROUGH */
 	case STAGE_BASIC:
-		r->gw_stage = STAGE_APIKEY;
+		r->gw_stage = STAGE_JWT;
 		if (rt->auth.basic_users != NULL) {
 			basic_start(r);
 			return;
 		}
+		/* FALLTHROUGH */
+	case STAGE_JWT:
+		r->gw_stage = STAGE_APIKEY;
+		if (rt->auth.jwt_enabled && !jwt_request(r))
+			return;
 		/* FALLTHROUGH */
 	case STAGE_APIKEY:
 		r->gw_stage = STAGE_SIGNATURE;
