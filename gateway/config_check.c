@@ -327,17 +327,11 @@ config_warn_unimplemented(const struct config *cfg)
 {
 	size_t i;
 
-	if (cfg->redis_enabled)
-		log_warnx("config: redis: shared rate limits are not available "
-		    "in this build");
 	for (i = 0; i < cfg->nroutes; i++) {
 		const struct route_cfg *r = &cfg->routes[i];
 		const char *what[8];
 		size_t n = 0, j;
 
-		if (r->rate_limit.enabled &&
-		    r->rate_limit.backend == RL_BACKEND_REDIS)
-			what[n++] = "rate_limit backend redis (NOT limited)";
 
 
 

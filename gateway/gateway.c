@@ -40,6 +40,7 @@ gateway_init(struct event_base *base, const struct config *cfg)
 	 * without closing each connection as its transfer ends; idle ones
 	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
 	basic_init();
+	rlredis_init(base, cfg);
 	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
 	    upstream_init(base, cfg) == -1 ||
 	    health_init(base, cfg, worker.index == 0) == -1) {
@@ -70,6 +71,7 @@ void
 gateway_shutdown(void)
 {
 	proxy_free();
+	rlredis_free();
 	health_free();
 	curlev_free();
 	upstream_free();
@@ -162,10 +164,8 @@ gateway_continue(struct request *r)
 		/* FALLTHROUGH */
 	case STAGE_RATE:
 		r->gw_stage = STAGE_BASIC;
-		if (rt->rate_limit.enabled &&
-		    rt->rate_limit.backend == RL_BACKEND_LOCAL &&
-		    !ratelimit_request(r))
-			return;
+		if (rt->rate_limit.enabled && ratelimit_request(r) != 1)
+			return;		/* answered, or Redis is asked */
 		/* FALLTHROUGH */
 	case STAGE_BASIC:
 		r->gw_stage = STAGE_JWT;

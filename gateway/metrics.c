@@ -94,6 +94,7 @@ struct m_stripe {
 	counter		 lag[LAG_BUCKETS];
 	counter		 lag_sum_us;
 	counter		 requests;
+	counter		 redis_failures;
 	counter		 jobs[M_KINDS][M_STATUSES];
 	_Atomic uint32_t off_queued;
 	_Atomic uint32_t off_running;
@@ -340,6 +341,13 @@ metrics_try(int upstream, int server, enum m_outcome o, uint64_t us,
 	hist_add(&me->upstreams[upstream].dur, us);
 	if (server >= 0)
 		inc(&me->servers[server].outcome[o], 1);
+}
+
+void
+metrics_redis_failure(void)
+{
+	if (me != NULL)
+		inc(&me->redis_failures, 1);
 }
 
 void
@@ -863,6 +871,17 @@ metrics_prometheus(struct buf *b, const struct config *cfg)
 	    "agate_config_reloads_total{result=\"failed\"} %llu\n",
 	    (unsigned long long)get(&seg->reloads_ok),
 	    (unsigned long long)get(&seg->reloads_failed));
+	{
+		uint64_t n = 0;
+		int i;
+
+		for (i = 0; i < hwm(); i++)
+			n += get(&seg->stripes[i].redis_failures);
+		help(b, "agate_redis_failures_total", "counter", "Rate-limit "
+		    "checks Redis could not answer (on_failure decided).");
+		buf_appendf(b, "agate_redis_failures_total %llu\n",
+		    (unsigned long long)n);
+	}
 	help(b, "agate_workers", "gauge", "Worker processes alive, all "
 	    "generations.");
 	buf_appendf(b, "agate_workers %d\n", live_workers());

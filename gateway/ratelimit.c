@@ -201,24 +201,12 @@ rl_key(const struct request *r, const struct rate_limit_cfg *rl,
 	return r->client;
 }
 
-/*
- * The route's limit.  True: the request goes on.  False: it has been
- * answered 429, with Retry-After and the RateLimit-* fields.
- */
-bool
-ratelimit_request(struct request *r)
+void
+ratelimit_refuse(struct request *r, uint64_t retry_ms)
 {
 	const struct rate_limit_cfg *rl = &r->route->rate_limit;
 	char extra[256];
-	double remaining;
-	uint64_t retry_ms;
-	const char *key;
-	size_t klen;
 
-	key = rl_key(r, rl, &klen);
-	if (ratelimit_check(r->route->path, key, klen, rl->rate, rl->burst,
-	    &remaining, &retry_ms))
-		return true;
 	snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n"
 	    "RateLimit-Limit: %d\r\nRateLimit-Remaining: 0\r\n"
 	    "RateLimit-Reset: %llu\r\nRateLimit-Policy: %d;w=%g\r\n",
@@ -227,5 +215,23 @@ ratelimit_request(struct request *r)
 	    rl->rate > 0 ? rl->burst / rl->rate : 0.0);
 	metrics_rate_limited(r->route->mslot);
 	req_error(r, 429, "rate limit exceeded", extra);
-	return false;
+}
+
+int
+ratelimit_request(struct request *r)
+{
+	const struct rate_limit_cfg *rl = &r->route->rate_limit;
+	double remaining;
+	uint64_t retry_ms;
+	const char *key;
+	size_t klen;
+
+	key = rl_key(r, rl, &klen);
+	if (rl->backend == RL_BACKEND_REDIS)
+		return rlredis_request(r, key, klen);
+	if (ratelimit_check(r->route->path, key, klen, rl->rate, rl->burst,
+	    &remaining, &retry_ms))
+		return 1;
+	ratelimit_refuse(r, retry_ms);
+	return 0;
 }

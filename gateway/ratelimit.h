@@ -27,7 +27,23 @@ bool	ratelimit_take(struct rl_bucket *, uint64_t now_us, double rate,
 /* The same on the shared bucket of (route, key). */
 bool	ratelimit_check(const char *route, const char *key, size_t klen,
 	    double rate, int burst, double *remaining, uint64_t *retry_ms);
-/* The route's limit for r: true to go on, false once answered 429. */
-bool	ratelimit_request(struct request *);
+/*
+ * The route's limit for r: 1 to go on now, 0 once answered (429, or 503
+ * when Redis is down and on_failure is deny), -1 while Redis is asked
+ * (gateway_continue() follows).
+ */
+int	ratelimit_request(struct request *);
+/* The 429, with Retry-After and the RateLimit-* fields. */
+void	ratelimit_refuse(struct request *, uint64_t retry_ms);
+
+/* -- rlredis.c: the Redis backend, one connection per worker ---------- */
+
+struct config;
+struct event_base;
+
+int	rlredis_init(struct event_base *, const struct config *);
+void	rlredis_free(void);
+/* As ratelimit_request(), for a route with backend redis. */
+int	rlredis_request(struct request *, const char *key, size_t klen);
 
 #endif
