@@ -12,9 +12,9 @@ cd "$(dirname "$0")"
 # its libFuzzer runtime, `make check-valgrind` valgrind.
 PACKAGES="build-essential autoconf automake libtool pkg-config \
 libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
-zlib1g-dev libcrypt-dev libcmocka-dev python3 curl \
+zlib1g-dev libcrypt-dev libhiredis-dev libcmocka-dev python3 curl \
 openssl nginx chromium chromium-driver \
-clang libclang-rt-14-dev valgrind"
+clang libclang-rt-14-dev valgrind redis-server"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "gateway/config_engine.h"
+#include "gateway/jwt.h"
 #include "worker/tls.h"
 #include "gateway/shared.h"
 
@@ -543,6 +544,8 @@ config_free(struct config *cfg)
 		return;
 	for (i = 0; i < cfg->server.nlisten; i++)
 		tls_listener_free(&cfg->server.listen[i]);
+	for (i = 0; i < cfg->nroutes; i++)
+		jwks_free(cfg->routes[i].auth.jwt.set);
 	shared_destroy(cfg);
 	arena_free(&cfg->arena);
 	free(cfg);

@@ -147,6 +147,10 @@ struct jwt_cfg {
 	char		*issuer;
 	char		**audiences;
 	size_t		 naudiences;
+	char		**claims;		/* forward_claims: claim */
+	char		**claim_headers;	/*   -> upstream header */
+	size_t		 nclaims;
+	struct jwks	*set;			/* read at load (jwt.c) */
 };
 
 struct auth_cfg {
@@ -157,6 +161,7 @@ struct auth_cfg {
 	struct jwt_cfg	 jwt;
 	char		*api_keys_file;
 	char		*api_keys_header;
+	struct apikeys	*api_keys;		/* read at load */
 };
 
 struct cors_cfg {

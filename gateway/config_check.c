@@ -13,7 +13,9 @@
 #include <sys/socket.h>
 
 #include "gateway/config_engine.h"
+#include "gateway/apikeys.h"
 #include "gateway/htpasswd.h"
+#include "gateway/jwt.h"
 #include "worker/tls.h"
 #include "lib/log.h"
 
@@ -217,6 +219,15 @@ check_route_files(struct cfg_ctx *ctx, struct route_cfg *r)
 	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
 		return check_error(ctx, r->pos, "route %s: auth.basic: %s",
 		    r->path, err);
+	if (r->auth.jwt_enabled && (r->auth.jwt.set = jwks_load(
+	    r->auth.jwt.keys, err, sizeof(err))) == NULL)
+		return check_error(ctx, r->pos, "route %s: auth.jwt: %s",
+		    r->path, err);
+	if (r->auth.enabled && r->auth.api_keys_file != NULL &&
+	    (r->auth.api_keys = apikeys_load(r->auth.api_keys_file,
+	    &ctx->cfg->arena, err, sizeof(err))) == NULL)
+		return check_error(ctx, r->pos, "route %s: auth.api_keys: %s",
+		    r->path, err);
 	if (!r->verify_signature.enabled)
 		return 0;
 	if (r->verify_signature.secret_file == NULL)
@@ -316,23 +327,14 @@ config_warn_unimplemented(const struct config *cfg)
 {
 	size_t i;
 
-	if (cfg->redis_enabled)
-		log_warnx("config: redis: shared rate limits are not available "
-		    "in this build");
 	for (i = 0; i < cfg->nroutes; i++) {
 		const struct route_cfg *r = &cfg->routes[i];
 		const char *what[8];
 		size_t n = 0, j;
 
-		if (r->rate_limit.enabled)
-			what[n++] = "rate_limit";
-		if (r->auth.jwt_enabled)
-			what[n++] = "auth.jwt (requests are NOT authenticated)";
-		if (r->auth.api_keys_file != NULL)
-			what[n++] = "auth.api_keys (requests are NOT "
-			    "authenticated)";
-		if (r->cors.enabled)
-			what[n++] = "cors";
+
+
+
 		for (j = 0; j < n; j++)
 			log_warnx("config: route %s: %s is not available in "
 			    "this build", r->path, what[j]);

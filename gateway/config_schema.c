@@ -870,9 +870,50 @@ static const struct cfg_key rate_limit_keys[] = {
 	{ NULL }
 };
 
+/* forward_claims: {claim: Header-Name, ...} */
+static int
+val_forward_claims(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	struct jwt_cfg *j = field;
+	yaml_node_pair_t *p;
+	size_t n, i = 0;
+
+	if (val->type != YAML_MAPPING_NODE)
+		return cfg_error(ctx, val, "forward_claims: expected a mapping "
+		    "of claim: Header-Name");
+	n = (size_t)(val->data.mapping.pairs.top -
+	    val->data.mapping.pairs.start);
+	j->claims = cfg_alloc(ctx, (n ? n : 1) * sizeof(char *));
+	j->claim_headers = cfg_alloc(ctx, (n ? n : 1) * sizeof(char *));
+	for (p = val->data.mapping.pairs.start;
+	    p < val->data.mapping.pairs.top; p++, i++) {
+		yaml_node_t *k = cfg_node(ctx, p->key), *v = cfg_node(ctx,
+		    p->value);
+		const char *ks = cfg_scalar(ctx, k, "a claim name"), *vs;
+		const char *c;
+
+		if (ks == NULL || (vs = cfg_scalar(ctx, v, "a header name")) ==
+		    NULL)
+			return -1;
+		for (c = vs; *c != '\0'; c++)
+			if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' &&
+			    *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-'))
+				return cfg_error(ctx, v, "forward_claims: '%s' "
+				    "is not a header name", vs);
+		if (*vs == '\0')
+			return cfg_error(ctx, v, "forward_claims: empty "
+			    "header name");
+		j->claims[i] = cfg_strdup(ctx, ks);
+		j->claim_headers[i] = cfg_strdup(ctx, vs);
+	}
+	j->nclaims = n;
+	return 0;
+}
+
 static const struct cfg_key jwt_keys[] = {
 	{ "keys", CT_FILE, offsetof(struct jwt_cfg, keys),
 	    .flags = CK_REQUIRED },
+	{ "forward_claims", CT_CUSTOM, 0, .aux = val_forward_claims },
 	{ "issuer", CT_STRING, offsetof(struct jwt_cfg, issuer) },
 	/* A string or a list of strings, as CT_STRLIST takes both. */
 	{ "audience", CT_STRLIST, offsetof(struct jwt_cfg, audiences),

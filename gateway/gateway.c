@@ -7,7 +7,10 @@
 
 #include <curl/curl.h>
 
+#include "gateway/apikeys.h"
 #include "gateway/compress.h"
+#include "gateway/jwt.h"
+#include "gateway/ratelimit.h"
 #include "gateway/curlev.h"
 #include "gateway/fanout.h"
 #include "gateway/gateway.h"
@@ -37,6 +40,7 @@ gateway_init(struct event_base *base, const struct config *cfg)
 	 * without closing each connection as its transfer ends; idle ones
 	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
 	basic_init();
+	rlredis_init(base, cfg);
 	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
 	    upstream_init(base, cfg) == -1 ||
 	    health_init(base, cfg, worker.index == 0) == -1) {
@@ -67,6 +71,7 @@ void
 gateway_shutdown(void)
 {
 	proxy_free();
+	rlredis_free();
 	health_free();
 	curlev_free();
 	upstream_free();
@@ -121,6 +126,8 @@ gateway_handle(struct request *r)
 		req_error(r, 404, "no route matches this path", NULL);
 		return;
 	case ROUTE_BAD_METHOD:
+		if (cors_preflight_route(r, &m))
+			break;		/* the route of the method asked for */
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", m.allow);
 		req_error(r, 405, "method not allowed on this route", allow);
 		return;
@@ -135,7 +142,11 @@ gateway_handle(struct request *r)
 }
 
 enum gw_stage {
+	STAGE_CORS,		/* cors: preflights answered here */
+	STAGE_RATE,		/* rate_limit */
 	STAGE_BASIC,		/* auth.basic */
+	STAGE_JWT,		/* auth.jwt */
+	STAGE_APIKEY,		/* auth.api_keys */
 	STAGE_SIGNATURE,	/* verify_signature */
 	STAGE_DISPATCH		/* proxy or fan-out */
 };
@@ -146,12 +157,32 @@ gateway_continue(struct request *r)
 	const struct route_cfg *rt = r->route;
 
 	switch (r->gw_stage) {
+	case STAGE_CORS:
+		r->gw_stage = STAGE_RATE;
+		if (rt->cors.enabled && !cors_request(r))
+			return;
+		/* FALLTHROUGH */
+	case STAGE_RATE:
+		r->gw_stage = STAGE_BASIC;
+		if (rt->rate_limit.enabled && ratelimit_request(r) != 1)
+			return;		/* answered, or Redis is asked */
+		/* FALLTHROUGH */
 	case STAGE_BASIC:
-		r->gw_stage = STAGE_SIGNATURE;
+		r->gw_stage = STAGE_JWT;
 		if (rt->auth.basic_users != NULL) {
 			basic_start(r);
 			return;
 		}
+		/* FALLTHROUGH */
+	case STAGE_JWT:
+		r->gw_stage = STAGE_APIKEY;
+		if (rt->auth.jwt_enabled && !jwt_request(r))
+			return;
+		/* FALLTHROUGH */
+	case STAGE_APIKEY:
+		r->gw_stage = STAGE_SIGNATURE;
+		if (rt->auth.api_keys != NULL && !apikeys_request(r))
+			return;
 		/* FALLTHROUGH */
 	case STAGE_SIGNATURE:
 		r->gw_stage = STAGE_DISPATCH;

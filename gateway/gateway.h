@@ -99,4 +99,12 @@ int	headers_upstream_response(const char *raw, size_t len,
 /* True for hop-by-hop fields (RFC 9110 section 7.6.1). */
 bool	headers_hop_by_hop(const char *name, size_t len);
 
+/* -- cors.c ------------------------------------------------------------ */
+
+/* The route's CORS: true to go on; false once a preflight is answered. */
+bool	cors_request(struct request *);
+/* A preflight for a method the path's route takes (OPTIONS aside):
+ * true with m set to that route. */
+bool	cors_preflight_route(struct request *, struct route_match *);
+
 #endif

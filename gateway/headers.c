@@ -98,6 +98,47 @@ emit_xff(const struct request *r, header_emit_fn emit, void *arg,
 	return emit(arg, "X-Forwarded-For", 15, v->data, v->len);
 }
 
+/* Fields agate adds (verified claims): the client's own are dropped. */
+static bool
+added_by_agate(const struct request *r, const char *name, size_t len)
+{
+	const struct jwt_cfg *j;
+	size_t i;
+
+	if (r->route == NULL || !r->route->auth.jwt_enabled)
+		return false;
+	j = &r->route->auth.jwt;
+	for (i = 0; i < j->nclaims; i++)
+		if (strlen(j->claim_headers[i]) == len &&
+		    strncasecmp(j->claim_headers[i], name, len) == 0)
+			return true;
+	return false;
+}
+
+static int
+emit_added(const struct request *r, header_emit_fn emit, void *arg)
+{
+	const char *p, *end;
+	uint16_t nl, vl;
+
+	if (r->up_extra == NULL)
+		return 0;
+	p = buf_head(r->up_extra);
+	end = p + buf_pending(r->up_extra);
+	while (end - p >= 4) {
+		memcpy(&nl, p, 2);
+		if ((size_t)(end - p) < 4u + nl)
+			break;
+		memcpy(&vl, p + 2 + nl, 2);
+		if ((size_t)(end - p) < 4u + nl + vl)
+			break;
+		if (emit(arg, p + 2, nl, p + 4 + nl, vl) == -1)
+			return -1;
+		p += 4 + nl + vl;
+	}
+	return 0;
+}
+
 int
 headers_upstream_request(const struct request *r, header_emit_fn emit,
     void *arg, struct buf *scratch)
@@ -110,12 +151,15 @@ headers_upstream_request(const struct request *r, header_emit_fn emit,
 
 		if (headers_hop_by_hop(f->name, f->name_len) ||
 		    replaced_upstream(f->name, f->name_len) ||
-		    named_by_connection(h, f->name, f->name_len))
+		    named_by_connection(h, f->name, f->name_len) ||
+		    added_by_agate(r, f->name, f->name_len))
 			continue;
 		if (emit(arg, f->name, f->name_len, f->value, f->value_len)
 		    == -1)
 			return -1;
 	}
+	if (emit_added(r, emit, arg) == -1)
+		return -1;
 	if (emit_xff(r, emit, arg, scratch) == -1 ||
 	    emit(arg, "X-Forwarded-Proto", 17, req_tls(r) ? "https" : "http",
 	    req_tls(r) ? 5 : 4) == -1)

@@ -71,6 +71,7 @@ struct m_route {
 	_Atomic uint32_t code[M_CODES];	/* 0: free */
 	counter		 code_n[M_CODES];
 	counter		 other[6];	/* codes beyond M_CODES, by class */
+	counter		 limited;	/* refused by rate_limit */
 	struct m_hist	 dur;
 };
 
@@ -93,6 +94,7 @@ struct m_stripe {
 	counter		 lag[LAG_BUCKETS];
 	counter		 lag_sum_us;
 	counter		 requests;
+	counter		 redis_failures;
 	counter		 jobs[M_KINDS][M_STATUSES];
 	_Atomic uint32_t off_queued;
 	_Atomic uint32_t off_running;
@@ -342,6 +344,20 @@ metrics_try(int upstream, int server, enum m_outcome o, uint64_t us,
 }
 
 void
+metrics_redis_failure(void)
+{
+	if (me != NULL)
+		inc(&me->redis_failures, 1);
+}
+
+void
+metrics_rate_limited(int route)
+{
+	if (me != NULL && route >= 0 && route < M_ROUTES)
+		inc(&me->routes[route].limited, 1);
+}
+
+void
 metrics_connections(int n)
 {
 	if (me != NULL)
@@ -583,6 +599,18 @@ prom_requests(struct buf *b, const struct config *cfg)
 			buf_appendf(b, "\",code=\"%dxx\"} %llu\n", c,
 			    (unsigned long long)o);
 		}
+	}
+	help(b, "agate_rate_limited_total", "counter", "Requests refused "
+	    "(429) by the route's rate limit.");
+	for (r = 2; r < nr; r++) {
+		uint64_t lim = 0;
+		int i;
+
+		for (i = 0; i < hwm(); i++)
+			lim += get(&seg->stripes[i].routes[slots[r]].limited);
+		LIT(b, "agate_rate_limited_total{route=\"");
+		put_label(b, labels[r]);
+		buf_appendf(b, "\"} %llu\n", (unsigned long long)lim);
 	}
 	help(b, "agate_request_duration_seconds", "histogram", "Time from "
 	    "the request head to the end of the answer, by route.");
@@ -843,6 +871,17 @@ metrics_prometheus(struct buf *b, const struct config *cfg)
 	    "agate_config_reloads_total{result=\"failed\"} %llu\n",
 	    (unsigned long long)get(&seg->reloads_ok),
 	    (unsigned long long)get(&seg->reloads_failed));
+	{
+		uint64_t n = 0;
+		int i;
+
+		for (i = 0; i < hwm(); i++)
+			n += get(&seg->stripes[i].redis_failures);
+		help(b, "agate_redis_failures_total", "counter", "Rate-limit "
+		    "checks Redis could not answer (on_failure decided).");
+		buf_appendf(b, "agate_redis_failures_total %llu\n",
+		    (unsigned long long)n);
+	}
 	help(b, "agate_workers", "gauge", "Worker processes alive, all "
 	    "generations.");
 	buf_appendf(b, "agate_workers %d\n", live_workers());

@@ -53,6 +53,10 @@ void	metrics_lag(uint64_t us);
 void	metrics_upstream_queue(int upstream, uint32_t waiting,
 	    uint32_t in_flight);
 void	metrics_offload_job(unsigned kind, int status);
+/* Redis (rate limits) could not answer. */
+void	metrics_redis_failure(void);
+/* A request of route slot refused by its rate limit. */
+void	metrics_rate_limited(int route);
 void	metrics_offload_queue(uint32_t queued, uint32_t running);
 
 /* -- reading (the admin listener) ----------------------------------------- */

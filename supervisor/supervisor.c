@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "gateway/metrics.h"
+#include "gateway/ratelimit.h"
 #include "gateway/shared.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
@@ -1105,6 +1106,7 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 	sup_apply_logging(cfg);
 	if (metrics_init() == 0)
 		metrics_assign(cfg);
+	ratelimit_init();
 	if ((groups = calloc(cfg->server.nlisten, sizeof(*groups))) == NULL)
 		fatalx(1, "supervisor: out of memory");
 	sup_inherit();

@@ -104,6 +104,13 @@ struct request {
 	const struct req_filter	*filter;
 	void			*filter_state;
 	uint8_t			 gw_stage;	/* checks passed (gateway.c) */
+	/* Header lines every answer to this request gets (CORS). */
+	size_t			 resp_extra_len;
+	char			 resp_extra[320];
+	/* Header fields agate adds to the upstream request (verified JWT
+	 * claims): entries of u16 name length, name, u16 value length,
+	 * value.  NULL: none. */
+	struct buf		*up_extra;
 	struct route_param	 params[REQ_MAX_PARAMS];
 	size_t			 nparams;
 	const char		*upstream;	/* server URL of the last try */
@@ -198,6 +205,9 @@ const struct http_header *req_header(const struct request *, const char *);
 /* The socket peer (the load balancer, or the client itself). */
 const char *req_peer(const struct request *);
 bool	req_tls(const struct request *);
+/* Adds a header field to the upstream request (0, or -1 out of memory). */
+int	req_upstream_header(struct request *, const char *name,
+	    const char *value);
 /* Whether it came in on the admin listener. */
 bool	req_admin(const struct request *);
 /* Milliseconds since the head was parsed. */

@@ -247,6 +247,11 @@ request_free(struct request *r)
 		free(r->keep);
 		r->keep = NULL;
 	}
+	if (r->up_extra != NULL) {
+		buf_free(r->up_extra);
+		free(r->up_extra);
+		r->up_extra = NULL;
+	}
 	if (req_pooled >= REQ_POOL_MAX) {
 		free(r);
 		return;
@@ -281,6 +286,24 @@ bool
 req_tls(const struct request *r)
 {
 	return r->conn->lst->cfg->tls_cert != NULL;
+}
+
+int
+req_upstream_header(struct request *r, const char *name, const char *value)
+{
+	uint16_t nl = (uint16_t)strlen(name), vl = (uint16_t)strlen(value);
+	int rc = 0;
+
+	if (strlen(name) > 1024 || strlen(value) > 8192)
+		return 0;			/* not worth a header */
+	if (r->up_extra == NULL &&
+	    (r->up_extra = calloc(1, sizeof(*r->up_extra))) == NULL)
+		return -1;
+	rc |= buf_append(r->up_extra, &nl, 2);
+	rc |= buf_append(r->up_extra, name, nl);
+	rc |= buf_append(r->up_extra, &vl, 2);
+	rc |= buf_append(r->up_extra, value, vl);
+	return rc;
 }
 
 bool

@@ -142,6 +142,8 @@ req_raw_start_response(struct request *r, int status, const char *reason,
 	rc |= buf_append(o, reason, reason_len);
 	rc |= buf_append(o, "\r\n", 2);
 	rc |= buf_append(o, hdrs, hdrs_len);
+	if (r->resp_extra_len > 0)
+		rc |= buf_append(o, r->resp_extra, r->resp_extra_len);
 	if (r->resp_chunked)
 		rc |= buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
 	else if (content_length >= 0 && status != 204 &&

@@ -20,12 +20,20 @@
 
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
+#include <openssl/hmac.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <stdio.h>
 
 #include "gateway/breaker.h"
 #include "gateway/config.h"
 #include "gateway/limiter.h"
+#include "gateway/jwt.h"
+#include "gateway/ratelimit.h"
 #include "gateway/retry.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
@@ -905,6 +913,220 @@ test_budget_window(void **state)
 	assert_false(retry_budget_take(&b, 0.2, TB + RETRY_WINDOW_MS));
 }
 
+/* -- rate limit buckets ------------------------------------------------- */
+
+#define SEC	1000000ULL
+
+/* A new bucket is full: burst requests at once, then 429. */
+static void
+test_bucket_burst_then_refusal(void **state)
+{
+	struct rl_bucket b = { 0 };
+	double left;
+	uint64_t retry;
+	int i;
+
+	for (i = 0; i < 5; i++) {
+		assert_true(ratelimit_take(&b, 10 * SEC, 5.0, 5, &left, &retry));
+		assert_int_equal(retry, 0);
+		assert_true(fabs(left - (4 - i)) < 1e-9);
+	}
+	assert_false(ratelimit_take(&b, 10 * SEC, 5.0, 5, &left, &retry));
+	assert_int_equal(retry, 200);		/* one token at 5/s */
+}
+
+/* Tokens come back at rate, never beyond burst. */
+static void
+test_bucket_refill_and_cap(void **state)
+{
+	struct rl_bucket b = { 0 };
+	double left;
+	uint64_t retry;
+	int i;
+
+	for (i = 0; i < 5; i++)
+		ratelimit_take(&b, SEC, 5.0, 5, &left, &retry);
+	/* 0.4 s later: 2 tokens. */
+	assert_true(ratelimit_take(&b, SEC + 400000, 5.0, 5, &left, &retry));
+	assert_true(ratelimit_take(&b, SEC + 400000, 5.0, 5, &left, &retry));
+	assert_false(ratelimit_take(&b, SEC + 400000, 5.0, 5, &left, &retry));
+	/* An hour later: full, but only burst. */
+	for (i = 0; i < 5; i++)
+		assert_true(ratelimit_take(&b, 3600 * SEC, 5.0, 5, &left,
+		    &retry));
+	assert_false(ratelimit_take(&b, 3600 * SEC, 5.0, 5, &left, &retry));
+}
+
+/* A slow rate: Retry-After in whole waits, and a clock that does not
+ * move (or moves back) refills nothing. */
+static void
+test_bucket_slow_rate_and_clock(void **state)
+{
+	struct rl_bucket b = { 0 };
+	double left;
+	uint64_t retry;
+
+	assert_true(ratelimit_take(&b, 100 * SEC, 1.0 / 60, 1, &left, &retry));
+	assert_false(ratelimit_take(&b, 100 * SEC, 1.0 / 60, 1, &left,
+	    &retry));
+	assert_int_equal(retry, 60000);
+	assert_false(ratelimit_take(&b, 90 * SEC, 1.0 / 60, 1, &left, &retry));
+	assert_false(ratelimit_take(&b, 130 * SEC, 1.0 / 60, 1, &left,
+	    &retry));
+	assert_int_equal(retry, 30000);
+	assert_true(ratelimit_take(&b, 160 * SEC + 1000, 1.0 / 60, 1, &left,
+	    &retry));
+}
+
+/* -- JWT ---------------------------------------------------------------- */
+
+static void
+b64u_enc(const unsigned char *in, size_t n, char *out)
+{
+	static const char a[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t i, o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+
+	for (i = 0; i < n; i++) {
+		acc = acc << 8 | in[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[o++] = a[(acc >> bits) & 63];
+		}
+	}
+	if (bits > 0)
+		out[o++] = a[(acc << (6 - bits)) & 63];
+	out[o] = '\0';
+}
+
+/* header.payload.HS256(key) */
+static void
+hs256_token(const char *hdr, const char *claims, const char *key,
+    char *out)
+{
+	char h[512], c[1024], sig[64];
+	unsigned char mac[32];
+	unsigned int len = 0;
+
+	b64u_enc((const unsigned char *)hdr, strlen(hdr), h);
+	b64u_enc((const unsigned char *)claims, strlen(claims), c);
+	sprintf(out, "%s.%s", h, c);
+	HMAC(EVP_sha256(), key, (int)strlen(key), (unsigned char *)out,
+	    strlen(out), mac, &len);
+	b64u_enc(mac, len, sig);
+	strcat(out, ".");
+	strcat(out, sig);
+}
+
+static void
+test_jwt_b64url(void **state)
+{
+	unsigned char out[16];
+
+	assert_int_equal(jwt_b64url("aGk", 3, out, sizeof(out)), 2);
+	assert_memory_equal(out, "hi", 2);
+	assert_int_equal(jwt_b64url("_-8", 3, out, sizeof(out)), 2);
+	assert_int_equal(out[0], 0xff);
+	assert_int_equal(jwt_b64url("a+b", 3, out, sizeof(out)), -1);
+	assert_int_equal(jwt_b64url("a.b", 3, out, sizeof(out)), -1);
+}
+
+/* An HS256 key "secret" (b64url c2VjcmV0), issuer and audience set. */
+static void
+test_jwt_claims(void **state)
+{
+	char path[] = "/tmp/agate-jwks-XXXXXX", err[256], tok[2048];
+	char claims[512];
+	static char *aud[] = { "api" };
+	struct jwt_cfg c = { .issuer = "iss1", .audiences = aud,
+	    .naudiences = 1 };
+	const time_t now = 1800000000;
+	struct jwks *set;
+	json_t *cl;
+	FILE *f;
+	int fd = mkstemp(path);
+	static const struct {
+		const char *hdr, *claims, *key, *why;
+	} cases[] = {
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\","
+		    "\"exp\":1800000100}", "secret", NULL },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\","
+		    "\"exp\":1799999900}", "secret", "token expired" },
+		/* within the 60 s leeway */
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\","
+		    "\"exp\":1799999970}", "secret", NULL },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\","
+		    "\"nbf\":1800000100}", "secret", "token not yet valid" },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss2\",\"aud\":\"api\"}",
+		    "secret", "wrong issuer" },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":[\"x\","
+		    "\"api\"]}", "secret", NULL },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"x\"}",
+		    "secret", "wrong audience" },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\"}",
+		    "other", "bad signature" },
+		{ "{\"alg\":\"none\"}", "{\"iss\":\"iss1\",\"aud\":\"api\"}",
+		    "secret", "unsupported alg" },
+		{ "{\"alg\":\"RS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\"}",
+		    "secret", "no key for this token" },
+		{ "{\"alg\":\"HS256\"}", "{\"iss\":\"iss1\",\"aud\":\"api\","
+		    "\"exp\":\"soon\"}", "secret", "token expired" },
+	};
+	size_t i;
+
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	fputs("{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}", f);
+	fclose(f);
+	set = jwks_load(path, err, sizeof(err));
+	unlink(path);
+	assert_non_null(set);
+	for (i = 0; i < NELEM(cases); i++) {
+		const char *why;
+
+		snprintf(claims, sizeof(claims), "%s", cases[i].claims);
+		hs256_token(cases[i].hdr, claims, cases[i].key, tok);
+		why = jwt_verify(&c, set, tok, strlen(tok), now, &cl);
+		if ((why == NULL) != (cases[i].why == NULL) ||
+		    (why != NULL && strcmp(why, cases[i].why) != 0))
+			fail_msg("case %zu: got %s, want %s", i,
+			    why ? why : "valid", cases[i].why ? cases[i].why :
+			    "valid");
+		json_decref(cl);
+	}
+	assert_string_equal(jwt_verify(&c, set, "a.b", 3, now, &cl),
+	    "malformed token");
+	jwks_free(set);
+}
+
+static void
+test_jwks_refused(void **state)
+{
+	char path[] = "/tmp/agate-jwks-XXXXXX", err[256];
+	static const char *const bad[] = {
+		"{\"keys\":[]}", "{\"keys\":[{\"kty\":\"OKP\"}]}",
+		"{\"keys\":[{\"kty\":\"RSA\",\"n\":\"!!\",\"e\":\"AQAB\"}]}",
+		"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\","
+		    "\"y\":\"AA\"}]}", "not json",
+	};
+	size_t i;
+
+	for (i = 0; i < NELEM(bad); i++) {
+		int fd = mkstemp(path);
+		FILE *f = fdopen(fd, "w");
+
+		fputs(bad[i], f);
+		fclose(f);
+		assert_null(jwks_load(path, err, sizeof(err)));
+		assert_true(strncmp(err, path, strlen(path)) == 0);
+		unlink(path);
+		strcpy(path, "/tmp/agate-jwks-XXXXXX");
+	}
+}
+
 int
 main(void)
 {
@@ -933,6 +1155,12 @@ main(void)
 		cmocka_unit_test(test_budget_floor),
 		cmocka_unit_test(test_budget_share),
 		cmocka_unit_test(test_budget_window),
+		cmocka_unit_test(test_bucket_burst_then_refusal),
+		cmocka_unit_test(test_bucket_refill_and_cap),
+		cmocka_unit_test(test_bucket_slow_rate_and_clock),
+		cmocka_unit_test(test_jwt_b64url),
+		cmocka_unit_test(test_jwt_claims),
+		cmocka_unit_test(test_jwks_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
