@@ -194,6 +194,10 @@ done:
 	return rc;
 }
 
+/* A key set outside the test folder, for the absolute-path case. */
+#define ABS_JWKS	"/tmp/agate-unit-test-jwks.json"
+#define JWKS		"{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}"
+
 static int
 group_setup(void **state)
 {
@@ -204,6 +208,7 @@ group_setup(void **state)
 	};
 	char tmpl[] = "/tmp/agate-test-config-XXXXXX", real[PATH_MAX];
 	char p1[PATH_MAX], p2[PATH_MAX];
+	FILE *f;
 	size_t i;
 
 	if (mkdtemp(tmpl) == NULL || realpath(tmpl, real) == NULL ||
@@ -215,6 +220,13 @@ group_setup(void **state)
 	for (i = 0; i < NELEM(files); i++)
 		write_file(files[i], "");
 	/* These are read at load, so they need real contents. */
+	write_file("etc/jwks.json", JWKS);
+	write_file("etc/api-keys", "# sha256 of \"key\"\n"
+	    "2c70e12b7a0646f92279f427c7b38e7334d8e5389cff167a1dc30e73f826b683\n");
+	if ((f = fopen(ABS_JWKS, "w")) == NULL)
+		return -1;
+	fputs(JWKS, f);
+	fclose(f);
 	if (make_test_cert(in_dir(p1, sizeof(p1), "etc/tls/cert.pem"),
 	    in_dir(p2, sizeof(p2), "etc/tls/key.pem")) == -1)
 		return -1;
@@ -230,6 +242,7 @@ group_teardown(void **state)
 {
 	if (tmpdir[0] != '\0')
 		nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	unlink(ABS_JWKS);
 	return 0;
 }
 
@@ -681,7 +694,7 @@ test_other_values(void **state)
 	    "    rate_limit: {rate: 600/m, key: \"header:X-Api-Key\", "
 	    "backend: redis}\n"
 	    "    auth:\n"
-	    "      jwt: {keys: /etc/passwd, audience: [a, b]}\n"
+	    "      jwt: {keys: " ABS_JWKS ", audience: [a, b]}\n"
 	    "  - path: /slow\n"
 	    "    upstream: app\n"
 	    "    rate_limit: {rate: 30/min}\n"
@@ -754,7 +767,7 @@ test_other_values(void **state)
 	assert_int_equal(r->rate_limit.backend, RL_BACKEND_REDIS);
 	assert_true(r->auth.enabled);
 	assert_true(r->auth.jwt_enabled);
-	assert_string_equal(r->auth.jwt.keys, "/etc/passwd");	/* absolute */
+	assert_string_equal(r->auth.jwt.keys, ABS_JWKS);	/* absolute */
 	assert_null(r->auth.jwt.issuer);
 	assert_strings(r->auth.jwt.audiences, r->auth.jwt.naudiences, two,
 	    NELEM(two));
