@@ -12,6 +12,7 @@ secs=${2:-8}
 top=$(pwd)
 dir=$(mktemp -d /tmp/agate-api-policies.XXXXXX)
 up=18311 plain=18312 pol=18313
+mkdir -p "$dir/tmp"
 body='{"ok":true,"data":"0123456789012345678901234567890123456789012345678901234567890123456789"}'
 sed -e "s#@NOFILE@#20000#;s#@DIR@#$dir#g;s#@CONNS@#10000#;s#@PORT@#$up#" \
     -e "s#@BODY@#$body#" tests/bench/upstream.nginx.conf > "$dir/up.conf"
