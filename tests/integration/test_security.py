@@ -67,14 +67,23 @@ class FramingTest(AgateTest):
             (b"GET /any/" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n",
              414),
         ]
-        for req, status in cases:
+        body_level = [c for c in cases if b"chunked\r\n\r\n" in c[0] and
+                      b"Transfer-Encoding: chunked, gzip" not in c[0] and
+                      b"chunked\r\nTransfer-Encoding" not in c[0]]
+        head_level = [c for c in cases if c not in body_level]
+        for req, status in head_level:
             raw = self.gw.raw(req, timeout=3)
             self.assertEqual(parse_status(raw), status, req[:80])
-        # Chunked bodies are checked as they stream: the request reached
-        # no upstream for the head-level cases; for body-level ones the
-        # upstream may have seen the head, never the bad bytes.
+        # Refused on the head: no upstream saw anything.
+        self.assertEqual(self.up.stats()["requests"], 0)
+        for req, status in body_level:
+            raw = self.gw.raw(req, timeout=3)
+            self.assertEqual(parse_status(raw), status, req[:80])
+        # Chunked bodies are checked as they stream: an upstream may have
+        # seen the head, but every such request was cut before the bad
+        # bytes (nothing ambiguous was forwarded).
         st = self.up.stats()
-        self.assertEqual(st["requests"], 0, st)
+        self.assertEqual(st["requests"], st["aborted"], st)
 
     def test_encoded_dots_and_slashes(self):
         for path, want in ((b"/any/%2e%2e/any/x", 200),
@@ -99,6 +108,8 @@ class SlowClientTest(AgateTest):
                         header_timeout="2s", workers=2)
         def sockets(w):
             return sum(1 for t in fd_targets(w) if t.startswith("socket:"))
+        for _ in range(6):              # upstream connections, pooled
+            self.assertEqual(gw.get("/warm").status, 200)
         before = {w: sockets(w) for w in gw.workers()}
         n, stop = 400, threading.Event()
         socks = []
@@ -144,7 +155,9 @@ class SlowClientTest(AgateTest):
                 closed += 1
             s.close()
         self.assertEqual(closed, n)
-        wait_until(lambda: all(sockets(w) <= before[w]
+        # Back to what they were: the upstream pool may hold a couple
+        # more than before (the normal client's requests), never the 400.
+        wait_until(lambda: all(sockets(w) <= before[w] + 2
                                for w in gw.workers()),
                    what="sockets back to what they were")
 
