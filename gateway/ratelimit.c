@@ -202,6 +202,27 @@ rl_key(const struct request *r, const struct rate_limit_cfg *rl,
 }
 
 void
+ratelimit_headers(struct request *r, double remaining)
+{
+	const struct rate_limit_cfg *rl = &r->route->rate_limit;
+	size_t off = r->resp_extra_len;
+	double full = rl->rate > 0 ? (rl->burst - remaining) / rl->rate : 0;
+	int n;
+
+	if (remaining < 0)
+		remaining = 0;
+	n = snprintf(r->resp_extra + off, sizeof(r->resp_extra) - off,
+	    "RateLimit-Limit: %d\r\nRateLimit-Remaining: %llu\r\n"
+	    "RateLimit-Reset: %llu\r\n", rl->burst,
+	    (unsigned long long)remaining,
+	    (unsigned long long)ceil(full > 0 ? full : 0));
+	if (n > 0 && (size_t)n < sizeof(r->resp_extra) - off)
+		r->resp_extra_len += (size_t)n;
+	else
+		r->resp_extra[off] = '\0';	/* no room: none */
+}
+
+void
 ratelimit_refuse(struct request *r, uint64_t retry_ms)
 {
 	const struct rate_limit_cfg *rl = &r->route->rate_limit;
@@ -230,8 +251,10 @@ ratelimit_request(struct request *r)
 	if (rl->backend == RL_BACKEND_REDIS)
 		return rlredis_request(r, key, klen);
 	if (ratelimit_check(r->route->path, key, klen, rl->rate, rl->burst,
-	    &remaining, &retry_ms))
+	    &remaining, &retry_ms)) {
+		ratelimit_headers(r, remaining);
 		return 1;
+	}
 	ratelimit_refuse(r, retry_ms);
 	return 0;
 }

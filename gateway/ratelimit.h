@@ -33,6 +33,9 @@ bool	ratelimit_check(const char *route, const char *key, size_t klen,
  * (gateway_continue() follows).
  */
 int	ratelimit_request(struct request *);
+/* RateLimit-Limit/-Remaining/-Reset on the answer of a request let
+ * through (after any CORS fields). */
+void	ratelimit_headers(struct request *, double remaining);
 /* The 429, with Retry-After and the RateLimit-* fields. */
 void	ratelimit_refuse(struct request *, uint64_t retry_ms);
 

@@ -266,8 +266,12 @@ reply_cb(redisAsyncContext *ac, void *reply, void *arg)
 	}
 	ok = rep->element[0]->integer;
 	retry = rep->element[1]->integer;
-	if (ok)
+	if (ok) {
+		if (rep->element[2]->type == REDIS_REPLY_INTEGER)
+			ratelimit_headers(r,
+			    (double)rep->element[2]->integer);
 		gateway_continue(r);
+	}
 	else
 		ratelimit_refuse(r, retry > 0 ? (uint64_t)retry : 1);
 }

@@ -34,6 +34,10 @@ class RateLimitTest(AgateTest):
         took = time.monotonic() - t0
         ok = [r for r in got if r.status == 200]
         limited = [r for r in got if r.status == 429]
+        # Answers let through say what is left of the budget.
+        self.assertEqual(ok[0].header("RateLimit-Limit"), "5")
+        self.assertEqual(ok[0].header("RateLimit-Remaining"), "4")
+        self.assertIsNotNone(ok[0].header("RateLimit-Reset"))
         self.assertEqual(len(ok) + len(limited), 30)
         # The burst, plus what refilled (5/s) while the 30 went by.
         self.assertGreaterEqual(len(ok), 5)

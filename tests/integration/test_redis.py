@@ -70,8 +70,13 @@ class RedisLimitTest(AgateTest):
         a, b = self.start_pair()
         time.sleep(0.5)                 # workers connect to Redis
         t0 = time.monotonic()
-        got = [(a if i % 2 else b).get("/x").status for i in range(30)]
+        first = b.get("/x")
+        got = [first.status] + [(a if i % 2 else b).get("/x").status
+                                for i in range(1, 30)]
         took = time.monotonic() - t0
+        self.assertEqual(first.status, 200)
+        self.assertEqual(first.header("RateLimit-Limit"), "5")
+        self.assertEqual(first.header("RateLimit-Remaining"), "4")
         ok = got.count(200)
         self.assertEqual(ok + got.count(429), 30, got)
         # One budget: the burst plus what 5/s refilled, not twice that.
