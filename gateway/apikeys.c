@@ -18,23 +18,15 @@
 #include <openssl/sha.h>
 
 #include "gateway/apikeys.h"
+#include "lib/encode.h"
 #include "gateway/gateway.h"
-
-static int
-hex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = tolower(c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
 
 struct apikeys *
 apikeys_load(const char *path, struct arena *a, char *err, size_t errlen)
 {
 	struct apikeys *k = NULL;
 	unsigned char (*h)[32] = NULL, (*grown)[32];
-	size_t n = 0, cap = 0, len = 0, i;
+	size_t n = 0, cap = 0, len = 0;
 	char *line = NULL;
 	int lineno = 0;
 	FILE *f;
@@ -61,15 +53,8 @@ apikeys_load(const char *path, struct arena *a, char *err, size_t errlen)
 			}
 			h = grown;
 		}
-		for (i = 0; i < 32; i++) {
-			int hi = hex((unsigned char)p[2 * i]), lo;
-
-			lo = hi < 0 ? -1 : hex((unsigned char)p[2 * i + 1]);
-			if (hi < 0 || lo < 0)
-				break;
-			h[n][i] = (unsigned char)(hi << 4 | lo);
-		}
-		if (i < 32 || (p[64] != '\0' && !isspace((unsigned char)p[64]))) {
+		if (strnlen(p, 64) < 64 || hex_decode(p, h[n], 32) == -1 ||
+		    (p[64] != '\0' && !isspace((unsigned char)p[64]))) {
 			snprintf(err, errlen, "%s:%d:%d: expected the SHA-256 of "
 			    "a key as 64 hex digits (printf %%s KEY | sha256sum), "
 			    "not the key itself", path, lineno,

@@ -26,6 +26,7 @@
 
 #include "gateway/gateway.h"
 #include "gateway/htpasswd.h"
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/timer.h"
@@ -55,41 +56,6 @@ struct basic_wait {
 static void	basic_abort(struct request *);
 
 static const struct req_hooks basic_hooks = { NULL, NULL, basic_abort };
-
-/* Strict base64 (RFC 4648, padded).  Returns the length or -1. */
-static ssize_t
-b64_decode(const char *in, size_t n, unsigned char *out, size_t max)
-{
-	static const char alpha[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	size_t i, o = 0;
-	uint32_t acc = 0;
-	int bits = 0, pad = 0;
-
-	if (n % 4 != 0)
-		return -1;
-	for (i = 0; i < n; i++) {
-		const char *p;
-
-		if (in[i] == '=') {
-			if (i < n - 2)
-				return -1;
-			pad++;
-			continue;
-		}
-		if (pad > 0 || (p = memchr(alpha, in[i], 64)) == NULL)
-			return -1;
-		acc = acc << 6 | (uint32_t)(p - alpha);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o == max)
-				return -1;
-			out[o++] = (unsigned char)(acc >> bits);
-		}
-	}
-	return (ssize_t)o;
-}
 
 static void
 cache_mac(const char *user, size_t ulen, const char *pass, size_t plen,
@@ -222,7 +188,8 @@ basic_credentials(const struct request *r, unsigned char *cred,
 		v++;
 	while (end > v && end[-1] == ' ')
 		end--;
-	if ((n = b64_decode(v, (size_t)(end - v), cred, CRED_MAX)) <= 0 ||
+	if ((n = base64_decode(v, (size_t)(end - v), cred, CRED_MAX,
+	    BASE64_STD)) <= 0 ||
 	    memchr(cred, '\0', (size_t)n) != NULL ||
 	    (c = memchr(cred, ':', (size_t)n)) == NULL || c == cred)
 		return false;

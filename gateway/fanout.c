@@ -44,6 +44,7 @@
 #include "gateway/upconn.h"
 #include "gateway/upstream.h"
 #include "lib/buf.h"
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/worker.h"
@@ -156,15 +157,6 @@ arm(struct event *ev, uint64_t ms)
 
 /* -- templates ---------------------------------------------------------- */
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /*
  * Appends s percent-decoded (if decode) and then percent-encoded: every
  * byte but the unreserved ones (RFC 3986) is encoded, so a value can
@@ -183,9 +175,9 @@ append_encoded(struct buf *b, const char *s, size_t n, bool decode,
 		char e[3];
 
 		if (decode && c == '%' && i + 2 < n &&
-		    hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-			c = (unsigned char)(hexval(s[i + 1]) * 16 +
-			    hexval(s[i + 2]));
+		    hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
+			c = (unsigned char)(hex_value(s[i + 1]) * 16 +
+			    hex_value(s[i + 2]));
 			i += 2;
 		} else if (decode && plus_space && c == '+')
 			c = ' ';

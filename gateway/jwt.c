@@ -38,6 +38,7 @@
 
 #include "gateway/gateway.h"
 #include "gateway/jwt.h"
+#include "lib/encode.h"
 
 #define LEEWAY		60		/* seconds */
 #define TOKEN_MAX	8192
@@ -72,41 +73,10 @@ struct jwks {
 	size_t		 n;
 };
 
-/* base64url without padding (RFC 7515); -1 when not that. */
 ssize_t
 jwt_b64url(const char *in, size_t n, unsigned char *out, size_t max)
 {
-	uint32_t acc = 0;
-	size_t i, o = 0;
-	int bits = 0;
-
-	while (n > 0 && in[n - 1] == '=')
-		n--;
-	for (i = 0; i < n; i++) {
-		int v, c = (unsigned char)in[i];
-
-		if (c >= 'A' && c <= 'Z')
-			v = c - 'A';
-		else if (c >= 'a' && c <= 'z')
-			v = c - 'a' + 26;
-		else if (c >= '0' && c <= '9')
-			v = c - '0' + 52;
-		else if (c == '-')
-			v = 62;
-		else if (c == '_')
-			v = 63;
-		else
-			return -1;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o == max)
-				return -1;
-			out[o++] = (unsigned char)(acc >> bits);
-		}
-	}
-	return (ssize_t)o;
+	return base64_decode(in, n, out, max, BASE64_URL);
 }
 
 /* A JWK member, base64url-decoded into a new buffer. */

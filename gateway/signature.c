@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 
 #include "gateway/gateway.h"
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
@@ -35,18 +36,6 @@ static void	sig_abort(struct request *);
 
 static const struct req_hooks sig_hooks = { sig_body_ready, NULL, sig_abort };
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* "sha256=<64 hex digits>" into mac. */
 bool
 signature_parse(const char *v, size_t len, unsigned char mac[MAC_LEN])
@@ -59,7 +48,7 @@ signature_parse(const char *v, size_t len, unsigned char mac[MAC_LEN])
 		return false;
 	v += 7;
 	for (i = 0; i < MAC_LEN; i++) {
-		int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
+		int hi = hex_value(v[2 * i]), lo = hex_value(v[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/encode.h"
 #include "worker/http_parse.h"
 
 /* RFC 9110 tchar, as a table: the hot loop of the parser. */
@@ -574,18 +575,6 @@ http_chunked_init(struct http_chunked *c)
 	c->state = CH_SIZE;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* One framing byte; returns CHUNK_AGAIN to go on, or the end/error. */
 static enum http_chunk_result
 chunk_byte(struct http_chunked *c, unsigned char b)
@@ -594,7 +583,7 @@ chunk_byte(struct http_chunked *c, unsigned char b)
 
 	switch (c->state) {
 	case CH_SIZE:
-		if ((v = hexval(b)) >= 0) {
+		if ((v = hex_value(b)) >= 0) {
 			if (++c->digits > CHUNK_DIGITS_MAX)
 				return CHUNK_ERROR;
 			c->remaining = c->remaining * 16 + (uint64_t)v;

@@ -7,19 +7,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "lib/encode.h"
 #include "worker/path.h"
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static bool
 unreserved(int c)
@@ -49,8 +38,8 @@ copy_segment(char *p, size_t len, size_t *r, size_t *w, const char **why)
 			continue;
 		}
 		if (*r + 2 >= len ||
-		    (hi = hexval((unsigned char)p[*r + 1])) < 0 ||
-		    (lo = hexval((unsigned char)p[*r + 2])) < 0) {
+		    (hi = hex_value((unsigned char)p[*r + 1])) < 0 ||
+		    (lo = hex_value((unsigned char)p[*r + 2])) < 0) {
 			*why = "bad percent-encoding in path";
 			return false;
 		}
