@@ -18,68 +18,68 @@
 #include <openssl/sha.h>
 
 #include "gateway/apikeys.h"
-#include "lib/encode.h"
 #include "gateway/gateway.h"
+#include "lib/encode.h"
+#include "lib/lines.h"
+
+struct reading {
+	const char		*path;
+	unsigned char		(*hash)[32];
+	size_t			 n, cap;
+	char			*err;
+	size_t			 errlen;
+};
+
+static int
+read_key(void *arg, int lineno, int col, char *p)
+{
+	struct reading *rd = arg;
+	unsigned char (*grown)[32];
+
+	if (rd->n == rd->cap) {
+		rd->cap = rd->cap ? rd->cap * 2 : 16;
+		if ((grown = realloc(rd->hash, rd->cap * sizeof(*grown))) ==
+		    NULL) {
+			snprintf(rd->err, rd->errlen, "%s:%d:1: out of memory",
+			    rd->path, lineno);
+			return -1;
+		}
+		rd->hash = grown;
+	}
+	if (strnlen(p, 64) < 64 || hex_decode(p, rd->hash[rd->n], 32) == -1 ||
+	    (p[64] != '\0' && !isspace((unsigned char)p[64]))) {
+		snprintf(rd->err, rd->errlen, "%s:%d:%d: expected the SHA-256 "
+		    "of a key as 64 hex digits (printf %%s KEY | sha256sum), "
+		    "not the key itself", rd->path, lineno, col);
+		return -1;
+	}
+	rd->n++;
+	return 0;
+}
 
 struct apikeys *
 apikeys_load(const char *path, struct arena *a, char *err, size_t errlen)
 {
+	struct reading rd = { path, NULL, 0, 0, err, errlen };
 	struct apikeys *k = NULL;
-	unsigned char (*h)[32] = NULL, (*grown)[32];
-	size_t n = 0, cap = 0, len = 0;
-	char *line = NULL;
-	int lineno = 0;
-	FILE *f;
 
-	if ((f = fopen(path, "r")) == NULL) {
-		snprintf(err, errlen, "%s:1:1: cannot read: %s", path,
-		    strerror(errno));
-		return NULL;
-	}
-	while (getline(&line, &len, f) != -1) {
-		char *p = line;
-
-		lineno++;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '#' || *p == '\n' || *p == '\r' || *p == '\0')
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			if ((grown = realloc(h, cap * sizeof(*h))) == NULL) {
-				snprintf(err, errlen, "%s:%d:1: out of memory",
-				    path, lineno);
-				goto done;
-			}
-			h = grown;
-		}
-		if (strnlen(p, 64) < 64 || hex_decode(p, h[n], 32) == -1 ||
-		    (p[64] != '\0' && !isspace((unsigned char)p[64]))) {
-			snprintf(err, errlen, "%s:%d:%d: expected the SHA-256 of "
-			    "a key as 64 hex digits (printf %%s KEY | sha256sum), "
-			    "not the key itself", path, lineno,
-			    (int)(p - line) + 1);
-			goto done;
-		}
-		n++;
-	}
-	if (n == 0) {
+	if (lines_read(path, read_key, &rd, err, errlen) == -1)
+		goto done;
+	if (rd.n == 0) {
 		snprintf(err, errlen, "%s:1:1: no keys (lines of 64 hex digits)",
 		    path);
 		goto done;
 	}
 	if ((k = arena_alloc(a, sizeof(*k))) == NULL ||
-	    (k->hash = arena_alloc(a, n * sizeof(*h))) == NULL) {
+	    (k->hash = arena_alloc(a, rd.n * sizeof(*rd.hash))) == NULL) {
 		snprintf(err, errlen, "%s:1:1: out of memory", path);
 		k = NULL;
 		goto done;
 	}
-	memcpy(k->hash, h, n * sizeof(*h));
-	k->n = n;
+	memcpy(k->hash, rd.hash, rd.n * sizeof(*rd.hash));
+	k->n = rd.n;
 done:
-	free(h);
-	free(line);
-	fclose(f);
+	free(rd.hash);
 	return k;
 }
 

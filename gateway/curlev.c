@@ -11,6 +11,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "gateway/config.h"
 #include "gateway/curlev.h"
 #include "lib/log.h"
 
@@ -165,4 +166,39 @@ void
 curlev_remove(CURL *e)
 {
 	curl_multi_remove_handle(multi, e);
+}
+
+void
+curlev_tls(CURL *e, const struct upstream_cfg *u,
+    const struct server_cfg *srv)
+{
+	if (!srv->https)
+		return;
+	if (u->tls_ca != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, u->tls_verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, u->tls_verify ? 2L : 0L);
+}
+
+void
+curlev_upstream(CURL *e, const struct upstream_cfg *u,
+    const struct server_cfg *srv)
+{
+	/* Only the configured servers: never http_proxy & co from the
+	 * environment. */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	/* HTTP/2 to https servers that offer it through ALPN (and several
+	 * requests on one connection); HTTP/1.1 otherwise. */
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->https ?
+	    CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	/* libcurl counts idle time in whole seconds and drops a connection
+	 * idle for more than MAXAGE + 1 of them: this keeps its limit at or
+	 * under keepalive_timeout (1 s at least). */
+	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
+	    (long)(u->keepalive_timeout_ms >= 2000 ?
+	    u->keepalive_timeout_ms / 1000 - 1 : 0));
+	curlev_tls(e, u, srv);
 }

@@ -11,6 +11,8 @@
 #include <curl/curl.h>
 
 struct event_base;
+struct server_cfg;
+struct upstream_cfg;
 
 struct curl_job {
 	void	(*done)(struct curl_job *, CURLcode);
@@ -20,5 +22,15 @@ int	curlev_init(struct event_base *, long maxconnects);
 void	curlev_free(void);
 int	curlev_add(CURL *, struct curl_job *);
 void	curlev_remove(CURL *);
+/* Certificate checks for an https server, per the upstream's tls. */
+void	curlev_tls(CURL *, const struct upstream_cfg *,
+	    const struct server_cfg *);
+/*
+ * What every transfer to an upstream server sets: no proxy from the
+ * environment, HTTP/2 over TLS when offered, the path as it is, no
+ * signals, TCP_NODELAY, the pooled connection's age, and curlev_tls().
+ */
+void	curlev_upstream(CURL *, const struct upstream_cfg *,
+	    const struct server_cfg *);
 
 #endif

@@ -572,17 +572,8 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	if (proxy_build_url(p, r, srv) != 0 || proxy_headers(p, r) != 0)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_URL, p->url.data);
-	/* Only the configured servers: never http_proxy & co from the
-	 * environment. */
-	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curlev_upstream(e, u, srv);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
-	/* HTTP/2 to https servers that offer it through ALPN (and several
-	 * requests on one connection); HTTP/1.1 otherwise. */
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->https ?
-	    CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, proxy_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, p);
@@ -592,20 +583,6 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    (long)u->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)proxy_try_ms(r, u));
-	/* libcurl counts idle time in whole seconds and drops a connection
-	 * idle for more than MAXAGE + 1 of them: this keeps its limit at or
-	 * under keepalive_timeout (1 s at least). */
-	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
-	    (long)(u->keepalive_timeout_ms >= 2000 ?
-	    u->keepalive_timeout_ms / 1000 - 1 : 0));
-	if (srv->https) {
-		if (u->tls_ca != NULL)
-			curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
-		    u->tls_verify ? 1L : 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
-		    u->tls_verify ? 2L : 0L);
-	}
 	proxy_set_method(p, r);
 	return 0;
 }

@@ -749,13 +749,8 @@ fcall_setup(struct fcall *c)
 	    buf_append(&c->url, "", 1) != 0)
 		return;
 	curl_easy_setopt(e, CURLOPT_URL, c->url.data);
-	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curlev_upstream(e, u, srv);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->fo->hdrs);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->https ?
-	    CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fcall_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
@@ -766,17 +761,6 @@ fcall_setup(struct fcall *c)
 	    left ? left : 1));
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(t < left ? t :
 	    left ? left : 1));
-	curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
-	    (long)(u->keepalive_timeout_ms >= 2000 ?
-	    u->keepalive_timeout_ms / 1000 - 1 : 0));
-	if (srv->https) {
-		if (u->tls_ca != NULL)
-			curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
-		    u->tls_verify ? 1L : 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
-		    u->tls_verify ? 2L : 0L);
-	}
 	if (strcmp(c->cfg->method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	else if (strcmp(c->cfg->method, "GET") != 0)

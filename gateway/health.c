@@ -119,14 +119,7 @@ probe_start(struct probe *p)
 	 * connection, and a server that stopped accepting is seen. */
 	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
 	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-	if (u->servers[p->server].https) {
-		if (u->tls_ca != NULL)
-			curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER,
-		    u->tls_verify ? 1L : 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST,
-		    u->tls_verify ? 2L : 0L);
-	}
+	curlev_tls(e, u, &u->servers[p->server]);
 	if (curlev_add(e, &p->job) == -1) {
 		probe_result(p, false, "cannot start the check");
 		return;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gateway/htpasswd.h"
+#include "lib/lines.h"
 
 #define HTPASSWD_MAX	(64 * 1024 * 1024)
 
@@ -98,73 +99,70 @@ parse_line(const char *path, int lineno, char *line, struct arena *a,
 	return 0;
 }
 
+struct reading {
+	const char		*path;
+	struct arena		*arena;
+	struct htpasswd_user	*users;
+	size_t			 n, cap;
+	char			*err;
+	size_t			 errlen;
+};
+
+static int
+read_user(void *arg, int lineno, int col, char *line)
+{
+	struct reading *rd = arg;
+	struct htpasswd_user *grown;
+
+	if (rd->n == rd->cap) {
+		rd->cap = rd->cap ? rd->cap * 2 : 16;
+		if ((grown = realloc(rd->users, rd->cap * sizeof(*grown))) ==
+		    NULL) {
+			snprintf(rd->err, rd->errlen, "%s:%d:1: out of memory",
+			    rd->path, lineno);
+			return -1;
+		}
+		rd->users = grown;
+	}
+	if (parse_line(rd->path, lineno, line, rd->arena, &rd->users[rd->n],
+	    rd->err, rd->errlen) == -1)
+		return -1;
+	rd->n++;
+	return 0;
+}
+
 struct htpasswd *
 htpasswd_load(const char *path, struct arena *a, char *err, size_t errlen)
 {
-	struct htpasswd_user *users = NULL, *grown;
+	struct reading rd = { path, a, NULL, 0, 0, err, errlen };
 	struct htpasswd *t = NULL;
-	size_t n = 0, cap = 0, len = 0, i;
-	char *line = NULL;
-	ssize_t got;
-	int lineno = 0;
-	FILE *f;
+	size_t i;
 
-	if ((f = fopen(path, "r")) == NULL) {
-		snprintf(err, errlen, "%s:1:1: cannot read: %s", path,
-		    strerror(errno));
-		return NULL;
-	}
-	while ((got = getline(&line, &len, f)) != -1) {
-		char *p = line;
-
-		lineno++;
-		while (got > 0 && (line[got - 1] == '\n' ||
-		    line[got - 1] == '\r' || line[got - 1] == ' '))
-			line[--got] = '\0';
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '\0' || *p == '#')
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			if ((grown = realloc(users, cap * sizeof(*users))) ==
-			    NULL) {
-				snprintf(err, errlen, "%s:%d:1: out of memory",
-				    path, lineno);
-				goto done;
-			}
-			users = grown;
-		}
-		if (parse_line(path, lineno, p, a, &users[n], err, errlen) ==
-		    -1)
-			goto done;
-		n++;
-	}
-	if (n == 0) {
+	if (lines_read(path, read_user, &rd, err, errlen) == -1)
+		goto done;
+	if (rd.n == 0) {
 		snprintf(err, errlen, "%s:1:1: no users (lines of user:hash)",
 		    path);
 		goto done;
 	}
-	qsort(users, n, sizeof(*users), user_cmp);
-	for (i = 1; i < n; i++)
-		if (strcmp(users[i - 1].name, users[i].name) == 0) {
+	qsort(rd.users, rd.n, sizeof(*rd.users), user_cmp);
+	for (i = 1; i < rd.n; i++)
+		if (strcmp(rd.users[i - 1].name, rd.users[i].name) == 0) {
 			snprintf(err, errlen, "%s:%d:1: user '%s' is listed "
-			    "twice (also on line %d)", path, users[i].line,
-			    users[i].name, users[i - 1].line);
+			    "twice (also on line %d)", path, rd.users[i].line,
+			    rd.users[i].name, rd.users[i - 1].line);
 			goto done;
 		}
 	if ((t = arena_alloc(a, sizeof(*t))) == NULL ||
-	    (t->users = arena_alloc(a, n * sizeof(*users))) == NULL) {
+	    (t->users = arena_alloc(a, rd.n * sizeof(*rd.users))) == NULL) {
 		snprintf(err, errlen, "%s:1:1: out of memory", path);
 		t = NULL;
 		goto done;
 	}
-	memcpy(t->users, users, n * sizeof(*users));
-	t->n = n;
+	memcpy(t->users, rd.users, rd.n * sizeof(*rd.users));
+	t->n = rd.n;
 done:
-	free(users);
-	free(line);
-	fclose(f);
+	free(rd.users);
 	return t;
 }
 

@@ -104,9 +104,10 @@ struct request {
 	const struct req_filter	*filter;
 	void			*filter_state;
 	uint8_t			 gw_stage;	/* checks passed (gateway.c) */
-	/* Header lines every answer to this request gets (CORS). */
+	/* Header lines every answer to this request gets (CORS, rate
+	 * limits): resp_extra[0..resp_extra_len), at the end of the struct
+	 * so that request_new() clears only the length. */
 	size_t			 resp_extra_len;
-	char			 resp_extra[320];
 	/* Header fields agate adds to the upstream request (verified JWT
 	 * claims): entries of u16 name length, name, u16 value length,
 	 * value.  NULL: none. */
@@ -122,6 +123,7 @@ struct request {
 	char			 client[48];	/* after PROXY / trusted XFF */
 	struct timespec		 start;
 	struct request		*next_free;
+	char			 resp_extra[320];	/* not cleared */
 };
 
 /* -- answering --------------------------------------------------------- */

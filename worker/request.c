@@ -180,8 +180,8 @@ request_new(struct conn *c)
 	memset(r, 0, offsetof(struct request, head));
 	memset(&r->head, 0, offsetof(struct http_head, headers));
 	r->head.content_length = -1;
-	memset(&r->body_left, 0, sizeof(*r) - offsetof(struct request,
-	    body_left));
+	memset(&r->body_left, 0, offsetof(struct request, resp_extra) -
+	    offsetof(struct request, body_left));
 	r->conn = c;
 	c->req = r;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
