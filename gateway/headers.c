@@ -73,7 +73,11 @@ replaced_upstream(const char *n, size_t len)
 	    http_token_eq(n, len, "x-request-id");
 }
 
-/* X-Forwarded-For: what the client sent, then the peer we saw. */
+/*
+ * X-Forwarded-For: what a trusted proxy sent, then the peer we saw.  An
+ * untrusted peer's own value is dropped: backends read the leftmost
+ * address as the client, and anyone can write one.
+ */
 static int
 emit_xff(const struct request *r, header_emit_fn emit, void *arg,
     struct buf *v)
@@ -83,7 +87,7 @@ emit_xff(const struct request *r, header_emit_fn emit, void *arg,
 	int rc = 0;
 
 	buf_reset(v);
-	for (i = 0; i < r->head.nheaders; i++) {
+	for (i = 0; req_peer_trusted(r) && i < r->head.nheaders; i++) {
 		const struct http_header *f = &r->head.headers[i];
 
 		if (!http_token_eq(f->name, f->name_len, "x-forwarded-for") ||

@@ -206,6 +206,8 @@ bool	req_body_replayable(const struct request *);
 const struct http_header *req_header(const struct request *, const char *);
 /* The socket peer (the load balancer, or the client itself). */
 const char *req_peer(const struct request *);
+/* Whether the peer is in trusted_proxies (its X-Forwarded-For counts). */
+bool req_peer_trusted(const struct request *);
 bool	req_tls(const struct request *);
 /* Adds a header field to the upstream request (0, or -1 out of memory). */
 int	req_upstream_header(struct request *, const char *name,

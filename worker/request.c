@@ -283,6 +283,12 @@ req_peer(const struct request *r)
 }
 
 bool
+req_peer_trusted(const struct request *r)
+{
+	return worker.cfg->server.ntrusted > 0 && trusted(&r->conn->peer.sa);
+}
+
+bool
 req_tls(const struct request *r)
 {
 	return r->conn->lst->cfg->tls_cert != NULL;

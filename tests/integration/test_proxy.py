@@ -57,7 +57,8 @@ class ProxyTest(AgateTest):
                         "proxy-authorization", "upgrade"):
             self.assertNotIn(dropped, seen)
         self.assertNotIn("keep-alive", seen.get("connection", "").lower())
-        self.assertEqual(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1")
+        # No trusted_proxies: the client's own value is replaced.
+        self.assertEqual(seen["x-forwarded-for"], "127.0.0.1")
         self.assertEqual(seen["x-forwarded-proto"], "http")
         self.assertEqual(seen["x-forwarded-host"], "api.example")
         self.assertEqual(seen["host"], "127.0.0.1:%d" % self.up.port)
@@ -342,6 +343,26 @@ class TrustedProxyTest(AgateTest):
             what="two access log lines")
         self.assertEqual(lines["xff-1"]["client"], "198.51.100.7")
         self.assertEqual(lines["xff-2"]["client"], "127.0.0.1")
+        # A trusted peer's X-Forwarded-For is extended, not replaced.
+        r = gw.get("/c?echo=1", headers={"X-Forwarded-For": "198.51.100.7"})
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        self.assertEqual(seen["x-forwarded-for"], "198.51.100.7, 127.0.0.1")
+
+    def test_untrusted_peer_xff_is_replaced(self):
+        # trusted_proxies names others: 127.0.0.1 is not believed, so a
+        # spoofed address must not reach the upstream (issue 19).
+        up = self.upstream()
+        gw = self.agate(upstreams={"u": {"servers": [up.url]}},
+                        routes=[{"path": "/", "upstream": "u"}],
+                        trusted_proxies=["10.0.0.0/8"])
+        r = gw.get("/d?echo=1", headers={"X-Forwarded-For": "1.2.3.4",
+                                         "X-Request-Id": "xff-3"})
+        seen = {k.lower(): v for k, v in r.json()["headers"]}
+        self.assertEqual(seen["x-forwarded-for"], "127.0.0.1")
+        line = wait_until(lambda: [l for l in gw.access_log()
+                                   if l["request_id"] == "xff-3"],
+                          what="the access log line")[0]
+        self.assertEqual(line["client"], "127.0.0.1")
 
 
 class ProxyProtocolTest(AgateTest):

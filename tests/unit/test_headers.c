@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include "gateway/gateway.h"
 #include "lib/buf.h"
 #include "worker/conn.h"
@@ -86,6 +88,12 @@ struct fake {
 	struct request		 req;
 };
 
+/* trusted_proxies: 192.0.2.0/24 (the TEST-NET-1 peers below). */
+static struct cidr trusted_net;
+static struct config fake_cfg = {
+	.server = { .trusted = &trusted_net, .ntrusted = 1 },
+};
+
 /* A request whose head is raw, from peer, on a plain or TLS listener. */
 static struct fake *
 fake_request(const char *raw, const char *peer, bool tls)
@@ -95,10 +103,18 @@ fake_request(const char *raw, const char *peer, bool tls)
 	int status = 0;
 
 	assert_non_null(f);
+	assert_int_equal(parse_cidr("192.0.2.0/24", &trusted_net), 0);
+	worker.cfg = &fake_cfg;
 	f->lcfg.tls_cert = tls ? "cert.pem" : NULL;
 	f->lst.cfg = &f->lcfg;
 	f->conn.lst = &f->lst;
 	snprintf(f->conn.peer_str, sizeof(f->conn.peer_str), "%s", peer);
+	if (inet_pton(AF_INET, peer, &f->conn.peer.sin.sin_addr) == 1)
+		f->conn.peer.sa.sa_family = AF_INET;
+	else if (inet_pton(AF_INET6, peer, &f->conn.peer.sin6.sin6_addr) == 1)
+		f->conn.peer.sa.sa_family = AF_INET6;
+	else
+		fail_msg("peer %s is not an address", peer);
 	f->req.conn = &f->conn;
 	if (http_parse_head(raw, strlen(raw), &f->req.head, &status, &why) !=
 	    HTTP_OK)
@@ -246,7 +262,7 @@ test_request_minimal(void **state)
 	    true, want11, NELEM(want11));
 }
 
-/* Every X-Forwarded-For of the client, in order, then the peer. */
+/* From a trusted proxy: every X-Forwarded-For, in order, then the peer. */
 static void
 test_request_xff_chain(void **state)
 {
@@ -268,6 +284,30 @@ test_request_xff_chain(void **state)
 	};
 
 	expect_request(raw, "192.0.2.7", false, want, NELEM(want));
+}
+
+/*
+ * From a peer that is not trusted, the client's X-Forwarded-For is
+ * replaced by the peer: a spoofed address never reaches the leftmost
+ * place, where backends look for the client.
+ */
+static void
+test_request_xff_untrusted_replaced(void **state)
+{
+	static const char raw[] =
+	    "GET / HTTP/1.1\r\n"
+	    "X-Forwarded-For: 1.2.3.4\r\n"
+	    "Host: h\r\n"
+	    "X-Forwarded-For: 198.51.100.3\r\n"
+	    "\r\n";
+	static const char *const want[] = {
+		"X-Forwarded-For: 203.0.113.50",
+		"X-Forwarded-Proto: http",
+		"X-Forwarded-Host: h",
+		"X-Request-Id: req-7f3a",
+	};
+
+	expect_request(raw, "203.0.113.50", false, want, NELEM(want));
 }
 
 /*
@@ -555,6 +595,7 @@ main(void)
 		cmocka_unit_test(test_request_filtering),
 		cmocka_unit_test(test_request_minimal),
 		cmocka_unit_test(test_request_xff_chain),
+		cmocka_unit_test(test_request_xff_untrusted_replaced),
 		cmocka_unit_test(test_request_connection_named),
 		cmocka_unit_test(test_request_absolute_form),
 		cmocka_unit_test(test_request_emit_failure),
