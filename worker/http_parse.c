@@ -321,6 +321,31 @@ conn_token(const char *t, size_t len, void *arg)
 	return 0;
 }
 
+/*
+ * Whether every element of a list value holds a token: no empty element
+ * (",chunked", "chunked,", "a,,b").  RFC 9112 lets a recipient skip empty
+ * elements, but two parsers that skip differently are a desync; a request
+ * framing header is read strictly.
+ */
+static bool
+list_strict(const char *v, size_t n)
+{
+	const char *p = v, *end = v + n;
+
+	for (;;) {
+		bool empty = true;
+
+		for (; p < end && *p != ','; p++)
+			if (*p != ' ' && *p != '\t')
+				empty = false;
+		if (empty)
+			return false;
+		if (p == end)
+			return true;
+		p++;
+	}
+}
+
 static enum http_result
 check_framing(struct http_head *h, int *status, const char **why)
 {
@@ -340,6 +365,9 @@ check_framing(struct http_head *h, int *status, const char **why)
 				    "invalid Content-Length");
 		} else if (http_token_eq(f->name, f->name_len,
 		    "transfer-encoding")) {
+			if (!list_strict(f->value, f->value_len))
+				return fail(status, why, 400,
+				    "invalid Transfer-Encoding");
 			if ((rc = each_token(f->value, f->value_len, te_token,
 			    &te)) != 0)
 				return fail(status, why, rc,

@@ -40,6 +40,13 @@ class FramingTest(AgateTest):
             (b"POST /any/x HTTP/1.1\r\n" + H +
              b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"
              b"\r\n\r\n0\r\n\r\n", 400),
+            # empty list elements around chunked (issue 19)
+            (b"POST /any/x HTTP/1.1\r\n" + H +
+             b"Transfer-Encoding: ,chunked\r\nX: y\r\n\r\n0\r\n\r\n",
+             400),
+            (b"POST /any/x HTTP/1.1\r\n" + H +
+             b"Transfer-Encoding: chunked , \r\nX: y\r\n\r\n0\r\n\r\n",
+             400),
             # bad chunk sizes and extensions
             (b"POST /any/x HTTP/1.1\r\n" + H +
              b"Transfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400),

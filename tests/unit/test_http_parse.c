@@ -177,6 +177,9 @@ static const struct head_case head_cases[] = {
 	{ "chunked, any case", S("POST / HTTP/1.1\r\nHost: h\r\n"
 	    "transfer-encoding: Chunked\r\n\r\n"),
 	    "POST", "/", "/", NULL, 1, 2, "h", -1, true, true, false },
+	{ "chunked, spaces around", S("POST / HTTP/1.1\r\nHost: h\r\n"
+	    "Transfer-Encoding: \t chunked \r\n\r\n"),
+	    "POST", "/", "/", NULL, 1, 2, "h", -1, true, true, false },
 	{ "1.0 without host", S("GET /old HTTP/1.0\r\n\r\n"),
 	    "GET", "/old", "/old", NULL, 0, 0, NULL, -1, false, false, false },
 	{ "1.0 keep-alive", S("GET / HTTP/1.0\r\n"
@@ -450,6 +453,22 @@ static const struct {
 	{ "TE over two fields", S("POST / HTTP/1.1\r\n" HOST
 	    "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
 	    501, "transfer coding not implemented" },
+	/* empty list elements: a framing header is read strictly */
+	{ "TE ,chunked", S("POST / HTTP/1.1\r\n" HOST
+	    "Transfer-Encoding: ,chunked\r\n\r\n"),
+	    400, "invalid Transfer-Encoding" },
+	{ "TE chunked,", S("POST / HTTP/1.1\r\n" HOST
+	    "Transfer-Encoding: chunked,\r\n\r\n"),
+	    400, "invalid Transfer-Encoding" },
+	{ "TE , chunked with spaces", S("POST / HTTP/1.1\r\n" HOST
+	    "Transfer-Encoding:  , chunked\r\n\r\n"),
+	    400, "invalid Transfer-Encoding" },
+	{ "TE gzip,,chunked", S("POST / HTTP/1.1\r\n" HOST
+	    "Transfer-Encoding: gzip,,chunked\r\n\r\n"),
+	    400, "invalid Transfer-Encoding" },
+	{ "TE empty", S("POST / HTTP/1.1\r\n" HOST
+	    "Transfer-Encoding: \r\n\r\n"),
+	    400, "invalid Transfer-Encoding" },
 	{ "TE in HTTP/1.0", S("POST / HTTP/1.0\r\n"
 	    "Transfer-Encoding: chunked\r\n\r\n"),
 	    400, "Transfer-Encoding must end in chunked" },
