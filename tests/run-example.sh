@@ -12,7 +12,7 @@ trap 'kill $UP1 $UP2 2>/dev/null' EXIT
 trap 'exit 0' INT TERM
 
 cat <<MSG
-agate on http://localhost:8080 with example upstreams users-1 (:9001) and
+agate on http://localhost:8080 (this machine only) with example upstreams users-1 (:9001) and
 users-2 (:9002).  Try, from another terminal:
   curl -i localhost:8080/api/users/42
   curl -i localhost:8080/healthz

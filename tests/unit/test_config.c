@@ -1456,6 +1456,47 @@ test_error_small_buffer(void **state)
 	assert_int_equal(err[23], 'x');
 }
 
+/*
+ * The bundled config (make run) has a demo login: it listens on the
+ * loopback only, so trying agate never opens it to the network.
+ */
+static void
+test_bundled_config_is_local(void **state)
+{
+	char err[512], *unit, *line;
+	struct config *cfg;
+	size_t i;
+
+	(void)state;
+	cfg = config_load(TEST_DATA "/../../../etc/agate.yaml", err,
+	    sizeof(err));
+	if (cfg == NULL)
+		fail_msg("etc/agate.yaml: %s", err);
+	assert_true(cfg->server.nlisten > 0);
+	for (i = 0; i < cfg->server.nlisten; i++) {
+		const struct sockaddr_storage *ss = &cfg->server.listen[i].sa;
+		const struct sockaddr_in *sin = (const void *)ss;
+		const struct sockaddr_in6 *sin6 = (const void *)ss;
+
+		if (ss->ss_family == AF_INET &&
+		    (ntohl(sin->sin_addr.s_addr) >> 24) == 127)
+			continue;
+		if (ss->ss_family == AF_INET6 &&
+		    IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+			continue;
+		fail_msg("etc/agate.yaml listens on %s, not the loopback",
+		    cfg->server.listen[i].address);
+	}
+	config_free(cfg);
+	/* The socket unit binds what the config would. */
+	unit = read_whole(TEST_DATA "/../../../etc/agate.socket");
+	line = strstr(unit, "\nListenStream=");
+	assert_non_null(line);
+	assert_true(strncmp(line, "\nListenStream=127.0.0.1:", 24) == 0);
+	assert_null(strstr(line + 1, "\nListenStream="));
+	free(unit);
+}
+
 int
 main(void)
 {
@@ -1468,6 +1509,7 @@ main(void)
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_error_no_file),
+		cmocka_unit_test(test_bundled_config_is_local),
 		cmocka_unit_test(test_error_file_is_directory),
 		cmocka_unit_test(test_error_strip_prefix_mid_segment),
 		cmocka_unit_test(test_error_small_buffer),
