@@ -120,20 +120,23 @@ gateway_handle(struct request *r)
 	}
 	if (gateway_test_handler != NULL && gateway_test_handler(r))
 		return;
+	/* A preflight goes to the route of the method it asks for, even when
+	 * a later route would take OPTIONS itself. */
+	if (cors_preflight_route(r, &m))
+		goto found;
 	switch (router_match(cfg, r->head.path, r->head.path_len,
 	    r->head.method, r->head.method_len, &m)) {
 	case ROUTE_NOT_FOUND:
 		req_error(r, 404, "no route matches this path", NULL);
 		return;
 	case ROUTE_BAD_METHOD:
-		if (cors_preflight_route(r, &m))
-			break;		/* the route of the method asked for */
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", m.allow);
 		req_error(r, 405, "method not allowed on this route", allow);
 		return;
 	case ROUTE_FOUND:
 		break;
 	}
+found:
 	r->route = m.route;
 	memcpy(r->params, m.params, m.nparams * sizeof(m.params[0]));
 	r->nparams = m.nparams;

@@ -154,6 +154,34 @@ class CorsTest(AgateTest):
             self.assertIsNone(r.header("Access-Control-Allow-Origin"))
         self.assertEqual(self.up.stats()["requests"], 0)
 
+    def test_preflight_not_taken_by_a_later_catch_all(self):
+        # Issue 19: /cors/ (GET, PUT, cors) then a catch-all that takes
+        # OPTIONS itself: the preflight for PUT is /cors/'s to answer.
+        up = self.upstream()
+        gw = self.agate(
+            {"u": {"servers": [up.url]}},
+            [{"path": "/cors/", "upstream": "u", "methods": ["GET", "PUT"],
+              "cors": {"origins": ["https://app.example"],
+                       "methods": ["GET", "PUT"]}},
+             {"path": "/", "upstream": "u"}])
+        h = {"Origin": "https://app.example",
+             "Access-Control-Request-Method": "PUT"}
+        r = gw.request("OPTIONS", "/cors/x", headers=h)
+        self.assertEqual(r.status, 204)
+        self.assertEqual(r.header("Access-Control-Allow-Origin"),
+                         "https://app.example")
+        self.assertIn("PUT", r.header("Access-Control-Allow-Methods"))
+        self.assertEqual(up.stats()["requests"], 0)
+        # A plain OPTIONS, and a preflight for a method only the
+        # catch-all takes, are the catch-all's (proxied).
+        r = gw.request("OPTIONS", "/cors/x")
+        self.assertEqual(r.status, 200)
+        h["Access-Control-Request-Method"] = "DELETE"
+        r = gw.request("OPTIONS", "/cors/x", headers=h)
+        self.assertEqual(r.status, 200)
+        self.assertIsNone(r.header("Access-Control-Allow-Origin"))
+        self.assertEqual(up.stats()["requests"], 2)
+
     def test_actual_requests_get_headers_for_allowed_origins_only(self):
         r = self.gw.get("/api/x", headers={"Origin": "https://app.example"})
         self.assertEqual(r.status, 200)
