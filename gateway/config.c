@@ -55,6 +55,23 @@ cfg_node(struct cfg_ctx *ctx, int index)
 	return yaml_document_get_node(ctx->doc, index);
 }
 
+size_t
+cfg_list_len(const yaml_node_t *val)
+{
+	if (val->type != YAML_SEQUENCE_NODE)
+		return 1;
+	return (size_t)(val->data.sequence.items.top -
+	    val->data.sequence.items.start);
+}
+
+yaml_node_t *
+cfg_list_item(struct cfg_ctx *ctx, yaml_node_t *val, size_t i)
+{
+	if (val->type != YAML_SEQUENCE_NODE)
+		return val;
+	return cfg_node(ctx, val->data.sequence.items.start[i]);
+}
+
 void *
 cfg_alloc(struct cfg_ctx *ctx, size_t size)
 {
@@ -321,7 +338,6 @@ cfg_strlist(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
     void *base)
 {
 	cfg_item_fn check = (cfg_item_fn)k->aux;
-	yaml_node_item_t *it;
 	yaml_node_t *item;
 	size_t n, i = 0;
 	char **list;
@@ -329,16 +345,12 @@ cfg_strlist(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
 	if (val->type == YAML_MAPPING_NODE)
 		return cfg_error(ctx, val, "%s: expected a list, got a mapping",
 		    k->name);
-	n = val->type == YAML_SCALAR_NODE ? 1 :
-	    (size_t)(val->data.sequence.items.top -
-	    val->data.sequence.items.start);
+	n = cfg_list_len(val);
 	list = cfg_alloc(ctx, (n + 1) * sizeof(*list));
 	for (i = 0; i < n; i++) {
 		const char *s;
 
-		it = val->type == YAML_SCALAR_NODE ? NULL :
-		    val->data.sequence.items.start + i;
-		item = it ? cfg_node(ctx, *it) : val;
+		item = cfg_list_item(ctx, val, i);
 		if ((s = cfg_scalar(ctx, item, "a string")) == NULL)
 			return -1;
 		if (*s == '\0')

@@ -64,6 +64,12 @@ int	 cfg_error(struct cfg_ctx *, const yaml_node_t *node,
 int	 cfg_map(struct cfg_ctx *, yaml_node_t *node,
 	    const struct cfg_key *keys, void *base, const char *what);
 yaml_node_t *cfg_node(struct cfg_ctx *, int index);
+/*
+ * A list value: the items of a sequence, or a single value (scalar or
+ * mapping) counted as a list of one, the same for every list key.
+ */
+size_t	 cfg_list_len(const yaml_node_t *val);
+yaml_node_t *cfg_list_item(struct cfg_ctx *, yaml_node_t *val, size_t i);
 /* The scalar's text, or NULL (with an error set) for another node kind. */
 const char *cfg_scalar(struct cfg_ctx *, yaml_node_t *node,
 	    const char *expected);

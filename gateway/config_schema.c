@@ -201,20 +201,14 @@ static int
 val_listen(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 {
 	struct server_sect *srv = field;
-	yaml_node_item_t *it;
-	size_t n, i;
+	size_t n = cfg_list_len(val), i;
 
-	if (val->type != YAML_SEQUENCE_NODE)
-		return cfg_error(ctx, val, "listen: expected a list of "
-		    "addresses");
-	n = (size_t)(val->data.sequence.items.top -
-	    val->data.sequence.items.start);
 	if (n == 0)
 		return cfg_error(ctx, val, "listen: needs at least one address");
 	srv->listen = cfg_alloc(ctx, n * sizeof(*srv->listen));
 	srv->nlisten = n;
-	for (i = 0, it = val->data.sequence.items.start; i < n; i++, it++) {
-		yaml_node_t *item = cfg_node(ctx, *it);
+	for (i = 0; i < n; i++) {
+		yaml_node_t *item = cfg_list_item(ctx, val, i);
 		struct listen_cfg *l = &srv->listen[i];
 
 		if (item->type == YAML_SCALAR_NODE) {
@@ -230,18 +224,12 @@ static int
 val_trusted(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 {
 	struct server_sect *srv = field;
-	yaml_node_item_t *it;
-	size_t n, i;
+	size_t n = cfg_list_len(val), i;
 
-	if (val->type != YAML_SEQUENCE_NODE)
-		return cfg_error(ctx, val, "trusted_proxies: expected a list of "
-		    "addresses or CIDR blocks");
-	n = (size_t)(val->data.sequence.items.top -
-	    val->data.sequence.items.start);
 	srv->trusted = cfg_alloc(ctx, n * sizeof(*srv->trusted));
 	srv->ntrusted = n;
-	for (i = 0, it = val->data.sequence.items.start; i < n; i++, it++) {
-		yaml_node_t *item = cfg_node(ctx, *it);
+	for (i = 0; i < n; i++) {
+		yaml_node_t *item = cfg_list_item(ctx, val, i);
 		const char *s = cfg_scalar(ctx, item, "an address or CIDR");
 
 		if (s == NULL)
@@ -456,24 +444,15 @@ static int
 val_servers(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 {
 	struct upstream_cfg *up = field;
-	yaml_node_item_t *it;
-	size_t n, i;
+	size_t n = cfg_list_len(val), i;
 
-	if (val->type == YAML_SCALAR_NODE) {
-		up->servers = cfg_alloc(ctx, sizeof(*up->servers));
-		up->nservers = 1;
-		return val_server(ctx, val, up->servers);
-	}
-	if (val->type != YAML_SEQUENCE_NODE)
-		return cfg_error(ctx, val, "servers: expected a list of URLs");
-	n = (size_t)(val->data.sequence.items.top -
-	    val->data.sequence.items.start);
 	if (n == 0)
 		return cfg_error(ctx, val, "servers: needs at least one server");
 	up->servers = cfg_alloc(ctx, n * sizeof(*up->servers));
 	up->nservers = n;
-	for (i = 0, it = val->data.sequence.items.start; i < n; i++, it++)
-		if (val_server(ctx, cfg_node(ctx, *it), &up->servers[i]) == -1)
+	for (i = 0; i < n; i++)
+		if (val_server(ctx, cfg_list_item(ctx, val, i),
+		    &up->servers[i]) == -1)
 			return -1;
 	return 0;
 }
@@ -482,18 +461,13 @@ static int
 val_conditions(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 {
 	struct retry_cfg *r = field;
-	yaml_node_item_t *it;
-	size_t n, i;
+	size_t n = cfg_list_len(val), i;
 
-	if (val->type != YAML_SEQUENCE_NODE)
-		return cfg_error(ctx, val, "conditions: expected a list");
-	n = (size_t)(val->data.sequence.items.top -
-	    val->data.sequence.items.start);
 	r->on = 0;
 	r->statuses = cfg_alloc(ctx, n * sizeof(*r->statuses));
 	r->nstatuses = 0;
-	for (i = 0, it = val->data.sequence.items.start; i < n; i++, it++) {
-		yaml_node_t *item = cfg_node(ctx, *it);
+	for (i = 0; i < n; i++) {
+		yaml_node_t *item = cfg_list_item(ctx, val, i);
 		const char *s = cfg_scalar(ctx, item, "a condition");
 		char *end;
 		long st;

@@ -937,10 +937,15 @@ static const struct err_case err_cases[] = {
 	    "routes:\n"
 	    "  path: /x\n",
 	    "4:3: routes: expected a list of routes" },
-	{ "listen that is not a list",
+	{ "listen item that is a list",
 	    "server:\n"
-	    "  listen: \"0.0.0.0:80\"\n",
-	    "2:11: listen: expected a list of addresses" },
+	    "  listen: [[\"0.0.0.0:80\"]]\n",
+	    "2:12: listen: expected a mapping, got a list" },
+	{ "trusted_proxies that is a mapping",
+	    "server:\n"
+	    "  trusted_proxies: {a: 1}\n",
+	    "2:20: trusted_proxies: expected an address or CIDR, got a "
+	    "mapping" },
 	{ "methods that is a mapping",
 	    UP_A
 	    "routes:\n"
@@ -1457,6 +1462,48 @@ test_error_small_buffer(void **state)
 }
 
 /*
+ * "A single value counts as a list of one" (configuration.md), for every
+ * list key alike: listen (short and long form), trusted_proxies,
+ * servers, methods, retry conditions.
+ */
+static void
+test_single_values_are_lists(void **state)
+{
+	struct config *cfg;
+	const struct upstream_cfg *up;
+
+	(void)state;
+	cfg = load_ok(
+	    "server:\n"
+	    "  listen: \"127.0.0.1:8080\"\n"
+	    "  trusted_proxies: 10.0.0.0/8\n"
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: http://127.0.0.1:9001\n"
+	    "    retry: {conditions: timeout}\n"
+	    "routes:\n"
+	    "  - {path: /x, upstream: a, methods: GET}\n");
+	assert_int_equal(cfg->server.nlisten, 1);
+	assert_string_equal(cfg->server.listen[0].address, "127.0.0.1:8080");
+	assert_int_equal(cfg->server.ntrusted, 1);
+	assert_int_equal(cfg->server.trusted[0].bits, 8);
+	up = &cfg->upstreams[0];
+	assert_int_equal(up->nservers, 1);
+	assert_int_equal(up->retry.on, RETRY_ON_TIMEOUT);
+	assert_int_equal(up->retry.nstatuses, 0);
+	assert_int_equal(cfg->routes[0].nmethods, 1);
+	assert_string_equal(cfg->routes[0].methods[0], "GET");
+	config_free(cfg);
+
+	cfg = load_ok(
+	    "server:\n"
+	    "  listen: {address: \"127.0.0.1:8081\", proxy_protocol: true}\n");
+	assert_int_equal(cfg->server.nlisten, 1);
+	assert_true(cfg->server.listen[0].proxy_protocol);
+	config_free(cfg);
+}
+
+/*
  * The bundled config (make run) has a demo login: it listens on the
  * loopback only, so trying agate never opens it to the network.
  */
@@ -1509,6 +1556,7 @@ main(void)
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_error_no_file),
+		cmocka_unit_test(test_single_values_are_lists),
 		cmocka_unit_test(test_bundled_config_is_local),
 		cmocka_unit_test(test_error_file_is_directory),
 		cmocka_unit_test(test_error_strip_prefix_mid_segment),
