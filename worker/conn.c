@@ -919,6 +919,29 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 
 /* -- timeouts and drain ------------------------------------------------ */
 
+/*
+ * The client stopped sending its body for idle_timeout.  If nothing of
+ * the answer has gone out, the gateway lets go (its upstream try is cut)
+ * and the client gets 408, as from nginx's client_body_timeout; else the
+ * connection just closes.
+ */
+static void
+conn_body_timeout(struct conn *c)
+{
+	struct request *r = c->req;
+
+	if (r->resp_started) {
+		conn_fail(c, "body timeout");
+		return;
+	}
+	if (r->hooks != NULL && r->hooks->abort != NULL)
+		r->hooks->abort(r);
+	r->hooks = NULL;
+	r->body_done = true;		/* nothing more is read */
+	r->resp_close = true;
+	req_error(r, 408, "request body not received in time", NULL);
+}
+
 static void
 conn_timeout(struct tnode *n)
 {
@@ -952,7 +975,7 @@ conn_timeout(struct tnode *n)
 		}
 		log_info("conn %s: request body not received in time; closing",
 		    c->peer_str);
-		conn_fail(c, "body timeout");
+		conn_body_timeout(c);
 		break;
 	default:
 		conn_fail(c, "linger timeout");

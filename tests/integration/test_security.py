@@ -178,17 +178,47 @@ class SlowClientTest(AgateTest):
                   b"\r\nabc")
         t0 = time.monotonic()
         s.settimeout(10)
+        raw = b""
         try:
-            while s.recv(4096):
-                pass
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                raw += chunk
         except OSError:
             pass
         waited = time.monotonic() - t0
         s.close()
         self.assertGreater(waited, 0.8)
         self.assertLess(waited, 5)
+        # 408 after idle_timeout, although the upstream timeout (5 s by
+        # default) is longer: the client is told, not just hung up on.
+        self.assertEqual(parse_status(raw), 408, raw)
+        self.assertIn(b"request body not received in time", raw)
         self.assertIn("request body not received in time", gw.error_log())
         # A body that keeps coming, slowly but within the timeout, is fine.
+        self.body_within_timeout(gw)
+
+    def test_body_stall_ends_at_the_shorter_of_the_two_timeouts(self):
+        # The upstream's `timeout` covers the whole try, sending the body
+        # included: when it is shorter than idle_timeout, it ends a
+        # stalled body first, also with 408 (docs/configuration.md).
+        up = self.upstream()
+        gw = self.agate({"u": {"servers": [up.url], "timeout": "1500ms"}},
+                        [{"path": "/", "upstream": "u"}],
+                        idle_timeout="60s", workers=1)
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                  b"\r\nabc")
+        t0 = time.monotonic()
+        raw = s.recv(4096)
+        waited = time.monotonic() - t0
+        s.close()
+        self.assertEqual(parse_status(raw), 408, raw)
+        self.assertGreater(waited, 1.3)
+        self.assertLess(waited, 4)
+
+    def body_within_timeout(self, gw):
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
         s.sendall(b"POST /b?echo=1 HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Length: 6\r\n\r\n")
