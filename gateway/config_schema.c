@@ -491,19 +491,22 @@ val_conditions(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	return 0;
 }
 
-/* budget: "20%" or 20, a share of the first tries; 0..1000%. */
+/*
+ * budget: "20%", a share of the first tries; 0%..1000%.  The % is
+ * required: a bare 20 (or 0.2, which would be 0.2%) is ambiguous.
+ */
 static int
 val_budget(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 {
-	double *share = field, v;
+	double *share = field, v = -1;
 	const char *s = cfg_scalar(ctx, val, "a percentage");
-	char *end;
+	char *end = NULL;
 
 	if (s == NULL)
 		return -1;
-	v = strtod(s, &end);
-	if (end == s || (*end != '\0' && strcmp(end, "%") != 0) || v < 0 ||
-	    v > 1000)
+	if (*s >= '0' && *s <= '9')
+		v = strtod(s, &end);
+	if (end == NULL || strcmp(end, "%") != 0 || !(v >= 0 && v <= 1000))
 		return cfg_error(ctx, val, "budget: expected a percentage "
 		    "0%%..1000%% (e.g. 20%%), got '%s'", s);
 	*share = v / 100.0;

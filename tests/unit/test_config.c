@@ -953,6 +953,27 @@ static const struct err_case err_cases[] = {
 	    "    upstream: a\n"
 	    "    methods: {GET: true}\n",
 	    "6:14: methods: expected a list, got a mapping" },
+	{ "retry budget without %",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: [\"http://127.0.0.1:1\"]\n"
+	    "    retry: {budget: 20}\n",
+	    "4:21: budget: expected a percentage 0%..1000% (e.g. 20%), "
+	    "got '20'" },
+	{ "retry budget out of range",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: [\"http://127.0.0.1:1\"]\n"
+	    "    retry: {budget: 1001%}\n",
+	    "4:21: budget: expected a percentage 0%..1000% (e.g. 20%), "
+	    "got '1001%'" },
+	{ "retry budget not a number",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: [\"http://127.0.0.1:1\"]\n"
+	    "    retry: {budget: nan%}\n",
+	    "4:21: budget: expected a percentage 0%..1000% (e.g. 20%), "
+	    "got 'nan%'" },
 	{ "bool that is not one",
 	    "server:\n"
 	    "  listen:\n"
