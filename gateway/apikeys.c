@@ -18,9 +18,11 @@
 #include <openssl/sha.h>
 
 #include "gateway/apikeys.h"
-#include "gateway/gateway.h"
+#include "gateway/config.h"
+#include "gateway/stage.h"
 #include "lib/encode.h"
 #include "lib/lines.h"
+#include "worker/http.h"
 
 struct reading {
 	const char		*path;
@@ -96,8 +98,8 @@ apikeys_match(const struct apikeys *k, const char *key, size_t len)
 	return hit != 0;
 }
 
-bool
-apikeys_request(struct request *r)
+static enum stage_result
+apikeys_run(struct request *r)
 {
 	const struct auth_cfg *a = &r->route->auth;
 	const struct http_header *h = req_header(r, a->api_keys_header);
@@ -107,11 +109,21 @@ apikeys_request(struct request *r)
 	    "header=\"%s\"\r\n", a->api_keys_header);
 	if (h == NULL || h->value_len == 0) {
 		req_error(r, 401, "API key required", extra);
-		return false;
+		return STAGE_DONE;
 	}
 	if (!apikeys_match(a->api_keys, h->value, h->value_len)) {
 		req_error(r, 401, "invalid API key", extra);
-		return false;
+		return STAGE_DONE;
 	}
-	return true;
+	return STAGE_NEXT;
 }
+
+static bool
+apikeys_wanted(const struct route_cfg *rt)
+{
+	return rt->auth.api_keys != NULL;
+}
+
+const struct stage apikeys_stage = {
+	.name = "api_keys", .wanted = apikeys_wanted, .run = apikeys_run,
+};

@@ -22,7 +22,5 @@ struct apikeys	*apikeys_load(const char *path, struct arena *, char *err,
 /* Whether key hashes to one of the entries (constant time). */
 bool		 apikeys_match(const struct apikeys *, const char *key,
 		    size_t len);
-/* The route's check: true to go on, false once answered 401. */
-bool		 apikeys_request(struct request *);
 
 #endif

@@ -24,11 +24,13 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "gateway/gateway.h"
+#include "gateway/config.h"
 #include "gateway/htpasswd.h"
+#include "gateway/stage.h"
 #include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/offload.h"
+#include "worker/http.h"
 #include "worker/timer.h"
 
 #define CACHE_SLOTS	4096
@@ -110,8 +112,8 @@ cache_put(const unsigned char mac[32])
 }
 
 /* Each worker draws its own key after fork: no two share a cache key. */
-void
-basic_init(void)
+static int
+basic_init(struct event_base *base, const struct config *cfg)
 {
 	memset(cache, 0, sizeof(cache));
 	cache_keyed = getrandom(cache_key, sizeof(cache_key), 0) ==
@@ -119,6 +121,9 @@ basic_init(void)
 	if (!cache_keyed)
 		log_warnx("auth: no random bytes for the cache key; every "
 		    "basic auth request is checked in full");
+	(void)base;
+	(void)cfg;
+	return 0;
 }
 
 static void
@@ -166,7 +171,7 @@ basic_done(void *arg, int status, const char *out, size_t len)
 		basic_refuse(r, "invalid credentials");
 		return;
 	}
-	gateway_continue(r);
+	stage_resume(r, STAGE_NEXT);
 }
 
 /* The Authorization header's user and password, decoded into cred. */
@@ -198,8 +203,8 @@ basic_credentials(const struct request *r, unsigned char *cred,
 	return true;
 }
 
-void
-basic_start(struct request *r)
+static enum stage_result
+basic_run(struct request *r)
 {
 	const struct htpasswd *t = r->route->auth.basic_users;
 	const struct htpasswd_user *u;
@@ -211,7 +216,7 @@ basic_start(struct request *r)
 
 	if (!basic_credentials(r, cred, &len, &colon)) {
 		basic_refuse(r, "authentication required");
-		return;
+		return STAGE_DONE;
 	}
 	plen = len - colon - 1;
 	u = htpasswd_find(t, (const char *)cred, colon);
@@ -219,7 +224,7 @@ basic_start(struct request *r)
 	if ((w = calloc(1, sizeof(*w))) == NULL) {
 		OPENSSL_cleanse(cred, sizeof(cred));
 		req_error(r, 503, "out of memory", NULL);
-		return;
+		return STAGE_DONE;
 	}
 	w->req = r;
 	w->known = u != NULL;
@@ -228,8 +233,7 @@ basic_start(struct request *r)
 	if (w->known && cache_hit(w->mac)) {
 		OPENSSL_cleanse(cred, sizeof(cred));
 		free(w);
-		gateway_continue(r);
-		return;
+		return STAGE_NEXT;
 	}
 	iov[0] = (struct iovec){ (void *)hash, strlen(hash) + 1 };
 	iov[1] = (struct iovec){ cred + colon + 1, plen };
@@ -238,8 +242,20 @@ basic_start(struct request *r)
 	if (w->job == NULL) {
 		free(w);
 		req_error(r, 503, "too many password checks waiting", NULL);
-		return;
+		return STAGE_DONE;
 	}
 	r->gw = w;
 	r->hooks = &basic_hooks;
+	return STAGE_WAIT;
 }
+
+static bool
+basic_wanted(const struct route_cfg *rt)
+{
+	return rt->auth.basic_users != NULL;
+}
+
+const struct stage basic_stage = {
+	.name = "basic_auth", .wanted = basic_wanted, .init = basic_init,
+	.run = basic_run,
+};

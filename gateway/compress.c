@@ -2,7 +2,7 @@
  * gzip responses (route `compress: gzip`): a body filter (worker/http.h)
  * between whatever produces a response and the client.
  *
- * compress_attach() installs it when the route asks and the client's
+ * Its stage installs it when the route asks and the client's
  * Accept-Encoding allows gzip; nothing is allocated until a response
  * turns out to qualify (compress_want()).  Then:
  * - a body whose Content-Length is known and at most PIECE is gathered
@@ -31,6 +31,7 @@
 
 #include "gateway/compress.h"
 #include "gateway/config.h"
+#include "gateway/stage.h"
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/http.h"
@@ -271,15 +272,26 @@ gz_headers(struct buf *out, const char *h, size_t len)
 	return rc;
 }
 
-void
-compress_attach(struct request *r)
+/* Installs the gzip filter when the client takes gzip; never refuses. */
+static enum stage_result
+compress_run(struct request *r)
 {
 	const struct http_header *ae = req_header(r, "accept-encoding");
 
-	if (r->route->compress_gzip && ae != NULL &&
-	    compress_accepts_gzip(ae->value, ae->value_len))
+	if (ae != NULL && compress_accepts_gzip(ae->value, ae->value_len))
 		r->filter = &gz_filter;
+	return STAGE_NEXT;
 }
+
+static bool
+compress_wanted(const struct route_cfg *rt)
+{
+	return rt->compress_gzip;
+}
+
+const struct stage compress_stage = {
+	.name = "compress", .wanted = compress_wanted, .run = compress_run,
+};
 
 /* -- the filter ------------------------------------------------------------ */
 

@@ -17,7 +17,6 @@ struct request;
 #define COMPRESS_INLINE_MAX	(2 * 1024)
 
 /* Installs the filter if the route compresses and the client takes gzip. */
-void	compress_attach(struct request *);
 /* Does an Accept-Encoding value allow gzip? */
 bool	compress_accepts_gzip(const char *value, size_t len);
 /* Would this response be compressed?  hdrs: "Name: value\r\n" lines. */

@@ -217,6 +217,12 @@ struct route_seg {
 	bool		 param;
 };
 
+/* What answers a route once its stages pass (gateway/stage.c). */
+enum route_content {
+	CONTENT_PROXY,		/* upstream: */
+	CONTENT_FANOUT		/* fanout: */
+};
+
 struct route_cfg {
 	char			*path;		/* as written */
 	bool			 prefix;	/* ends in / */
@@ -238,6 +244,7 @@ struct route_cfg {
 	struct verify_sig_cfg	 verify_signature;
 	bool			 has_fanout;
 	struct fanout_cfg	 fanout;
+	enum route_content	 content;	/* chosen at load */
 	int			 mslot;		/* metrics slot (metrics.c) */
 	struct config_pos	 pos;
 };

@@ -265,6 +265,7 @@ check_route(struct cfg_ctx *ctx, struct route_cfg *r)
 	if (r->upstream_name != NULL && r->has_fanout)
 		return check_error(ctx, r->upstream_pos, "route %s: upstream: "
 		    "and fanout: exclude each other", r->path);
+	r->content = r->has_fanout ? CONTENT_FANOUT : CONTENT_PROXY;
 	if (r->upstream_name != NULL && resolve_upstream(ctx,
 	    r->upstream_name, r->upstream_pos, &r->upstream) == -1)
 		return -1;

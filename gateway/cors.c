@@ -14,8 +14,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gateway/gateway.h"
-#include "worker/worker.h"
+#include "gateway/config.h"
+#include "gateway/stage.h"
+#include "worker/http.h"
 
 static bool
 list_has(char **list, size_t n, const char *v, size_t len, bool nocase)
@@ -133,18 +134,24 @@ preflight(struct request *r, const struct cors_cfg *c,
 		req_end_response(r);
 }
 
-bool
-cors_request(struct request *r)
+static bool
+cors_wanted(const struct route_cfg *rt)
+{
+	return rt->cors.enabled;
+}
+
+static enum stage_result
+cors_run(struct request *r)
 {
 	const struct cors_cfg *c = &r->route->cors;
 	const struct http_header *origin = req_header(r, "origin"), *m;
 
 	if (origin == NULL)
-		return true;			/* not a cross-origin call */
+		return STAGE_NEXT;		/* not a cross-origin call */
 	if (http_token_eq(r->head.method, r->head.method_len, "OPTIONS") &&
 	    (m = req_header(r, "access-control-request-method")) != NULL) {
 		preflight(r, c, origin, m);
-		return false;
+		return STAGE_DONE;
 	}
 	if (list_has(c->origins, c->norigins, origin->value,
 	    origin->value_len, true))
@@ -152,28 +159,9 @@ cors_request(struct request *r)
 		    sizeof(r->resp_extra));
 	if (r->resp_extra_len >= sizeof(r->resp_extra))
 		r->resp_extra_len = 0;		/* cut: better none */
-	return true;
+	return STAGE_NEXT;
 }
 
-/*
- * A preflight asks on behalf of another method, which the route may
- * list while OPTIONS is not: the route that would take that method
- * answers it.
- */
-bool
-cors_preflight_route(struct request *r, struct route_match *m)
-{
-	const struct http_header *acrm;
-	struct route_match m2;
-
-	if (!http_token_eq(r->head.method, r->head.method_len, "OPTIONS") ||
-	    req_header(r, "origin") == NULL ||
-	    (acrm = req_header(r, "access-control-request-method")) == NULL)
-		return false;
-	if (router_match(worker.cfg, r->head.path, r->head.path_len,
-	    acrm->value, acrm->value_len, &m2) != ROUTE_FOUND ||
-	    !m2.route->cors.enabled)
-		return false;
-	*m = m2;
-	return true;
-}
+const struct stage cors_stage = {
+	.name = "cors", .wanted = cors_wanted, .run = cors_run,
+};

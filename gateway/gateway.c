@@ -7,16 +7,12 @@
 
 #include <curl/curl.h>
 
-#include "gateway/apikeys.h"
-#include "gateway/compress.h"
-#include "gateway/jwt.h"
-#include "gateway/ratelimit.h"
 #include "gateway/curlev.h"
-#include "gateway/fanout.h"
 #include "gateway/gateway.h"
 #include "gateway/health.h"
 #include "gateway/metrics.h"
 #include "gateway/proxy.h"
+#include "gateway/stage.h"
 #include "gateway/upstream.h"
 #include "lib/log.h"
 #include "worker/worker.h"
@@ -35,12 +31,12 @@ gateway_init(struct event_base *base, const struct config *cfg)
 		log_warnx("gateway: libcurl failed to initialise");
 		return -1;
 	}
+	if (stage_init_all(base, cfg) == -1)
+		return -1;
 	/* libcurl's cache counts connections in use too: room for bursts
 	 * of 4 x keepalive in flight (fan-out calls, https upstreams)
 	 * without closing each connection as its transfer ends; idle ones
 	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
-	basic_init();
-	rlredis_init(base, cfg);
 	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
 	    upstream_init(base, cfg) == -1 ||
 	    health_init(base, cfg, worker.index == 0) == -1) {
@@ -71,7 +67,7 @@ void
 gateway_shutdown(void)
 {
 	proxy_free();
-	rlredis_free();
+	stage_fini_all();
 	health_free();
 	curlev_free();
 	upstream_free();
@@ -103,6 +99,29 @@ is_health_path(const struct request *r, const char *hp)
 	return r->head.path_len == n && memcmp(r->head.path, hp, n) == 0;
 }
 
+/*
+ * A CORS preflight asks on behalf of another method, which the route may
+ * list while OPTIONS is not: the route that would take that method
+ * answers it, if it has cors: (its CORS stage does).
+ */
+static bool
+preflight_route(struct request *r, struct route_match *m)
+{
+	const struct http_header *acrm;
+	struct route_match m2;
+
+	if (!http_token_eq(r->head.method, r->head.method_len, "OPTIONS") ||
+	    req_header(r, "origin") == NULL ||
+	    (acrm = req_header(r, "access-control-request-method")) == NULL)
+		return false;
+	if (router_match(worker.cfg, r->head.path, r->head.path_len,
+	    acrm->value, acrm->value_len, &m2) != ROUTE_FOUND ||
+	    !m2.route->cors.enabled)
+		return false;
+	*m = m2;
+	return true;
+}
+
 void
 gateway_handle(struct request *r)
 {
@@ -122,7 +141,7 @@ gateway_handle(struct request *r)
 		return;
 	/* A preflight goes to the route of the method it asks for, even when
 	 * a later route would take OPTIONS itself. */
-	if (cors_preflight_route(r, &m))
+	if (preflight_route(r, &m))
 		goto found;
 	switch (router_match(cfg, r->head.path, r->head.path_len,
 	    r->head.method, r->head.method_len, &m)) {
@@ -140,66 +159,5 @@ found:
 	r->route = m.route;
 	memcpy(r->params, m.params, m.nparams * sizeof(m.params[0]));
 	r->nparams = m.nparams;
-	r->gw_stage = 0;
-	gateway_continue(r);
-}
-
-enum gw_stage {
-	STAGE_CORS,		/* cors: preflights answered here */
-	STAGE_RATE,		/* rate_limit */
-	STAGE_BASIC,		/* auth.basic */
-	STAGE_JWT,		/* auth.jwt */
-	STAGE_APIKEY,		/* auth.api_keys */
-	STAGE_SIGNATURE,	/* verify_signature */
-	STAGE_DISPATCH		/* proxy or fan-out */
-};
-
-void
-gateway_continue(struct request *r)
-{
-	const struct route_cfg *rt = r->route;
-
-	switch (r->gw_stage) {
-	case STAGE_CORS:
-		r->gw_stage = STAGE_RATE;
-		if (rt->cors.enabled && !cors_request(r))
-			return;
-		/* FALLTHROUGH */
-	case STAGE_RATE:
-		r->gw_stage = STAGE_BASIC;
-		if (rt->rate_limit.enabled && ratelimit_request(r) != 1)
-			return;		/* answered, or Redis is asked */
-		/* FALLTHROUGH */
-	case STAGE_BASIC:
-		r->gw_stage = STAGE_JWT;
-		if (rt->auth.basic_users != NULL) {
-			basic_start(r);
-			return;
-		}
-		/* FALLTHROUGH */
-	case STAGE_JWT:
-		r->gw_stage = STAGE_APIKEY;
-		if (rt->auth.jwt_enabled && !jwt_request(r))
-			return;
-		/* FALLTHROUGH */
-	case STAGE_APIKEY:
-		r->gw_stage = STAGE_SIGNATURE;
-		if (rt->auth.api_keys != NULL && !apikeys_request(r))
-			return;
-		/* FALLTHROUGH */
-	case STAGE_SIGNATURE:
-		r->gw_stage = STAGE_DISPATCH;
-		if (rt->verify_signature.enabled) {
-			signature_start(r);
-			return;
-		}
-		/* FALLTHROUGH */
-	default:
-		if (rt->compress_gzip)
-			compress_attach(r);
-		if (rt->has_fanout)
-			fanout_start(r);
-		else
-			proxy_start(r);
-	}
+	stage_start(r);
 }

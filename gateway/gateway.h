@@ -17,37 +17,15 @@ struct event_base;
 
 int	gateway_init(struct event_base *, const struct config *);
 void	gateway_handle(struct request *);
-/*
- * The checks a route asks for run in order (basic auth, then the webhook
- * signature); each answers the request itself or, once it passes, calls
- * gateway_continue(), which runs the next or hands the request to its
- * proxy or fan-out.  A check that waits (on the offload pool, on the
- * body) owns req->gw and req->hooks meanwhile and clears both before it
- * answers or continues.
- */
-void	gateway_continue(struct request *);
+void	gateway_shutdown(void);
+/* Every LAG_TICK_MS: publish this worker's gauges to the metrics. */
+void	gateway_tick(void);
 /* Test builds: a handler for paths under /_agate_test/, or NULL. */
 extern bool (*gateway_test_handler)(struct request *);
 
 /* -- admin.c: /metrics, /status and / on the admin listener ------------ */
 
 void	admin_handle(struct request *);
-
-/* -- auth_basic.c ------------------------------------------------------ */
-
-void	basic_init(void);
-void	basic_start(struct request *);
-
-/* -- signature.c ------------------------------------------------------- */
-
-/* Bodies up to this size are verified on the loop (docs/offload.md). */
-#define SIGNATURE_INLINE_MAX	(16 * 1024)
-void	signature_start(struct request *);
-/* "sha256=<64 hex>" into mac; false if it is not that. */
-bool	signature_parse(const char *v, size_t len, unsigned char mac[32]);
-void	gateway_shutdown(void);
-/* Every LAG_TICK_MS: publish this worker's gauges to the metrics. */
-void	gateway_tick(void);
 
 /* -- router.c ---------------------------------------------------------- */
 
@@ -98,13 +76,5 @@ int	headers_upstream_response(const char *raw, size_t len,
 	    int64_t *content_length);
 /* True for hop-by-hop fields (RFC 9110 section 7.6.1). */
 bool	headers_hop_by_hop(const char *name, size_t len);
-
-/* -- cors.c ------------------------------------------------------------ */
-
-/* The route's CORS: true to go on; false once a preflight is answered. */
-bool	cors_request(struct request *);
-/* A preflight for a method the path's route takes (OPTIONS aside):
- * true with m set to that route. */
-bool	cors_preflight_route(struct request *, struct route_match *);
 
 #endif

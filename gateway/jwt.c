@@ -36,9 +36,11 @@
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
 
-#include "gateway/gateway.h"
+#include "gateway/config.h"
 #include "gateway/jwt.h"
+#include "gateway/stage.h"
 #include "lib/encode.h"
+#include "worker/http.h"
 
 #define LEEWAY		60		/* seconds */
 #define TOKEN_MAX	8192
@@ -482,8 +484,8 @@ forward(struct request *r, struct jwt_cached *e, const char *name,
 	return req_upstream_header(r, name, value);
 }
 
-bool
-jwt_request(struct request *r)
+static enum stage_result
+jwt_run(struct request *r)
 {
 	const struct jwt_cfg *c = &r->route->auth.jwt;
 	const struct http_header *h = req_header(r, "authorization");
@@ -498,7 +500,7 @@ jwt_request(struct request *r)
 	    strncasecmp(h->value, "bearer ", 7) != 0) {
 		req_error(r, 401, "bearer token required", "WWW-Authenticate: "
 		    "Bearer realm=\"agate\"\r\n");
-		return false;
+		return STAGE_DONE;
 	}
 	tok = h->value + 7;
 	len = h->value_len - 7;
@@ -512,9 +514,9 @@ jwt_request(struct request *r)
 			if (req_upstream_header(r, e->names[i], e->values[i]) ==
 			    -1) {
 				req_error(r, 500, "out of memory", NULL);
-				return false;
+				return STAGE_DONE;
 			}
-		return true;
+		return STAGE_NEXT;
 	}
 	why = jwt_verify(c, c->set, tok, len, now, &claims);
 	if (why != NULL) {
@@ -522,7 +524,7 @@ jwt_request(struct request *r)
 		    "realm=\"agate\", error=\"invalid_token\", "
 		    "error_description=\"%s\"\r\n", why);
 		req_error(r, 401, why, extra);
-		return false;
+		return STAGE_DONE;
 	}
 	if (len <= CACHE_TOKEN_MAX) {
 		e = &cache[tok_hash(tok, len) % CACHE_SLOTS];
@@ -554,9 +556,19 @@ jwt_request(struct request *r)
 		    forward(r, e, c->claim_headers[i], s) == -1) {
 			json_decref(claims);
 			req_error(r, 500, "out of memory", NULL);
-			return false;
+			return STAGE_DONE;
 		}
 	}
 	json_decref(claims);
-	return true;
+	return STAGE_NEXT;
 }
+
+static bool
+jwt_wanted(const struct route_cfg *rt)
+{
+	return rt->auth.jwt_enabled;
+}
+
+const struct stage jwt_stage = {
+	.name = "jwt", .wanted = jwt_wanted, .run = jwt_run,
+};

@@ -27,7 +27,5 @@ ssize_t		 jwt_b64url(const char *in, size_t n, unsigned char *out,
  */
 const char	*jwt_verify(const struct jwt_cfg *c, const struct jwks *,
 		    const char *tok, size_t len, time_t now, json_t **claims);
-/* The route's check: true to go on, false once answered 401. */
-bool		 jwt_request(struct request *);
 
 #endif

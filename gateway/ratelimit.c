@@ -24,10 +24,12 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "gateway/gateway.h"
+#include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/ratelimit.h"
+#include "gateway/stage.h"
 #include "lib/log.h"
+#include "worker/http.h"
 
 #define RL_SLOTS	65536		/* power of two; 2.5 MiB */
 #define PROBE		8
@@ -238,8 +240,8 @@ ratelimit_refuse(struct request *r, uint64_t retry_ms)
 	req_error(r, 429, "rate limit exceeded", extra);
 }
 
-int
-ratelimit_request(struct request *r)
+static enum stage_result
+ratelimit_run(struct request *r)
 {
 	const struct rate_limit_cfg *rl = &r->route->rate_limit;
 	double remaining;
@@ -253,8 +255,19 @@ ratelimit_request(struct request *r)
 	if (ratelimit_check(r->route->path, key, klen, rl->rate, rl->burst,
 	    &remaining, &retry_ms)) {
 		ratelimit_headers(r, remaining);
-		return 1;
+		return STAGE_NEXT;
 	}
 	ratelimit_refuse(r, retry_ms);
-	return 0;
+	return STAGE_DONE;
 }
+
+static bool
+ratelimit_wanted(const struct route_cfg *rt)
+{
+	return rt->rate_limit.enabled;
+}
+
+const struct stage ratelimit_stage = {
+	.name = "rate_limit", .wanted = ratelimit_wanted,
+	.init = rlredis_init, .fini = rlredis_free, .run = ratelimit_run,
+};

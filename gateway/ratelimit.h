@@ -27,12 +27,6 @@ bool	ratelimit_take(struct rl_bucket *, uint64_t now_us, double rate,
 /* The same on the shared bucket of (route, key). */
 bool	ratelimit_check(const char *route, const char *key, size_t klen,
 	    double rate, int burst, double *remaining, uint64_t *retry_ms);
-/*
- * The route's limit for r: 1 to go on now, 0 once answered (429, or 503
- * when Redis is down and on_failure is deny), -1 while Redis is asked
- * (gateway_continue() follows).
- */
-int	ratelimit_request(struct request *);
 /* RateLimit-Limit/-Remaining/-Reset on the answer of a request let
  * through (after any CORS fields). */
 void	ratelimit_headers(struct request *, double remaining);
@@ -43,10 +37,16 @@ void	ratelimit_refuse(struct request *, uint64_t retry_ms);
 
 struct config;
 struct event_base;
+enum stage_result;
 
 int	rlredis_init(struct event_base *, const struct config *);
 void	rlredis_free(void);
-/* As ratelimit_request(), for a route with backend redis. */
-int	rlredis_request(struct request *, const char *key, size_t klen);
+/*
+ * The limit of a route with backend redis, as a stage: NEXT, DONE once
+ * answered (429, or 503 when Redis is down and on_failure is deny), or
+ * WAIT while Redis is asked (stage_resume() follows).
+ */
+enum stage_result rlredis_request(struct request *, const char *key,
+	    size_t klen);
 
 #endif

@@ -23,10 +23,12 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include "gateway/gateway.h"
+#include "gateway/config.h"
 #include "gateway/metrics.h"
 #include "gateway/ratelimit.h"
+#include "gateway/stage.h"
 #include "lib/log.h"
+#include "worker/http.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
 
@@ -237,7 +239,7 @@ wait_timeout(evutil_socket_t fd, short what, void *arg)
 	rd_warn("no answer in time", NULL);
 	wait_release(w);
 	if (rd_failure(r))
-		gateway_continue(r);
+		stage_resume(r, STAGE_NEXT);
 }
 
 static void
@@ -261,7 +263,7 @@ reply_cb(redisAsyncContext *ac, void *reply, void *arg)
 		rd_warn("bad reply", rep != NULL && rep->type ==
 		    REDIS_REPLY_ERROR ? rep->str : NULL);
 		if (rd_failure(r))
-			gateway_continue(r);
+			stage_resume(r, STAGE_NEXT);
 		return;
 	}
 	ok = rep->element[0]->integer;
@@ -270,13 +272,13 @@ reply_cb(redisAsyncContext *ac, void *reply, void *arg)
 		if (rep->element[2]->type == REDIS_REPLY_INTEGER)
 			ratelimit_headers(r,
 			    (double)rep->element[2]->integer);
-		gateway_continue(r);
+		stage_resume(r, STAGE_NEXT);
 	}
 	else
 		ratelimit_refuse(r, retry > 0 ? (uint64_t)retry : 1);
 }
 
-int
+enum stage_result
 rlredis_request(struct request *r, const char *key, size_t klen)
 {
 	const struct rate_limit_cfg *rl = &r->route->rate_limit;
@@ -287,25 +289,25 @@ rlredis_request(struct request *r, const char *key, size_t klen)
 
 	if (!rd.connected || rd.ac == NULL) {
 		rd_warn("not connected", NULL);
-		return rd_failure(r) ? 1 : 0;
+		return rd_failure(r) ? STAGE_NEXT : STAGE_DONE;
 	}
 	blen = snprintf(bucket, sizeof(bucket), "agate:rl:%s:%.*s",
 	    r->route->path, (int)(klen < 1024 ? klen : 1024), key);
 	snprintf(rate, sizeof(rate), "%.6f", rl->rate);
 	snprintf(burst, sizeof(burst), "%d", rl->burst);
 	if ((w = calloc(1, sizeof(*w))) == NULL)
-		return rd_failure(r) ? 1 : 0;
+		return rd_failure(r) ? STAGE_NEXT : STAGE_DONE;
 	w->req = r;
 	if (redisAsyncCommand(rd.ac, reply_cb, w, "EVAL %s 1 %b %s %s",
 	    BUCKET_LUA, bucket, (size_t)blen, rate, burst) != REDIS_OK) {
 		free(w);
 		rd_warn("cannot send", NULL);
-		return rd_failure(r) ? 1 : 0;
+		return rd_failure(r) ? STAGE_NEXT : STAGE_DONE;
 	}
 	w->in_redis = true;
 	evtimer_assign(&w->timer, worker.base, wait_timeout, w);
 	evtimer_add(&w->timer, &tv);
 	r->gw = w;
 	r->hooks = &wait_hooks;
-	return -1;
+	return STAGE_WAIT;
 }

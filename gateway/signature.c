@@ -15,11 +15,14 @@
 
 #include <openssl/crypto.h>
 
-#include "gateway/gateway.h"
+#include "gateway/config.h"
+#include "gateway/signature.h"
+#include "gateway/stage.h"
 #include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
+#include "worker/http.h"
 #include "worker/worker.h"
 
 #define INLINE_MAX	SIGNATURE_INLINE_MAX
@@ -117,7 +120,7 @@ sig_verdict(struct sig_wait *w, int status, const char *mac, size_t len)
 		req_error(r, 500, "the verified body was not kept", NULL);
 		return;
 	}
-	gateway_continue(r);
+	stage_resume(r, STAGE_NEXT);
 }
 
 static void
@@ -193,8 +196,8 @@ sig_body_ready(struct request *r)
 	sig_read(r->gw);
 }
 
-void
-signature_start(struct request *r)
+static enum stage_result
+signature_run(struct request *r)
 {
 	const struct verify_sig_cfg *vs = &r->route->verify_signature;
 	const struct http_header *h = req_header(r, vs->header);
@@ -205,11 +208,11 @@ signature_start(struct request *r)
 		snprintf(msg, sizeof(msg), "missing signature header %s",
 		    vs->header);
 		req_error(r, 401, msg, NULL);
-		return;
+		return STAGE_DONE;
 	}
 	if ((w = calloc(1, sizeof(*w))) == NULL) {
 		req_error(r, 503, "out of memory", NULL);
-		return;
+		return STAGE_DONE;
 	}
 	w->req = r;
 	if (!signature_parse(h->value, h->value_len, w->want)) {
@@ -217,17 +220,29 @@ signature_start(struct request *r)
 		snprintf(msg, sizeof(msg), "%s: expected sha256=<64 hex "
 		    "digits>", vs->header);
 		req_error(r, 401, msg, NULL);
-		return;
+		return STAGE_DONE;
 	}
 	if (r->head.content_length > (int64_t)sig_limit(r) ||
 	    req_body_keep(r, sig_limit(r)) == -1) {
 		free(w);
 		req_error(r, 413, "the body is too large to verify its "
 		    "signature", NULL);
-		return;
+		return STAGE_DONE;
 	}
 	r->gw = w;
 	r->hooks = &sig_hooks;
 	req_continue(r);
 	sig_read(w);
+	return STAGE_WAIT;
 }
+
+static bool
+signature_wanted(const struct route_cfg *rt)
+{
+	return rt->verify_signature.enabled;
+}
+
+const struct stage signature_stage = {
+	.name = "verify_signature", .wanted = signature_wanted,
+	.run = signature_run,
+};

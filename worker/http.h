@@ -103,7 +103,7 @@ struct request {
 	const struct req_hooks	*hooks;
 	const struct req_filter	*filter;
 	void			*filter_state;
-	uint8_t			 gw_stage;	/* checks passed (gateway.c) */
+	uint8_t			 gw_stage;	/* next stage (gateway/stage.c) */
 	/* Header lines every answer to this request gets (CORS, rate
 	 * limits): resp_extra[0..resp_extra_len), at the end of the struct
 	 * so that request_new() clears only the length. */

@@ -36,6 +36,7 @@
 #include "gateway/config.h"
 #include "gateway/gateway.h"
 #include "gateway/htpasswd.h"
+#include "gateway/signature.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
 
