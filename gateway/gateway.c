@@ -7,13 +7,13 @@
 
 #include <curl/curl.h>
 
-#include "gateway/curlev.h"
+#include "gateway/upstream/curlev.h"
 #include "gateway/gateway.h"
-#include "gateway/health.h"
-#include "gateway/metrics.h"
-#include "gateway/proxy.h"
+#include "gateway/upstream/health.h"
+#include "gateway/metrics/metrics.h"
+#include "gateway/upstream/proxy.h"
 #include "gateway/stage.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 #include "lib/log.h"
 #include "worker/worker.h"
 

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "lib/buf.h"
 #include "worker/http.h"
 

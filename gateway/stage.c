@@ -7,9 +7,9 @@
  */
 #include <stddef.h>
 
-#include "gateway/config.h"
-#include "gateway/fanout.h"
-#include "gateway/proxy.h"
+#include "gateway/config/config.h"
+#include "gateway/fanout/fanout.h"
+#include "gateway/upstream/proxy.h"
 #include "gateway/stage.h"
 #include "worker/http.h"
 

@@ -12,7 +12,7 @@
 #include <openssl/hmac.h>
 #include <zlib.h>
 
-#include "gateway/fanout.h"
+#include "gateway/fanout/fanout.h"
 #include "offload/offload.h"
 
 const struct job_kind_def *jobs_extra;

@@ -30,8 +30,8 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "gateway/config.h"
-#include "gateway/metrics.h"
+#include "gateway/config/config.h"
+#include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "offload/frame.h"
 #include "offload/offload.h"

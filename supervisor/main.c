@@ -14,7 +14,7 @@
 #ifdef AGATE_TEST_BUILD
 #include "tests/testbuild.h"
 #endif
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
 

@@ -27,9 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/metrics.h"
-#include "gateway/ratelimit.h"
-#include "gateway/shared.h"
+#include "gateway/metrics/metrics.h"
+#include "gateway/policy/ratelimit.h"
+#include "gateway/config/shared.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
 #include "worker/timer.h"

@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 /* Runs until stopped; returns the process exit code. */
 /* argv: how this agate was started, for a binary upgrade (USR2). */

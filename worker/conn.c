@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway.h"
-#include "gateway/metrics.h"
+#include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "worker/conn.h"
 #include "worker/path.h"

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/metrics.h"
+#include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"

@@ -27,7 +27,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "worker/tls.h"
 
 #define CIPHERS_TLS12 \

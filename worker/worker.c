@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway.h"
-#include "gateway/metrics.h"
+#include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/accesslog.h"

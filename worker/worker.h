@@ -14,7 +14,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "worker/timer.h"
 
 /* Bytes of the supervisor -> worker control channel. */

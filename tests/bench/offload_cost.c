@@ -21,7 +21,7 @@
 
 #include <event2/event.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "offload/offload.h"
 
 static double

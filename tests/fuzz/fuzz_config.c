@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "lib/log.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,4 +1,4 @@
-"""Fan-out routes (gateway/fanout.c, docs/fanout.md): one client request,
+"""Fan-out routes (gateway/fanout/fanout.c, docs/fanout.md): one client request,
 several upstream calls at once, one answer -- as a client and the
 upstreams see it.
 

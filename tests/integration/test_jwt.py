@@ -1,4 +1,4 @@
-"""JWT bearer tokens on a route (gateway/jwt.c, docs/policies.md): a
+"""JWT bearer tokens on a route (gateway/policy/jwt.c, docs/policies.md): a
 JWKS with an oct (HS256), an RSA (RS256) and an EC P-256 (ES256) key made
 at test time with the openssl CLI; tokens signed here (HMAC in Python,
 RSA and ECDSA through openssl).

@@ -1,4 +1,4 @@
-"""The admin listener (gateway/admin.c, gateway/metrics.c): /metrics in
+"""The admin listener (gateway/metrics/admin.c, gateway/metrics/metrics.c): /metrics in
 Prometheus text, /status as JSON and the status page, summed over every
 worker through shared memory.
 

@@ -1,4 +1,4 @@
-"""Rate limits through Redis (gateway/rlredis.c): one budget for two agate
+"""Rate limits through Redis (gateway/policy/rlredis.c): one budget for two agate
 instances, `on_failure` (allow, deny) while Redis is away, and the
 reconnection once it is back.  redis-server (Debian's) is started by the
 test on a free loopback port, without persistence.

@@ -31,7 +31,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "lib/log.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))

@@ -32,11 +32,11 @@
 #include <event2/event.h>
 #include <zlib.h>
 
-#include "gateway/compress.h"
-#include "gateway/config.h"
+#include "gateway/policy/compress.h"
+#include "gateway/config/config.h"
 #include "gateway/gateway.h"
-#include "gateway/htpasswd.h"
-#include "gateway/signature.h"
+#include "gateway/policy/htpasswd.h"
+#include "gateway/policy/signature.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
 

@@ -29,12 +29,12 @@
 #include <stdlib.h>
 #include <stdio.h>
 
-#include "gateway/breaker.h"
-#include "gateway/config.h"
-#include "gateway/limiter.h"
-#include "gateway/jwt.h"
-#include "gateway/ratelimit.h"
-#include "gateway/retry.h"
+#include "gateway/upstream/breaker.h"
+#include "gateway/config/config.h"
+#include "gateway/upstream/limiter.h"
+#include "gateway/policy/jwt.h"
+#include "gateway/policy/ratelimit.h"
+#include "gateway/upstream/retry.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
 

@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/gateway.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))

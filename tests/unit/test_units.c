@@ -1,5 +1,5 @@
 /*
- * The scalar syntaxes of agate.yaml (gateway/units.c): durations, sizes,
+ * The scalar syntaxes of agate.yaml (gateway/config/units.c): durations, sizes,
  * listen addresses, CIDR blocks and rates.  Each parser must take the
  * whole string or fail; a value that half-parses is a silent outage.
  */
@@ -15,7 +15,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
 
