@@ -7,12 +7,13 @@
 
 #include <curl/curl.h>
 
-#include "gateway/upstream/curlev.h"
+#include "gateway/fanout/fanout.h"
 #include "gateway/gateway.h"
-#include "gateway/upstream/health.h"
 #include "gateway/metrics/metrics.h"
-#include "gateway/upstream/proxy.h"
 #include "gateway/stage.h"
+#include "gateway/upstream/curlev.h"
+#include "gateway/upstream/health.h"
+#include "gateway/upstream/proxy.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/log.h"
 #include "worker/worker.h"
@@ -161,3 +162,11 @@ found:
 	r->nparams = m.nparams;
 	stage_start(r);
 }
+
+const struct worker_app gateway_app = {
+	.jobs = fanout_jobs,
+	.init = gateway_init,
+	.handle = gateway_handle,
+	.tick = gateway_tick,
+	.shutdown = gateway_shutdown,
+};

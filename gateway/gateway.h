@@ -15,6 +15,12 @@
 
 struct event_base;
 
+struct worker_app;
+
+/* What the supervisor hands each worker: init, handle, tick, shutdown,
+ * and the offload job kinds of the gateway (worker/worker.h). */
+extern const struct worker_app gateway_app;
+
 int	gateway_init(struct event_base *, const struct config *);
 void	gateway_handle(struct request *);
 void	gateway_shutdown(void);

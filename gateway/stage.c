@@ -9,8 +9,8 @@
 
 #include "gateway/config/config.h"
 #include "gateway/fanout/fanout.h"
-#include "gateway/upstream/proxy.h"
 #include "gateway/stage.h"
+#include "gateway/upstream/proxy.h"
 #include "worker/http.h"
 
 extern const struct stage cors_stage;

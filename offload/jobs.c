@@ -1,7 +1,9 @@
 /*
  * The job kinds: kind -> function.  Each function is pure computation on
  * its payload (the layouts are in offload.h), so the same code runs in a
- * helper and inline on the loop.  A new kind is one function and one row.
+ * helper and inline on the loop.  A new kind is one function and one row,
+ * here for the built-in ones, or in a table of its owner's that
+ * offload_add_kinds() adds (fan-out's merge lives with fan-out).
  */
 #include <crypt.h>
 #include <stdbool.h>
@@ -12,10 +14,9 @@
 #include <openssl/hmac.h>
 #include <zlib.h>
 
-#include "gateway/fanout/fanout.h"
 #include "offload/offload.h"
 
-const struct job_kind_def *jobs_extra;
+static const struct job_kind_def *added[OFFLOAD_KIND_TABLES];
 
 static uint32_t
 get_u32(const char *p)
@@ -142,7 +143,6 @@ static const struct job_kind_def kinds[] = {
 	{ JOB_GZIP,	"gzip",		job_gzip },
 	{ JOB_CRYPT,	"crypt",	job_crypt },
 	{ JOB_HMAC,	"hmac",		job_hmac },
-	{ JOB_JSON_MERGE, "json-merge",	fanout_merge_run },
 	{ 0, NULL, NULL }
 };
 
@@ -150,12 +150,30 @@ const struct job_kind_def *
 jobs_find(unsigned kind)
 {
 	const struct job_kind_def *k;
+	size_t i;
 
 	for (k = kinds; k->run != NULL; k++)
 		if (k->kind == kind)
 			return k;
-	for (k = jobs_extra; k != NULL && k->run != NULL; k++)
-		if (k->kind == kind)
-			return k;
+	for (i = 0; i < OFFLOAD_KIND_TABLES && added[i] != NULL; i++)
+		for (k = added[i]; k->run != NULL; k++)
+			if (k->kind == kind)
+				return k;
 	return NULL;
+}
+
+int
+offload_add_kinds(const struct job_kind_def *table)
+{
+	size_t i;
+
+	for (i = 0; i < OFFLOAD_KIND_TABLES; i++) {
+		if (added[i] == table)
+			return 0;
+		if (added[i] == NULL) {
+			added[i] = table;
+			return 0;
+		}
+	}
+	return -1;
 }

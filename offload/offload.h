@@ -63,8 +63,14 @@ struct job_kind_def {
 
 /* The row for kind, or NULL. */
 const struct job_kind_def *jobs_find(unsigned kind);
-/* Extra rows (test build), ended by a row with run == NULL. */
-extern const struct job_kind_def *jobs_extra;
+/*
+ * Adds a table of job kinds (ended by a row whose run is NULL) beside the
+ * built-in ones: fan-out's merge, the test build's kinds.  Before the
+ * helpers are forked, so that they know them.  Returns 0, or -1 when
+ * OFFLOAD_KIND_TABLES tables are in already.
+ */
+#define OFFLOAD_KIND_TABLES	4
+int	offload_add_kinds(const struct job_kind_def *);
 
 /* -- gzip pieces (JOB_GZIP) ----------------------------------------------
  * Payload: u32 flags, u32 dictionary length, the dictionary (up to 32 KiB

@@ -27,9 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/config/shared.h"
+#include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
 #include "gateway/policy/ratelimit.h"
-#include "gateway/config/shared.h"
 #include "lib/log.h"
 #include "supervisor/supervisor.h"
 #include "worker/timer.h"
@@ -286,6 +287,7 @@ slot_spawn(struct gen *g, int i)
 		ws.ctl_fd = sv[1];
 		ws.groups = g->groups;
 		ws.stripe = stripe;
+		ws.app = &gateway_app;
 		worker_main(&ws);
 	}
 	close(sv[1]);

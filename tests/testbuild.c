@@ -139,6 +139,6 @@ test_handler(struct request *r)
 void
 testbuild_install(void)
 {
-	jobs_extra = test_kinds;
+	offload_add_kinds(test_kinds);
 	gateway_test_handler = test_handler;
 }

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "worker/conn.h"
@@ -699,7 +698,7 @@ conn_head(struct conn *c)
 		return false;
 	}
 	conn_set_state(c, CS_ACTIVE);
-	gateway_handle(r);
+	worker.app->handle(r);
 	return true;
 }
 

@@ -25,7 +25,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "offload/offload.h"
@@ -405,7 +404,7 @@ lag_cb(evutil_socket_t fd, short what, void *arg)
 	    (now.tv_nsec - lag_last.tv_nsec) / 1000 - LAG_TICK_MS * 1000;
 	lag_last = now;
 	metrics_lag(late_us > 0 ? (uint64_t)late_us : 0);
-	gateway_tick();
+	worker.app->tick();
 }
 
 static void
@@ -425,7 +424,7 @@ worker_cleanup(void)
 
 	conn_close_all("worker exiting");
 	offload_free();
-	gateway_shutdown();
+	worker.app->shutdown();
 	accesslog_close();
 	for (i = 0; i < sizeof(sig_evs) / sizeof(sig_evs[0]); i++)
 		if (sig_evs[i] != NULL)
@@ -460,6 +459,7 @@ worker_main(const struct worker_start *ws)
 	log_set_nonblocking();
 	memset(&worker, 0, sizeof(worker));
 	worker.cfg = ws->cfg;
+	worker.app = ws->app;
 	worker.index = ws->index;
 	worker.generation = ws->generation;
 	worker.ctl_fd = ws->ctl_fd;
@@ -483,7 +483,11 @@ worker_main(const struct worker_start *ws)
 	mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 	/* Helpers are forked before the loop exists: they inherit no
-	 * event state (only descriptors, which they close). */
+	 * event state (only descriptors, which they close).  They know
+	 * the app's job kinds from here on. */
+	if (worker.app->jobs != NULL && offload_add_kinds(worker.app->jobs)
+	    == -1)
+		fatalx(EXIT_CANNOT_START, "worker: too many job kind tables");
 	if (offload_init(worker.cfg) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: cannot start the offload "
 		    "helpers");
@@ -498,7 +502,7 @@ worker_main(const struct worker_start *ws)
 		    "helpers");
 	if (accesslog_start(worker.base) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: out of memory");
-	if (gateway_init(worker.base, worker.cfg) == -1)
+	if (worker.app->init(worker.base, worker.cfg) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: gateway setup failed");
 	if (worker_listen(ws) == -1)
 		fatalx(EXIT_CANNOT_START, "worker: out of memory");

@@ -41,9 +41,31 @@ enum worker_phase {
 	WP_DRAINING		/* not accepting; finishing in-flight work */
 };
 
+struct request;
+struct job_kind_def;
+
+/*
+ * What a worker runs on its loop: the gateway hands it this table when
+ * the supervisor forks the worker, so worker/ names nothing of gateway/
+ * beyond its config and metrics (relayd's struct privsep_proc).
+ */
+struct worker_app {
+	/* Offload job kinds it adds to the built-in ones, or NULL. */
+	const struct job_kind_def *jobs;
+	/* Once the loop exists; -1 stops the worker (exit 2). */
+	int	(*init)(struct event_base *, const struct config *);
+	/* Each parsed request (worker/http.h says what it may do). */
+	void	(*handle)(struct request *);
+	/* Every LAG_TICK_MS: publish its gauges. */
+	void	(*tick)(void);
+	/* The worker is exiting: let go of everything. */
+	void	(*shutdown)(void);
+};
+
 struct worker {
 	struct event_base	*base;
 	const struct config	*cfg;
+	const struct worker_app	*app;
 	int			 index;
 	unsigned		 generation;
 	int			 ctl_fd;
@@ -101,6 +123,7 @@ struct worker_start {
 	int			 ctl_fd;
 	const struct listen_group *groups;	/* one per server.listen */
 	int			 stripe;	/* metrics stripe, or -1 */
+	const struct worker_app	*app;
 };
 
 /* Runs a worker in a freshly forked child; never returns. */

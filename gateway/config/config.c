@@ -19,9 +19,9 @@
 #include <unistd.h>
 
 #include "gateway/config/config_engine.h"
+#include "gateway/config/shared.h"
 #include "gateway/policy/jwt.h"
 #include "worker/tls.h"
-#include "gateway/config/shared.h"
 
 struct config_pos
 cfg_pos(const yaml_node_t *node)

@@ -16,8 +16,8 @@
 #include "gateway/policy/apikeys.h"
 #include "gateway/policy/htpasswd.h"
 #include "gateway/policy/jwt.h"
-#include "worker/tls.h"
 #include "lib/log.h"
+#include "worker/tls.h"
 
 void
 config_defaults(struct config *cfg)

@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/upstream/breaker.h"
 #include "gateway/config/config.h"
+#include "gateway/upstream/breaker.h"
 
 #define SHARED_MAGIC	0x61676174u	/* "agat" */
 #define SHARED_VERSION	1

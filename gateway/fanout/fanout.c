@@ -34,11 +34,11 @@
 #include <event2/event_struct.h>
 #include <jansson.h>
 
-#include "gateway/upstream/curlev.h"
 #include "gateway/fanout/fanout.h"
 #include "gateway/gateway.h"
-#include "gateway/upstream/limiter.h"
 #include "gateway/metrics/metrics.h"
+#include "gateway/upstream/curlev.h"
+#include "gateway/upstream/limiter.h"
 #include "gateway/upstream/proxy.h"
 #include "gateway/upstream/retry.h"
 #include "gateway/upstream/upconn.h"

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "lib/buf.h"
+#include "offload/offload.h"
 #include "worker/http.h"
 
 /* Starts the calls of r->route's fan-out; answers r eventually. */
@@ -35,5 +36,7 @@ int	fanout_merge_add(struct buf *, const char *name, uint32_t kind,
 json_t	*fanout_merge_body(const char *p, size_t n);
 /* The job: entries in, the merged JSON object's text out. */
 int	fanout_merge_run(const char *in, size_t n, struct buf *out);
+/* Fan-out's job kinds, for offload_add_kinds() (the worker adds them). */
+extern const struct job_kind_def fanout_jobs[];
 
 #endif

@@ -124,3 +124,8 @@ fanout_merge_add(struct buf *b, const char *name, uint32_t kind,
 	rc |= buf_append(b, text, len);
 	return rc;
 }
+
+const struct job_kind_def fanout_jobs[] = {
+	{ JOB_JSON_MERGE,	"json-merge",	fanout_merge_run },
+	{ 0, NULL, NULL }
+};

@@ -27,10 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/upstream/breaker.h"
 #include "gateway/config/config.h"
-#include "gateway/metrics/metrics.h"
 #include "gateway/config/shared.h"
+#include "gateway/metrics/metrics.h"
+#include "gateway/upstream/breaker.h"
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/http.h"

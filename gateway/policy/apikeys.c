@@ -17,8 +17,8 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
-#include "gateway/policy/apikeys.h"
 #include "gateway/config/config.h"
+#include "gateway/policy/apikeys.h"
 #include "gateway/stage.h"
 #include "lib/encode.h"
 #include "lib/lines.h"

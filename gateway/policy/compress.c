@@ -29,8 +29,8 @@
 
 #include <zlib.h>
 
-#include "gateway/policy/compress.h"
 #include "gateway/config/config.h"
+#include "gateway/policy/compress.h"
 #include "gateway/stage.h"
 #include "lib/log.h"
 #include "offload/offload.h"

@@ -19,8 +19,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gateway/upstream/curlev.h"
 #include "gateway/gateway.h"
+#include "gateway/upstream/curlev.h"
 #include "gateway/upstream/proxy.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/buf.h"

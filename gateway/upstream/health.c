@@ -8,9 +8,9 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "gateway/config/shared.h"
 #include "gateway/upstream/curlev.h"
 #include "gateway/upstream/health.h"
-#include "gateway/config/shared.h"
 #include "lib/log.h"
 
 struct probe {

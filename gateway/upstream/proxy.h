@@ -31,8 +31,8 @@
 #include <event2/event_struct.h>
 
 #include "gateway/config/config.h"
-#include "gateway/upstream/limiter.h"
 #include "gateway/metrics/metrics.h"
+#include "gateway/upstream/limiter.h"
 #include "gateway/upstream/retry.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/buf.h"

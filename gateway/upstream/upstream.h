@@ -13,9 +13,9 @@
 #include <sys/types.h>
 
 #include "gateway/config/config.h"
+#include "gateway/config/shared.h"
 #include "gateway/upstream/limiter.h"
 #include "gateway/upstream/retry.h"
-#include "gateway/config/shared.h"
 #include "worker/timer.h"
 
 struct upconn;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "gateway/fanout/fanout.h"
 #include "lib/buf.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
@@ -23,6 +24,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct frame f;
 	size_t off = 0, used, k;
 
+	offload_add_kinds(fanout_jobs);
 	while (off < size) {
 		enum frame_result rc = frame_decode(p + off, size - off, &f,
 		    &used);

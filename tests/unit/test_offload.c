@@ -32,9 +32,9 @@
 #include <event2/event.h>
 #include <zlib.h>
 
-#include "gateway/policy/compress.h"
 #include "gateway/config/config.h"
 #include "gateway/gateway.h"
+#include "gateway/policy/compress.h"
 #include "gateway/policy/htpasswd.h"
 #include "gateway/policy/signature.h"
 #include "offload/frame.h"

@@ -29,11 +29,11 @@
 #include <stdlib.h>
 #include <stdio.h>
 
-#include "gateway/upstream/breaker.h"
 #include "gateway/config/config.h"
-#include "gateway/upstream/limiter.h"
 #include "gateway/policy/jwt.h"
 #include "gateway/policy/ratelimit.h"
+#include "gateway/upstream/breaker.h"
+#include "gateway/upstream/limiter.h"
 #include "gateway/upstream/retry.h"
 
 #define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
