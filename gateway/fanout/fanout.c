@@ -134,7 +134,8 @@ static void	fcall_finished(struct fcall *);
 static void	fcall_try_ended(struct fcall *, enum try_fail, int,
 		    const char *);
 static void	fn_start(struct fcall *);
-static void	fn_fail(struct fcall *, enum try_fail, int, const char *);
+static void	fn_fail(struct fcall *, enum try_fail, int, const char *,
+		    const char *);
 
 static const struct req_hooks fanout_hooks = {
 	fanout_nop, fanout_nop, fanout_abort
@@ -552,6 +553,15 @@ fcall_fail(struct fcall *c, int status, const char *error)
 	fcall_finished(c);
 }
 
+/* Why a try or a call failed, naming the call apart from the reason. */
+static void
+fcall_log(const struct fcall *c, bool at_server, const char *what,
+    const char *detail)
+{
+	proxy_log_call_failure(c->cfg->name, c->up, at_server ?
+	    (ssize_t)c->server : -1, what, detail);
+}
+
 static void
 fcall_finished(struct fcall *c)
 {
@@ -722,7 +732,7 @@ fcall_done(struct curl_job *job, CURLcode rc)
 		error = "upstream closed the connection";
 		break;
 	}
-	proxy_log_failure(c->up, c->server, error, c->errbuf[0] ? c->errbuf :
+	fcall_log(c, true, error, c->errbuf[0] ? c->errbuf :
 	    curl_easy_strerror(rc));
 	fcall_try_ended(c, why, status, error);
 }
@@ -769,10 +779,13 @@ fcall_setup(struct fcall *c)
 
 /* -- the native exchange -------------------------------------------------- */
 
+/* The try failed: error is what the answer says, detail what the log
+ * adds (as proxy.c's native transport words it). */
 static void
-fn_fail(struct fcall *c, enum try_fail why, int status, const char *error)
+fn_fail(struct fcall *c, enum try_fail why, int status, const char *error,
+    const char *detail)
 {
-	proxy_log_failure(c->up, c->server, error, c->cfg->name);
+	fcall_log(c, true, error, detail);
 	evtimer_del(&c->timer);
 	if (c->uc != NULL) {
 		upconn_close(c->uc);
@@ -795,11 +808,12 @@ static int
 fn_keep(struct fcall *c, const char *p, size_t n)
 {
 	if (c->body.len + n > FANOUT_BODY_MAX) {
-		fn_fail(c, TRY_LOCAL, 502, "upstream answer too large");
+		fn_fail(c, TRY_LOCAL, 502, "upstream answer too large",
+		    "over 8 MiB");
 		return -1;
 	}
 	if (buf_append(&c->body, p, n) != 0) {
-		fn_fail(c, TRY_LOCAL, 502, "out of memory");
+		fn_fail(c, TRY_LOCAL, 502, "out of memory", "response buffer");
 		return -1;
 	}
 	return 0;
@@ -836,13 +850,14 @@ fn_parse(struct fcall *c)
 			if (c->in.len <= FANOUT_HEAD_MAX)
 				return 0;
 			fn_fail(c, TRY_INVALID, 502, "upstream sent an invalid "
-			    "response head (too large)");
+			    "response head (too large)", "head over 64 KiB");
 			return -1;
 		}
 		if (!http_parse_response_head(c->in.data, end, &c->rh) ||
 		    c->rh.other_coding || c->rh.status == 101) {
 			fn_fail(c, TRY_INVALID, 502, "upstream sent an invalid "
-			    "response head");
+			    "response head", "bad status line, field or "
+			    "framing");
 			return -1;
 		}
 		if (c->rh.status < 200) {
@@ -852,7 +867,8 @@ fn_parse(struct fcall *c)
 		c->status = c->rh.status;
 		buf_reset(&c->head);
 		if (buf_append(&c->head, c->rh.fields, c->rh.fields_len) != 0) {
-			fn_fail(c, TRY_LOCAL, 502, "out of memory");
+			fn_fail(c, TRY_LOCAL, 502, "out of memory",
+			    "response head");
 			return -1;
 		}
 		if (strcmp(c->cfg->method, "HEAD") == 0 || c->status == 204 ||
@@ -899,7 +915,7 @@ fn_parse(struct fcall *c)
 			}
 			if (rc == CHUNK_ERROR) {
 				fn_fail(c, TRY_INVALID, 502, "upstream sent a bad "
-				    "chunked body");
+				    "chunked body", "chunk framing");
 				return -1;
 			}
 			if (rc == CHUNK_AGAIN)
@@ -935,8 +951,7 @@ fn_eof(struct fcall *c, const char *detail)
 	}
 	fn_fail(c, TRY_RESET, 502, c->framing == -1 ?
 	    "upstream closed the connection" :
-	    "upstream closed the connection mid-response");
-	(void)detail;
+	    "upstream closed the connection mid-response", detail);
 }
 
 static void
@@ -946,7 +961,8 @@ fn_recv(struct fcall *c)
 
 	for (;;) {
 		if (buf_reserve(&c->in, 16384) != 0) {
-			fn_fail(c, TRY_LOCAL, 502, "out of memory");
+			fn_fail(c, TRY_LOCAL, 502, "out of memory",
+			    "response buffer");
 			return;
 		}
 		n = read(c->uc->fd, c->in.data + c->in.len,
@@ -1011,7 +1027,7 @@ fn_ready(void *arg, short what)
 		c->connecting = false;
 		if ((err = upconn_connect_error(c->uc)) != 0) {
 			fn_fail(c, TRY_CONNECT, 502, "upstream connection "
-			    "failed");
+			    "failed", strerror(err));
 			return;
 		}
 		evtimer_del(&c->timer);
@@ -1035,7 +1051,8 @@ fn_connect(struct fcall *c, bool fresh)
 	if (fresh)
 		upconn_close_idle(srv);		/* its siblings are suspect */
 	if ((c->uc = upconn_get(c->up, srv, &c->reused)) == NULL) {
-		fn_fail(c, TRY_CONNECT, 502, "upstream connection failed");
+		fn_fail(c, TRY_CONNECT, 502, "upstream connection failed",
+		    strerror(errno));
 		return;
 	}
 	upconn_own(c->uc, c, fn_ready);
@@ -1086,7 +1103,7 @@ fn_start(struct fcall *c)
 	c->state = FC_RUNNING;
 	c->try_deadline = now_ms() + (t < left ? t : left);
 	if (rc != 0) {
-		fn_fail(c, TRY_LOCAL, 502, "out of memory");
+		fn_fail(c, TRY_LOCAL, 502, "out of memory", "request head");
 		return;
 	}
 	fn_connect(c, false);
@@ -1133,9 +1150,10 @@ fcall_timer(evutil_socket_t fd, short what, void *arg)
 	if (c->state == FC_RUNNING && c->uc != NULL) {
 		if (c->connecting)
 			fn_fail(c, TRY_CONNECT, 504, "upstream connect timed "
-			    "out");
+			    "out", "connect_timeout");
 		else
-			fn_fail(c, TRY_TIMEOUT, 504, "upstream timed out");
+			fn_fail(c, TRY_TIMEOUT, 504, "upstream timed out",
+			    "timeout");
 		return;
 	}
 	fcall_try(c);		/* after a backoff, or a slot handed over */

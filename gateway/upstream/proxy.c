@@ -55,6 +55,10 @@ struct log_window {
 	uint64_t	 count;
 };
 
+/* Proxied requests and fan-out calls fail for the same reasons: one
+ * budget for both. */
+static struct log_window failure_window;
+
 static bool
 log_allowed(struct log_window *w, const char *what)
 {
@@ -74,11 +78,28 @@ void
 proxy_log_failure(const struct upstream_rt *up, size_t server,
     const char *what, const char *detail)
 {
-	static struct log_window w;
-
-	if (log_allowed(&w, "upstream failures"))
+	if (log_allowed(&failure_window, "upstream failures"))
 		log_warnx("proxy: upstream %s server %s: %s (%s)",
 		    up->cfg->name, up->cfg->servers[server].url, what, detail);
+}
+
+void
+proxy_log_call_failure(const char *call, const struct upstream_rt *up,
+    ssize_t server, const char *what, const char *detail)
+{
+	char where[600];
+
+	if (!log_allowed(&failure_window, "upstream failures"))
+		return;
+	/* A call cut while it waited (for a slot) has no server. */
+	if (server >= 0)
+		snprintf(where, sizeof(where), "upstream %s server %s",
+		    up->cfg->name, up->cfg->servers[server].url);
+	else
+		snprintf(where, sizeof(where), "upstream %s", up->cfg->name);
+	log_warnx("fan-out: call \"%s\": %s: %s%s%s%s", call, where, what,
+	    detail != NULL ? " (" : "", detail != NULL ? detail : "",
+	    detail != NULL ? ")" : "");
 }
 
 /* -- the pool ----------------------------------------------------------- */

@@ -103,6 +103,10 @@ bool	proxy_method_retryable(const struct request *,
 /* A warning about a failed upstream exchange, at most 10 a second. */
 void	proxy_log_failure(const struct upstream_rt *, size_t server,
 	    const char *what, const char *detail);
+/* The same for a fan-out call: its name, then where and why.  server is
+ * -1 when none was chosen; detail may be NULL. */
+void	proxy_log_call_failure(const char *call, const struct upstream_rt *,
+	    ssize_t server, const char *what, const char *detail);
 
 /* The transports. */
 void	native_start(struct call *, int slot);

@@ -8,7 +8,8 @@ first, the fan-out timeout, a client that leaves), seen by testup as
 aborted responses; path templates and their percent-encoding; which
 client headers reach the calls; the upstream policies a call goes
 through (retries, a server marked down, an open breaker, the concurrency
-limit); and no fd leak in the worker after all that.
+limit); how failures are answered and logged; and no fd leak in the
+worker after all that.
 
 Besides testup: ScriptedServer (copied from test_resilience.py, cut
 down) answers a text/plain body of the test's choosing, and the
@@ -1013,6 +1014,47 @@ class LeakTest(FanoutTest):
                              (base, after))
         self.assertEqual(gw.get("/ok").status, 200)
         self.assertEqual(gw.workers(), [worker])
+
+
+# -- 8. how failures are reported (issue 19) --------------------------------
+
+class FailureReportTest(FanoutTest):
+
+    def test_a_refused_call_is_logged_with_its_reason_and_its_name(self):
+        dead = dead_url()
+        gw = self.agate(upstreams={"gone": {"servers": [dead]}},
+                        routes=[route("/p", "partial", {
+                            "c": call("gone", "/c")})],
+                        workers=1)
+        r = gw.get("/p")
+        self.assertEqual(r.json()["c"]["status"], 502, r.body)
+        lines = wait_until(lambda: self.log_lines(gw, 'fan-out: call "c"'),
+                           what="the failure logged")
+        self.assertEqual(len(lines), 1, lines)
+        line = lines[0]
+        self.assertIn('fan-out: call "c": upstream gone server %s: '
+                      'upstream connection failed (' % dead, line)
+        # The reason is the connection's, not the call's name.
+        self.assertRegex(line.lower(), r"\((.*: )?(connection refused|"
+                         r"couldn't connect to server)\)$")
+        self.assertNotIn("(c)", line)
+
+    def test_the_upstream_timeout_is_not_the_fanout_timeout(self):
+        slow, = self.make_ups("slow")
+        gw = self.agate(
+            upstreams={"slow": {"servers": [slow.url], "timeout": "300ms"}},
+            routes=[route("/all", "all", {
+                "late": call("slow", "/l?delay=3000")}, timeout="2s")],
+            workers=1)
+        r, t = timed(gw.get, "/all")
+        body = self.assert_agate_error(r, 504)
+        self.assertEqual(body["error"],
+                         "fan-out call late failed: upstream timed out")
+        self.assertLess(t, 1.5)
+        lines = wait_until(lambda: self.log_lines(gw, 'fan-out: call "late"'),
+                           what="the failure logged")
+        self.assertIn("upstream slow server %s: upstream timed out"
+                      % slow.url, lines[0])
 
 
 if __name__ == "__main__":
