@@ -52,6 +52,9 @@
 #define FANOUT_BODY_MAX	(8 * 1024 * 1024)
 #define FANOUT_HEAD_MAX	(64 * 1024)
 
+/* What a call cut by the fan-out's own timeout reports, in every mode. */
+#define FANOUT_TIMED_OUT	"timed out (fan-out timeout)"
+
 enum fc_state {
 	FC_IDLE,		/* not started */
 	FC_QUEUED,		/* waiting for a slot of its upstream */
@@ -545,14 +548,6 @@ fanout_progress(struct fanout *fo, struct fcall *c)
 
 /* -- one call ------------------------------------------------------------ */
 
-static void
-fcall_fail(struct fcall *c, int status, const char *error)
-{
-	c->status = status;
-	c->error = error;
-	fcall_finished(c);
-}
-
 /* Why a try or a call failed, naming the call apart from the reason. */
 static void
 fcall_log(const struct fcall *c, bool at_server, const char *what,
@@ -560,6 +555,14 @@ fcall_log(const struct fcall *c, bool at_server, const char *what,
 {
 	proxy_log_call_failure(c->cfg->name, c->up, at_server ?
 	    (ssize_t)c->server : -1, what, detail);
+}
+
+static void
+fcall_fail(struct fcall *c, int status, const char *error)
+{
+	c->status = status;
+	c->error = error;
+	fcall_finished(c);
 }
 
 static void
@@ -737,12 +740,18 @@ fcall_done(struct curl_job *job, CURLcode rc)
 	fcall_try_ended(c, why, status, error);
 }
 
+/*
+ * The try's options.  Its timeouts are the upstream's, unless the
+ * fan-out's deadline comes first: then none (0), and the fan-out's timer
+ * cuts the call, saying it was the fan-out timeout.
+ */
 static void
 fcall_setup(struct fcall *c)
 {
 	const struct upstream_cfg *u = c->up->cfg;
 	const struct server_cfg *srv = &u->servers[c->server];
-	uint64_t t = u->timeout_ms, left = fanout_left(c->fo);
+	uint64_t t = u->timeout_ms, ct = u->connect_timeout_ms;
+	uint64_t left = fanout_left(c->fo);
 	CURL *e = c->easy;
 
 	curl_easy_reset(e);
@@ -766,11 +775,9 @@ fcall_setup(struct fcall *c)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fcall_write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-	    (long)(u->connect_timeout_ms < left ? u->connect_timeout_ms :
-	    left ? left : 1));
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(t < left ? t :
-	    left ? left : 1));
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ct < left ? ct :
+	    0));
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(t < left ? t : 0));
 	if (strcmp(c->cfg->method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	else if (strcmp(c->cfg->method, "GET") != 0)
@@ -793,6 +800,21 @@ fn_fail(struct fcall *c, enum try_fail why, int status, const char *error,
 	}
 	c->state = FC_IDLE;
 	fcall_try_ended(c, why, status, error);
+}
+
+/*
+ * Arms the try's timer for until (monotonic ms), the upstream's connect
+ * timeout or timeout.  Not when the fan-out's deadline comes first: its
+ * own timer cuts the call then, and says it was the fan-out timeout.
+ */
+static void
+fn_arm(struct fcall *c, uint64_t until)
+{
+	uint64_t now = now_ms();
+
+	evtimer_del(&c->timer);
+	if (until < c->fo->deadline)
+		arm(&c->timer, until > now ? until - now : 0);
 }
 
 static void
@@ -1030,9 +1052,7 @@ fn_ready(void *arg, short what)
 			    "failed", strerror(err));
 			return;
 		}
-		evtimer_del(&c->timer);
-		arm(&c->timer, c->try_deadline > now_ms() ?
-		    c->try_deadline - now_ms() : 0);
+		fn_arm(c, c->try_deadline);
 		fn_send(c);
 		return;
 	}
@@ -1062,16 +1082,14 @@ fn_connect(struct fcall *c, bool fresh)
 	c->scan = 0;
 	c->got_bytes = false;
 	c->send_failed = false;
-	evtimer_del(&c->timer);
 	if (c->reused) {
 		c->connecting = false;
-		arm(&c->timer, c->try_deadline > now ? c->try_deadline - now : 0);
+		fn_arm(c, c->try_deadline);
 		fn_send(c);
 		return;
 	}
 	c->connecting = true;
-	arm(&c->timer, now + ct < c->try_deadline ? ct :
-	    c->try_deadline > now ? c->try_deadline - now : 0);
+	fn_arm(c, now + ct < c->try_deadline ? now + ct : c->try_deadline);
 }
 
 /* A try by agate's own client: the request, then the connection. */
@@ -1080,7 +1098,6 @@ fn_start(struct fcall *c)
 {
 	struct server_rt *srv = &c->up->servers[c->server];
 	const char *m = c->cfg->method;
-	uint64_t t = c->up->cfg->timeout_ms, left = fanout_left(c->fo);
 	struct buf *o = &c->out;
 	int rc = 0;
 
@@ -1101,7 +1118,7 @@ fn_start(struct fcall *c)
 	c->framing = -1;
 	c->stale_retried = false;
 	c->state = FC_RUNNING;
-	c->try_deadline = now_ms() + (t < left ? t : left);
+	c->try_deadline = now_ms() + c->up->cfg->timeout_ms;
 	if (rc != 0) {
 		fn_fail(c, TRY_LOCAL, 502, "out of memory", "request head");
 		return;
@@ -1215,7 +1232,11 @@ fanout_timeout(evutil_socket_t fd, short what, void *arg)
 
 		if (c->state == FC_DONE)
 			continue;
-		fcall_fail(c, 504, "timed out (fan-out timeout)");
+		fcall_log(c, c->tries > 0, FANOUT_TIMED_OUT,
+		    c->state == FC_QUEUED ? "waiting for a slot of the "
+		    "upstream" : c->state == FC_BACKOFF && c->tries > 0 ?
+		    "waiting to retry" : NULL);
+		fcall_fail(c, 504, FANOUT_TIMED_OUT);
 		if (answers)
 			return;
 	}

@@ -1039,6 +1039,33 @@ class FailureReportTest(FanoutTest):
                          r"couldn't connect to server)\)$")
         self.assertNotIn("(c)", line)
 
+    def test_all_mode_says_when_the_fanout_timeout_cut_a_call(self):
+        fast, slow = self.make_ups("fast", "slow")
+        gw = self.agate(
+            upstreams=self.ups_cfg(fast, slow),
+            routes=[route("/all", "all", {
+                        "quick": call("fast", "/q"),
+                        "late": call("slow", "/l?delay=3000")},
+                        timeout="500ms"),
+                    route("/partial", "partial", {
+                        "late": call("slow", "/l?delay=3000")},
+                        timeout="500ms")],
+            workers=1)
+        for _ in range(3):
+            r = gw.get("/all")
+            body = self.assert_agate_error(r, 504)
+            self.assertEqual(body["error"], "fan-out call late failed: "
+                             "timed out (fan-out timeout)")
+            r = gw.get("/partial")
+            self.assertEqual(r.json()["late"], {
+                "error": "timed out (fan-out timeout)", "status": 504})
+        lines = self.log_lines(gw, 'fan-out: call "late"')
+        self.assertEqual(len(lines), 6, lines)
+        for line in lines:
+            self.assertIn('fan-out: call "late": upstream slow server %s: '
+                          'timed out (fan-out timeout)' % slow.url, line)
+        self.assertFalse(self.log_lines(gw, "upstream timed out"))
+
     def test_the_upstream_timeout_is_not_the_fanout_timeout(self):
         slow, = self.make_ups("slow")
         gw = self.agate(
