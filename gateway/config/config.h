@@ -198,7 +198,7 @@ struct fanout_call_cfg {
 	struct config_pos	 upstream_pos;
 	char			*path;		/* template */
 	struct config_pos	 path_pos;
-	char			*method;
+	char			*method;	/* NULL: the client's */
 };
 
 struct fanout_cfg {

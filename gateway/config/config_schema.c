@@ -1010,7 +1010,7 @@ val_calls(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 				return cfg_error(ctx, kn, "duplicate call '%s'",
 				    name);
 		c->name = cfg_strdup(ctx, name);
-		c->method = "GET";
+		c->method = NULL;	/* the client's, unless given */
 		if (cfg_map(ctx, cfg_node(ctx, pair->value), call_keys, c,
 		    c->name) == -1)
 			return -1;

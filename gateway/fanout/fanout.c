@@ -22,7 +22,18 @@
  * multi handle, which closes its connection if it was mid-exchange.
  * Everything is released synchronously when the request is answered or
  * its client leaves.
+ *
+ * A call without a method of its own is made with the client's, and a
+ * call made with the client's method carries the client's body.  So the
+ * body is read in full before any call starts (the request layer keeps
+ * it, within max_body_size) and each such call sends it from there; a
+ * body that no call would carry is refused rather than dropped.  The
+ * fan-out timeout counts from the start, reading the body included, and
+ * it alone cuts a call at its deadline: a try's own timers are not armed
+ * past it, so a call it cuts says so.
  */
+#include <sys/uio.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +83,8 @@ struct fcall {
 	struct upstream_rt		*up;
 	CURL				*easy;
 	enum fc_state			 state;
+	const char			*method;	/* its own or the client's */
+	bool				 takes_body;	/* the client's body */
 	struct buf			 target;	/* expanded path?query */
 	struct buf			 url;
 	struct buf			 head;		/* header lines */
@@ -123,9 +136,17 @@ struct fanout {
 	size_t				 nfailed;
 	struct curl_slist		*hdrs;		/* shared by the calls */
 	struct buf			 hblock;	/* the same, for native */
+	/* The calls that carry the body: the same headers, plus framing
+	 * and the client's Content-Type. */
+	struct curl_slist		*bhdrs;
+	struct buf			 bhblock;	/* only what is added */
+	const char			*body;		/* in r->keep */
+	size_t				 body_len;
+	char				 method[HTTP_MAX_METHOD + 1];
 	uint64_t			 deadline;	/* monotonic ms */
 	struct event			 timer;		/* the fan-out timeout */
 	struct job			*merge;		/* merging in the pool */
+	bool				 reading;	/* the client's body */
 	bool				 streaming;
 };
 
@@ -139,9 +160,10 @@ static void	fcall_try_ended(struct fcall *, enum try_fail, int,
 static void	fn_start(struct fcall *);
 static void	fn_fail(struct fcall *, enum try_fail, int, const char *,
 		    const char *);
+static void	fanout_body_ready(struct request *);
 
 static const struct req_hooks fanout_hooks = {
-	fanout_nop, fanout_nop, fanout_abort
+	fanout_body_ready, fanout_nop, fanout_abort
 };
 
 static void
@@ -342,7 +364,9 @@ fanout_free(struct fanout *fo)
 		buf_free(&c->in);
 	}
 	curl_slist_free_all(fo->hdrs);
+	curl_slist_free_all(fo->bhdrs);
 	buf_free(&fo->hblock);
+	buf_free(&fo->bhblock);
 	free(fo->calls);
 	free(fo);
 }
@@ -632,7 +656,7 @@ fcall_retry(struct fcall *c, enum try_fail why, int status)
 	uint64_t wait;
 
 	if (c->tries >= rc->attempts || !retry_condition(rc, why, status) ||
-	    !retry_method(rc, c->cfg->method, strlen(c->cfg->method)))
+	    !retry_method(rc, c->method, strlen(c->method)))
 		return false;
 	wait = retry_backoff_ms(rc, c->tries, upstream_random());
 	if (fanout_left(c->fo) <= wait ||
@@ -769,7 +793,8 @@ fcall_setup(struct fcall *c)
 		return;
 	curl_easy_setopt(e, CURLOPT_URL, c->url.data);
 	curlev_upstream(e, u, srv);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->fo->hdrs);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->takes_body ?
+	    c->fo->bhdrs : c->fo->hdrs);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, fcall_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
@@ -778,10 +803,19 @@ fcall_setup(struct fcall *c)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(ct < left ? ct :
 	    0));
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(t < left ? t : 0));
-	if (strcmp(c->cfg->method, "HEAD") == 0)
+	if (c->takes_body) {
+		/* Sent from the request's copy, not copied again; any method
+		 * (POSTFIELDS alone would make it a POST). */
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)c->fo->body_len);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->fo->body != NULL ?
+		    c->fo->body : "");
+		if (strcmp(c->method, "POST") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
+	} else if (strcmp(c->method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	else if (strcmp(c->cfg->method, "GET") != 0)
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->cfg->method);
+	else if (strcmp(c->method, "GET") != 0)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, c->method);
 }
 
 /* -- the native exchange -------------------------------------------------- */
@@ -800,6 +834,13 @@ fn_fail(struct fcall *c, enum try_fail why, int status, const char *error,
 	}
 	c->state = FC_IDLE;
 	fcall_try_ended(c, why, status, error);
+}
+
+/* The try's request in bytes: its head, and the body if it carries it. */
+static size_t
+fn_request_len(const struct fcall *c)
+{
+	return c->out.len + (c->takes_body ? c->fo->body_len : 0);
 }
 
 /*
@@ -846,7 +887,7 @@ static void
 fn_complete(struct fcall *c)
 {
 	bool keep = c->rh.keepalive && c->framing != FN_CLOSE &&
-	    c->in.len == 0 && c->wpos == c->out.len;
+	    c->in.len == 0 && c->wpos == fn_request_len(c);
 
 	evtimer_del(&c->timer);
 	upconn_want_write(c->uc, false);
@@ -893,7 +934,7 @@ fn_parse(struct fcall *c)
 			    "response head");
 			return -1;
 		}
-		if (strcmp(c->cfg->method, "HEAD") == 0 || c->status == 204 ||
+		if (strcmp(c->method, "HEAD") == 0 || c->status == 204 ||
 		    c->status == 304)
 			c->framing = FN_NONE;
 		else if (c->rh.chunked) {
@@ -963,7 +1004,7 @@ fn_eof(struct fcall *c, const char *detail)
 	}
 	if (c->framing == -1 && !c->got_bytes && c->reused &&
 	    !c->stale_retried && retry_method(&c->up->cfg->retry,
-	    c->cfg->method, strlen(c->cfg->method))) {
+	    c->method, strlen(c->method))) {
 		/* The keep-alive race: send again on a fresh connection. */
 		upconn_close(c->uc);
 		c->uc = NULL;
@@ -1005,17 +1046,31 @@ fn_recv(struct fcall *c)
 	}
 }
 
-/* Writes what is left of the request; -1 once the try has ended. */
+/* Writes what is left of the request: the head in c->out, then the
+ * client's body from the request's copy (never copied per call).
+ * Returns -1 once the try has ended. */
 static int
 fn_send(struct fcall *c)
 {
+	size_t total = fn_request_len(c), off;
+	struct iovec iov[2];
+	int niov;
 	ssize_t n;
 
 	if (c->send_failed)
 		return 0;
-	while (c->wpos < c->out.len) {
-		n = write(c->uc->fd, c->out.data + c->wpos,
-		    c->out.len - c->wpos);
+	while (c->wpos < total) {
+		niov = 0;
+		if (c->wpos < c->out.len) {
+			iov[niov].iov_base = c->out.data + c->wpos;
+			iov[niov++].iov_len = c->out.len - c->wpos;
+		}
+		if (total > c->out.len) {
+			off = c->wpos > c->out.len ? c->wpos - c->out.len : 0;
+			iov[niov].iov_base = (char *)c->fo->body + off;
+			iov[niov++].iov_len = c->fo->body_len - off;
+		}
+		n = writev(c->uc->fd, iov, niov);
 		if (n > 0) {
 			c->wpos += (size_t)n;
 			continue;
@@ -1097,7 +1152,7 @@ static void
 fn_start(struct fcall *c)
 {
 	struct server_rt *srv = &c->up->servers[c->server];
-	const char *m = c->cfg->method;
+	const char *m = c->method;
 	struct buf *o = &c->out;
 	int rc = 0;
 
@@ -1111,7 +1166,9 @@ fn_start(struct fcall *c)
 	rc |= buf_append(o, srv->host_hdr, strlen(srv->host_hdr));
 	rc |= buf_append(o, "\r\n", 2);
 	rc |= buf_append(o, c->fo->hblock.data, c->fo->hblock.len);
-	if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
+	if (c->takes_body)
+		rc |= buf_append(o, c->fo->bhblock.data, c->fo->bhblock.len);
+	else if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
 		rc |= buf_append(o, "Content-Length: 0\r\n", 19);
 	rc |= buf_append(o, "\r\n", 2);
 	c->status = 0;
@@ -1222,6 +1279,14 @@ fanout_timeout(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (fo->reading) {
+		/* No call has started: the client is what was slow. */
+		struct request *r = fanout_release(fo);
+
+		req_error(r, 408, "client sent the request body too slowly",
+		    NULL);
+		return;
+	}
 	/* Each unfinished call times out.  The one whose failure makes the
 	 * answer (any, for all; the last, otherwise) ends the loop: fo is
 	 * gone once the answer is made. */
@@ -1331,6 +1396,55 @@ fanout_headers(struct fanout *fo)
 	return 0;
 }
 
+/*
+ * The headers of the calls that carry the body: the others', then the
+ * client's Content-Type and Content-Encoding (they say what the bytes
+ * are) and the body's length.  libcurl gets "Expect:" so that it never
+ * waits for a 100 Continue, and "Content-Type:" when the client sent
+ * none, so that it adds no form type of its own.
+ */
+static int
+fanout_body_headers(struct fanout *fo)
+{
+	static const char *const describe[] = {
+		"Content-Type", "Content-Encoding"
+	};
+	const struct http_header *h;
+	struct curl_slist *l, *p;
+	struct buf line = { 0 };
+	size_t i;
+	int rc = 0;
+
+	for (p = fo->hdrs; p != NULL && rc == 0; p = p->next)
+		if ((l = curl_slist_append(fo->bhdrs, p->data)) != NULL)
+			fo->bhdrs = l;
+		else
+			rc = -1;
+	for (i = 0; i < 2 && rc == 0; i++) {
+		buf_reset(&line);
+		if ((h = req_header(fo->req, describe[i])) != NULL)
+			rc |= buf_appendf(&line, "%s: %.*s", describe[i],
+			    (int)h->value_len, h->value);
+		else if (i == 0)
+			rc |= buf_appendf(&line, "%s:", describe[i]);
+		else
+			continue;
+		if (rc == 0 && h != NULL)
+			rc |= buf_appendf(&fo->bhblock, "%s\r\n", line.data);
+		if (rc == 0 && (l = curl_slist_append(fo->bhdrs,
+		    line.data)) != NULL)
+			fo->bhdrs = l;
+		else
+			rc = -1;
+	}
+	buf_free(&line);
+	if (rc != 0 || (l = curl_slist_append(fo->bhdrs, "Expect:")) == NULL)
+		return -1;
+	fo->bhdrs = l;
+	return buf_appendf(&fo->bhblock, "Content-Length: %zu\r\n",
+	    fo->body_len);
+}
+
 static int
 fanout_stream_start(struct fanout *fo)
 {
@@ -1341,13 +1455,115 @@ fanout_stream_start(struct fanout *fo)
 	return req_start_response(fo->req, 200, NULL, 0, h, sizeof(h) - 1, -1);
 }
 
+/*
+ * The body is whole, or there is none: the calls made with the client's
+ * method carry it.  A body that none would carry is refused: answering
+ * 200 without it would lose the client's data without a word.  Then
+ * every call starts at once.
+ */
+static void
+fanout_go(struct fanout *fo)
+{
+	struct request *r = fo->req;
+	bool has_body = req_has_body(r);
+	size_t i, n, takers = 0;
+	char msg[160];
+
+	fo->reading = false;
+	if (has_body && r->keep != NULL) {
+		fo->body = r->keep->data;
+		fo->body_len = r->keep->len;
+	}
+	for (i = 0; i < fo->ncalls; i++) {
+		struct fcall *c = &fo->calls[i];
+
+		c->takes_body = has_body && strcmp(c->method, fo->method) == 0;
+		takers += c->takes_body;
+	}
+	if (fo->body_len > 0 && takers == 0) {
+		snprintf(msg, sizeof(msg), "no call of this fan-out route "
+		    "takes a request body: each is made with a method other "
+		    "than %s", fo->method);
+		r = fanout_release(fo);
+		req_error(r, 400, msg, NULL);
+		return;
+	}
+	if (takers > 0 && fanout_body_headers(fo) == -1) {
+		r = fanout_release(fo);
+		req_error(r, 503, "out of memory", NULL);
+		return;
+	}
+	if (fo->cfg->mode == FANOUT_STREAM && fanout_stream_start(fo) == -1) {
+		fanout_release(fo);
+		return;
+	}
+	/* All at once.  A call that ends at once (no server) may answer
+	 * the request and free fo: stop when that happens, before touching
+	 * fo again. */
+	for (i = 0, n = fo->ncalls; i < n; i++) {
+		if (r->gw != fo)
+			return;
+		fcall_start(&fo->calls[i]);
+	}
+}
+
+/* The most body a fan-out holds: max_body_size, or as much as a call's
+ * answer when that is 0 (no limit), since it is held in memory. */
+static size_t
+fanout_body_max(void)
+{
+	uint64_t max = worker.cfg->server.max_body_size;
+
+	return max != 0 ? (size_t)max : FANOUT_BODY_MAX;
+}
+
+/* Reads on until the body is whole; the request layer keeps it. */
+static void
+fanout_read_body(struct fanout *fo)
+{
+	struct request *r = fo->req;
+	char scratch[16384];
+	ssize_t n;
+
+	for (;;) {
+		n = req_read_body(r, scratch, sizeof(scratch));
+		if (n == REQ_BODY_AGAIN)
+			return;			/* body_ready() follows */
+		if (n == REQ_BODY_ERROR) {
+			fanout_release(fo);	/* answered: 413, or 400 */
+			return;
+		}
+		if (r->keep == NULL || r->keep_lost) {
+			log_info("request %.*s: fan-out body over %zu bytes",
+			    (int)r->id_len, r->id, fanout_body_max());
+			r = fanout_release(fo);
+			req_error(r, 413, "request body too large", NULL);
+			return;
+		}
+		if (n == 0) {
+			fanout_go(fo);
+			return;
+		}
+	}
+}
+
+static void
+fanout_body_ready(struct request *r)
+{
+	struct fanout *fo = r->gw;
+
+	if (fo->reading)
+		fanout_read_body(fo);
+}
+
 void
 fanout_start(struct request *r)
 {
 	const struct fanout_cfg *cfg = &r->route->fanout;
+	const struct http_head *hd = &r->head;
 	struct fanout *fo;
 	char missing[128], msg[256];
-	size_t i, n;
+	size_t i;
 	int rc;
 
 	if ((fo = calloc(1, sizeof(*fo))) == NULL ||
@@ -1361,12 +1577,21 @@ fanout_start(struct request *r)
 	fo->ncalls = cfg->ncalls;
 	fo->deadline = now_ms() + cfg->timeout_ms;
 	evtimer_assign(&fo->timer, worker.base, fanout_timeout, fo);
+	/* The method of the calls without one: the client's, but GET for
+	 * HEAD, whose answer is the GET answer without its body. */
+	if (http_token_eq(hd->method, hd->method_len, "HEAD"))
+		snprintf(fo->method, sizeof(fo->method), "GET");
+	else
+		snprintf(fo->method, sizeof(fo->method), "%.*s",
+		    (int)hd->method_len, hd->method);
 	for (i = 0; i < fo->ncalls; i++) {
 		struct fcall *c = &fo->calls[i];
 
 		c->job.done = fcall_done;
 		c->fo = fo;
 		c->cfg = &cfg->calls[i];
+		c->method = c->cfg->method != NULL ? c->cfg->method :
+		    fo->method;
 		c->up = upstream_rt(c->cfg->upstream);
 		evtimer_assign(&c->timer, worker.base, fcall_timer, c);
 		rc = expand(r, c->cfg->path, &c->target, missing,
@@ -1390,20 +1615,25 @@ fanout_start(struct request *r)
 		req_error(r, 503, "out of memory", NULL);
 		return;
 	}
-	r->gw = fo;
-	r->hooks = &fanout_hooks;
-	req_body_unwanted(r);		/* calls carry no body */
-	if (cfg->mode == FANOUT_STREAM && fanout_stream_start(fo) == -1) {
-		fanout_release(fo);
+	if (hd->content_length > (int64_t)fanout_body_max()) {
+		fanout_free(fo);
+		req_error(r, 413, "request body too large", NULL);
 		return;
 	}
-	arm(&fo->timer, cfg->timeout_ms);
-	/* All at once.  A call that ends at once (no server) may answer
-	 * the request and free fo: stop when that happens, before touching
-	 * fo again. */
-	for (i = 0, n = fo->ncalls; i < n; i++) {
-		if (r->gw != fo)
-			return;
-		fcall_start(&fo->calls[i]);
+	if (req_has_body(r) && req_body_keep(r, fanout_body_max()) == -1) {
+		fanout_free(fo);
+		req_error(r, 503, "out of memory", NULL);
+		return;
 	}
+	r->gw = fo;
+	r->hooks = &fanout_hooks;
+	/* The fan-out timeout runs from here, reading the body included. */
+	arm(&fo->timer, cfg->timeout_ms);
+	if (!req_has_body(r)) {
+		fanout_go(fo);
+		return;
+	}
+	fo->reading = true;
+	req_continue(r);
+	fanout_read_body(fo);
 }

@@ -8,7 +8,8 @@ first, the fan-out timeout, a client that leaves), seen by testup as
 aborted responses; path templates and their percent-encoding; which
 client headers reach the calls; the upstream policies a call goes
 through (retries, a server marked down, an open breaker, the concurrency
-limit); how failures are answered and logged; and no fd leak in the
+limit); the client's body, sent to the calls made with the client's
+method; how failures are answered and logged; and no fd leak in the
 worker after all that.
 
 Besides testup: ScriptedServer (copied from test_resilience.py, cut
@@ -16,7 +17,10 @@ down) answers a text/plain body of the test's choosing, and the
 harness's RawUpstream sends a chunked answer with a trailer.
 """
 
+import hashlib
+import hmac
 import json
+import os
 import socket
 import threading
 import time
@@ -260,27 +264,6 @@ class ConcurrencyTest(FanoutTest):
                     "query": "delay=300"})
         for u in ups:
             self.assertEqual(self.stat(u, "requests"), 2)
-
-
-    def test_a_client_body_is_skipped_or_the_connection_closes(self):
-        # Calls carry no body: a small one is skipped and the connection
-        # serves the next request; one too large to skip gets an answer
-        # that says "Connection: close" before the connection closes.
-        up = self.upstream("a")
-        gw = self.agate(upstreams=self.ups_cfg(up),
-                        routes=[route("/p", "partial", {"a": call("a", "/x")})],
-                        workers=1)
-        nxt = b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"
-        small = (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
-                 b"\r\n" + b"x" * 10 + nxt)
-        raw = gw.raw(small, timeout=1)     # kept open: read until quiet
-        self.assertEqual(raw.count(b"HTTP/1.1 200 OK"), 2, raw[:400])
-        self.assertNotIn(b"Connection: close", raw)
-        big = (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n"
-               b"\r\n" + b"x" * 100000)
-        raw = gw.raw(big, timeout=5)
-        self.assertEqual(raw.count(b"HTTP/1.1 200 OK"), 1, raw[:400])
-        self.assertIn(b"Connection: close", raw)
 
 
 # -- 2. modes ---------------------------------------------------------------
@@ -1082,6 +1065,229 @@ class FailureReportTest(FanoutTest):
                            what="the failure logged")
         self.assertIn("upstream slow server %s: upstream timed out"
                       % slow.url, lines[0])
+
+
+# -- 9. request bodies (issue 19) -------------------------------------------
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def chunked(body, piece=7000):
+    """body in chunks of `piece` bytes, then the last chunk."""
+    out = b""
+    for i in range(0, len(body), piece):
+        part = body[i:i + piece]
+        out += b"%x\r\n" % len(part) + part + b"\r\n"
+    return out + b"0\r\n\r\n"
+
+
+def split_response(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head.decode("latin-1"), body
+
+
+class BodyTest(FanoutTest):
+    """The client's body goes to every call made with the client's method
+    (a call without `method:` is), buffered once within max_body_size."""
+
+    def body_gw(self, calls, **server):
+        ups = self.make_ups(*sorted({c["upstream"] for c in calls.values()}))
+        gw = self.agate(upstreams=self.ups_cfg(*ups),
+                        routes=[route("/o/{id}", "all", calls)],
+                        workers=1, **server)
+        return gw, {u.name: u for u in ups}
+
+    def assert_saw_body(self, seen, method, body, ctype):
+        """seen: testup's echo=1 JSON of what one call received."""
+        h = headers_of(seen)
+        self.assertEqual(seen["method"], method, seen)
+        self.assertEqual(seen["body_len"], len(body), seen)
+        self.assertEqual(seen["body_sha256"], sha256(body), seen)
+        self.assertEqual(h.get("content-length"), [str(len(body))], h)
+        self.assertEqual(h.get("content-type"), [ctype] if ctype else None,
+                         h)
+        self.assertNotIn("transfer-encoding", h)
+        self.assertNotIn("expect", h)
+
+    def assert_saw_no_body(self, seen, method):
+        h = headers_of(seen)
+        self.assertEqual(seen["method"], method, seen)
+        self.assertEqual(seen["body_len"], 0, seen)
+        self.assertNotIn("content-type", h)
+        self.assertNotIn("content-encoding", h)
+        self.assertIn(h.get("content-length"), (None, ["0"]), h)
+        self.assertNotIn("transfer-encoding", h)
+
+    def test_a_json_body_reaches_each_call_exactly(self):
+        gw, ups = self.body_gw({
+            "one": call("a", "/one/{id}?echo=body"),
+            "two": call("b", "/two?echo=body", method="POST"),
+            "look": call("g", "/look/{id}?echo=1", method="GET")})
+        payload = json.dumps({"name": "Ann", "tags": ["x", "y"], "n": 7,
+                              "note": "caf\u00e9 " * 50}).encode()
+        r = gw.request("POST", "/o/3", body=payload,
+                       headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r.body)
+        body = r.json()
+        # echo=body: the calls answered with exactly what they received.
+        self.assertEqual(body["one"], json.loads(payload))
+        self.assertEqual(body["two"], json.loads(payload))
+        for name in ("a", "b"):
+            self.assert_saw_body(ups[name].last(), "POST", payload,
+                                 "application/json")
+        # `method: GET` names another method: no body.
+        self.assert_saw_no_body(body["look"], "GET")
+        for u in ups.values():
+            self.assertEqual(self.stat(u, "requests"), 1)
+
+    def test_a_chunked_client_body_is_sent_with_its_length(self):
+        gw, ups = self.body_gw({"one": call("a", "/one?echo=1"),
+                                "two": call("b", "/two?echo=1")})
+        payload = pattern_bytes(40000)
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        try:
+            s.sendall(b"PATCH /o/1 HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: text/plain\r\n"
+                      b"Content-Encoding: identity\r\n"
+                      b"Transfer-Encoding: chunked\r\n"
+                      b"Connection: close\r\n\r\n")
+            wire = chunked(payload)
+            s.sendall(wire[:10000])
+            time.sleep(0.2)         # the rest arrives later
+            s.sendall(wire[10000:])
+            raw = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                raw += d
+        finally:
+            s.close()
+        status, head, body = split_response(raw)
+        self.assertEqual(status, 200, raw[:500])
+        body = json.loads(body)
+        for name in ("one", "two"):
+            self.assert_saw_body(body[name], "PATCH", payload, "text/plain")
+            # It says what the bytes are, as Content-Type does.
+            self.assertEqual(headers_of(body[name]).get("content-encoding"),
+                             ["identity"])
+
+    def test_a_body_over_max_body_size_is_413_and_no_call_is_made(self):
+        gw, ups = self.body_gw({"one": call("a", "/one?echo=1"),
+                                "two": call("b", "/two?echo=1")},
+                               max_body_size="1k")
+        # Chunked: found out while reading it.
+        raw = gw.raw(b"POST /o/1 HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" +
+                     chunked(b"x" * 3000, piece=500))
+        self.assertEqual(split_response(raw)[0], 413, raw[:400])
+        # Content-Length: found out from the head.
+        r = gw.request("POST", "/o/1", body=b"y" * 1025)
+        self.assertEqual(r.status, 413, r.body)
+        for u in ups.values():
+            self.assertEqual(self.stat(u, "requests"), 0)
+        # At the limit, it goes.
+        r = gw.request("POST", "/o/1", body=b"z" * 1024)
+        self.assertEqual(r.status, 200, r.body)
+        for name in ("one", "two"):
+            self.assertEqual(r.json()[name]["body_len"], 1024)
+
+    def test_calls_use_the_client_method_unless_they_name_their_own(self):
+        gw, ups = self.body_gw({
+            "same": call("a", "/s?echo=1"),
+            "put": call("b", "/p?echo=1", method="PUT"),
+            "get": call("c", "/g?echo=1", method="GET"),
+            "del": call("d", "/d?echo=1", method="DELETE")})
+        payload = b'{"v":1}'
+        r = gw.request("PUT", "/o/1", body=payload,
+                       headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r.body)
+        body = r.json()
+        self.assert_saw_body(body["same"], "PUT", payload, "application/json")
+        self.assert_saw_body(body["put"], "PUT", payload, "application/json")
+        self.assert_saw_no_body(body["get"], "GET")
+        self.assert_saw_no_body(body["del"], "DELETE")
+        # HEAD: the calls without a method are GETs (the answer is the
+        # GET answer without its body).
+        r = gw.request("HEAD", "/o/1")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"")
+        self.assertEqual(ups["a"].last()["method"], "GET")
+
+    def test_a_body_that_no_call_takes_is_refused(self):
+        gw, ups = self.body_gw({"get": call("a", "/g?echo=1", method="GET"),
+                                "del": call("b", "/d", method="DELETE")})
+        r = gw.request("POST", "/o/1", body=b'{"lost":true}')
+        self.assert_agate_error(r, 400, "request body", "POST")
+        for u in ups.values():
+            self.assertEqual(self.stat(u, "requests"), 0)
+        # Without a body there is nothing to lose.
+        r = gw.request("POST", "/o/1", body=b"")
+        self.assertEqual(r.status, 200, r.body)
+        self.assert_saw_no_body(r.json()["get"], "GET")
+
+    def test_a_verified_body_is_the_body_the_calls_get(self):
+        # verify_signature reads the body first (and keeps it): the calls
+        # get it whole, big enough to be hashed in the offload pool.
+        secret = b"s3cret"
+        with open(os.path.join(self.dir, "hook.secret"), "wb") as f:
+            f.write(secret + b"\n")
+        a, b = self.make_ups("a", "b")
+        r = route("/hook", "all", {"one": call("a", "/one?echo=1"),
+                                   "two": call("b", "/two?echo=1")})
+        r["verify_signature"] = {"secret_file": "hook.secret"}
+        gw = self.agate(upstreams=self.ups_cfg(a, b), routes=[r], workers=1)
+        payload = os.urandom(50000)
+        sig = "sha256=" + hmac.new(secret, payload, hashlib.sha256).hexdigest()
+        resp = gw.request("POST", "/hook", body=payload, headers={
+            "X-Hub-Signature-256": sig,
+            "Content-Type": "application/octet-stream"})
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        for name in ("one", "two"):
+            self.assert_saw_body(resp.json()[name], "POST", payload,
+                                 "application/octet-stream")
+
+    def test_a_body_slower_than_the_fanout_timeout_is_408(self):
+        # The fan-out timeout counts from the start, reading included.
+        up, = self.make_ups("a")
+        gw = self.agate(upstreams=self.ups_cfg(up),
+                        routes=[route("/o", "all", {"one": call("a", "/x")},
+                                      timeout="400ms")],
+                        workers=1)
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        try:
+            t0 = time.monotonic()
+            s.sendall(b"POST /o HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 100\r\n\r\n" + b"x" * 10)
+            raw = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                raw += d
+            t = time.monotonic() - t0
+        finally:
+            s.close()
+        status, head, body = split_response(raw)
+        self.assertEqual(status, 408, raw)
+        self.assertIn("Connection: close", head)
+        self.assertIn("too slowly", json.loads(body)["error"])
+        self.assertGreaterEqual(t, 0.35)
+        self.assertLess(t, 1.5)
+        self.assertEqual(self.stat(up, "requests"), 0)
+
+    def test_after_a_body_the_connection_serves_the_next_request(self):
+        gw, ups = self.body_gw({"one": call("a", "/one?echo=1")})
+        nxt = b"GET /o/2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        raw = gw.raw(b"POST /o/1 HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 10\r\n\r\n" + b"x" * 10 + nxt,
+                     timeout=1)         # kept open: read until quiet
+        self.assertEqual(raw.count(b"HTTP/1.1 200 OK"), 2, raw[:600])
+        self.assertNotIn(b"Connection: close", raw)
+        self.assertIn(b'"method":"POST"', raw)
+        self.assertIn(b'"body_len":10,', raw)
+        self.assertEqual(self.stat(ups["a"], "requests"), 2)
 
 
 if __name__ == "__main__":
