@@ -123,6 +123,7 @@ static void
 conn_set_state(struct conn *c, enum conn_state to)
 {
 	static const unsigned legal[] = {
+		[CS_NEW] = B(CS_PROXY) | B(CS_HEAD),
 		[CS_PROXY] = B(CS_HEAD) | B(CS_CLOSED),
 		[CS_IDLE] = B(CS_HEAD) | B(CS_CLOSED),
 		[CS_HEAD] = B(CS_ACTIVE) | B(CS_CLOSED),
@@ -132,15 +133,23 @@ conn_set_state(struct conn *c, enum conn_state to)
 		[CS_CLOSED] = 0,
 	};
 
-	assert(legal[c->state] & B(to));
+	enum conn_state from = c->state;
+
+	assert(legal[from] & B(to));
 	c->state = to;
 	switch (to) {
+	case CS_PROXY:
+		/* The header timeout runs from accept, as nginx's does. */
+		tlist_add(&worker.t_header, &c->timer);
+		break;
 	case CS_IDLE:
 		tlist_add(worker.phase == WP_DRAINING ? &worker.t_grace :
 		    &worker.t_idle, &c->timer);
 		break;
 	case CS_HEAD:
-		tlist_add(&worker.t_header, &c->timer);
+		/* After a PROXY header the same header timeout runs on. */
+		if (from != CS_PROXY)
+			tlist_add(&worker.t_header, &c->timer);
 		break;
 	case CS_LINGER:
 		tlist_add(&worker.t_linger, &c->timer);
@@ -335,9 +344,7 @@ conn_accept(struct listener *lst, int fd, const struct sockaddr *sa,
 	event_assign(&c->ev_read, worker.base, fd, EV_READ | EV_PERSIST,
 	    conn_read_cb, c);
 	conn_start_reading(c);
-	c->state = lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD;
-	/* The header timeout runs from accept, as nginx's does. */
-	tlist_add(&worker.t_header, &c->timer);
+	conn_set_state(c, lst->cfg->proxy_protocol ? CS_PROXY : CS_HEAD);
 	TAILQ_INSERT_TAIL(&conns, c, link);
 	worker.nconns++;
 	metrics_connections(worker.nconns);
@@ -360,7 +367,7 @@ conn_close_now(struct conn *c)
 			*pp = c->dirty_next;
 		c->dirty = false;
 	}
-	c->state = CS_CLOSED;
+	conn_set_state(c, CS_CLOSED);
 	c->closing = true;
 	if (r != NULL) {
 		if (r->hooks != NULL && r->hooks->abort != NULL &&
@@ -722,7 +729,7 @@ conn_proxy_header(struct conn *c)
 	proxy_proto_format(&c->peer.sa, c->peer_str, sizeof(c->peer_str));
 	memmove(c->rbuf, c->rbuf + used, c->rlen - used);
 	c->rlen -= used;
-	c->state = CS_HEAD;	/* the header timeout keeps running */
+	conn_set_state(c, CS_HEAD);	/* the header timeout runs on */
 	if (c->lst->cfg->ntls > 0)
 		return conn_tls_after_proxy(c);
 	return true;

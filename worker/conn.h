@@ -30,6 +30,7 @@ struct listener;
  *   LINGER -> CLOSED
  */
 enum conn_state {
+	CS_NEW,		/* accepted; nothing read yet */
 	CS_PROXY,	/* waiting for the PROXY protocol header */
 	CS_IDLE,	/* keep-alive, nothing of a next request yet */
 	CS_HEAD,	/* reading a request head */
