@@ -13,7 +13,7 @@
 #include "gateway/stage.h"
 #include "gateway/upstream/curlev.h"
 #include "gateway/upstream/health.h"
-#include "gateway/upstream/proxy.h"
+#include "gateway/upstream/call.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/log.h"
 #include "worker/worker.h"

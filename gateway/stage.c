@@ -10,7 +10,7 @@
 #include "gateway/config/config.h"
 #include "gateway/fanout/fanout.h"
 #include "gateway/stage.h"
-#include "gateway/upstream/proxy.h"
+#include "gateway/upstream/call.h"
 #include "worker/http.h"
 
 extern const struct stage cors_stage;

@@ -1,18 +1,18 @@
 /*
- * The libcurl transport: one proxied exchange through the worker's multi
- * handle (https:// servers, and any upstream with transport: curl).
+ * The libcurl transport: one try of a call (call.h) through the worker's
+ * multi handle (https:// servers, and any upstream with transport: curl).
  * A struct proxy (from a free list) holds the easy
  * handle (reused, with its buffers), the upstream response head as it
  * arrives, and the pause state of each direction:
  *
  *   client body --req_read_body--> READFUNCTION --> upstream
- *   upstream --> WRITEFUNCTION --req_write_body--> client
+ *     (or the call's own body, as POSTFIELDS)
+ *   upstream --> WRITEFUNCTION --sink->body--> the call's sink
  *
  * A direction with nothing to move returns libcurl's PAUSE code and is
- * resumed by the worker's body_ready/writable hooks, so a slow client
- * slows the upstream transfer instead of growing memory.  The proxy
- * answers the client only from proxy_done() (never inside a libcurl
- * callback) except for the streamed body itself.
+ * resumed by the call's body_ready/writable, so a slow client slows the
+ * upstream transfer instead of growing memory.  The try ends only from
+ * proxy_done() (never inside a libcurl callback).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,7 @@
 
 #include "gateway/gateway.h"
 #include "gateway/upstream/curlev.h"
-#include "gateway/upstream/proxy.h"
+#include "gateway/upstream/call.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/buf.h"
 #include "lib/log.h"
@@ -34,7 +34,7 @@ enum proxy_fail {
 	PF_NONE,
 	PF_BAD_HEAD,		/* the upstream's head is not to pass on */
 	PF_UPGRADE,		/* 101: protocol switches are not proxied */
-	PF_CLIENT,		/* the client is gone */
+	PF_SINK,		/* the sink stopped it (client gone) */
 	PF_RETRY		/* call_accept() wants another try */
 };
 
@@ -42,7 +42,10 @@ struct proxy {
 	struct curl_job		 job;		/* first: curlev's cookie */
 	struct call		*call;
 	int			 slot;		/* of the call's tries */
-	struct request		*req;		/* NULL once detached */
+	struct request		*req;		/* the client's; NULL once let go */
+	const struct call_spec	*spec;
+	const struct call_sink	*sink;
+	void			*sink_arg;
 	struct upstream_rt	*up;
 	size_t			 server;
 	CURL			*easy;
@@ -68,12 +71,12 @@ static struct proxy	*proxy_pool;
 static size_t		 proxy_pooled;
 
 static void	proxy_done(struct curl_job *, CURLcode);
-static void	proxy_body_ready(struct request *);
-static void	proxy_writable(struct request *);
-static void	proxy_abort(struct request *);
+static void	proxy_body_ready(void *);
+static void	proxy_writable(void *);
+static void	proxy_cancel(void *);
 
-static const struct req_hooks proxy_hooks = {
-	proxy_body_ready, proxy_writable, proxy_abort
+static const struct call_try_ops proxy_ops = {
+	proxy_body_ready, proxy_writable, proxy_cancel
 };
 
 /* -- pool -------------------------------------------------------------- */
@@ -200,9 +203,9 @@ proxy_head_end(struct proxy *p)
 		p->fail = PF_RETRY;	/* this answer is dropped */
 		return -1;
 	}
-	if (req_start_response(r, p->status, p->reason, p->reason_len,
+	if (p->sink->head(p->sink_arg, p->status, p->reason, p->reason_len,
 	    p->chead.data, p->chead.len, clen) == -1) {
-		p->fail = PF_CLIENT;
+		p->fail = PF_SINK;
 		return -1;
 	}
 	return 0;
@@ -253,12 +256,12 @@ proxy_write_cb(char *data, size_t size, size_t n, void *arg)
 
 	if (p->req == NULL || !p->head_done)
 		return 0;
-	if (req_output_full(p->req)) {
+	if (p->sink->full != NULL && p->sink->full(p->sink_arg)) {
 		p->write_paused = true;
 		return CURL_WRITEFUNC_PAUSE;
 	}
-	if (req_write_body(p->req, data, len) == -1) {
-		p->fail = PF_CLIENT;
+	if (p->sink->body(p->sink_arg, data, len) == -1) {
+		p->fail = PF_SINK;
 		return 0;
 	}
 	return len;
@@ -311,9 +314,9 @@ proxy_unpause(struct proxy *p)
 }
 
 static void
-proxy_body_ready(struct request *r)
+proxy_body_ready(void *arg)
 {
-	struct proxy *p = r->gw;
+	struct proxy *p = arg;
 
 	if (p->read_paused) {
 		p->read_paused = false;
@@ -322,9 +325,9 @@ proxy_body_ready(struct request *r)
 }
 
 static void
-proxy_writable(struct request *r)
+proxy_writable(void *arg)
 {
-	struct proxy *p = r->gw;
+	struct proxy *p = arg;
 
 	if (p->write_paused) {
 		p->write_paused = false;
@@ -333,20 +336,18 @@ proxy_writable(struct request *r)
 }
 
 static void
-proxy_abort(struct request *r)
+proxy_cancel(void *arg)
 {
-	struct proxy *p = r->gw;
+	struct proxy *p = arg;
 	struct call *c = p->call;
 	int slot = p->slot;
 
 	/* Removing a transfer mid-way makes libcurl close its connection,
-	 * which is how the upstream learns the client has gone. */
+	 * which is how the upstream learns the answer is not wanted. */
 	curlev_remove(p->easy);
 	p->req = NULL;
-	r->gw = NULL;
-	r->hooks = NULL;
 	proxy_put(p);
-	call_end(c, slot);
+	call_try_end(c, slot, false);
 }
 
 /* -- finishing --------------------------------------------------------- */
@@ -381,7 +382,8 @@ proxy_error_status(struct proxy *p, CURLcode rc, const char **msg,
 	switch (rc) {
 	case CURLE_OPERATION_TIMEDOUT:
 		/* Waiting on the client's body: the client was too slow. */
-		if (p->read_paused && !p->req->body_done) {
+		if (p->read_paused && p->spec->client_body &&
+		    !p->req->body_done) {
 			*why = TRY_CLIENT;
 			*msg = "client sent the request body too slowly";
 			return 408;
@@ -430,27 +432,16 @@ proxy_done(struct curl_job *job, CURLcode rc)
 	int status;
 
 	curlev_remove(p->easy);
-	if (r == NULL) {
-		/* A bad client body: the client has had its answer. */
+	if (r == NULL || p->fail == PF_SINK) {
+		/* A bad client body (the client has had its answer), or the
+		 * sink stopped the answer. */
 		proxy_put(p);
-		call_end(c, slot);
+		call_try_end(c, slot, false);
 		return;
-	}
-	/* Only if the request points here (see native_detach()). */
-	if (r->gw == p) {
-		r->gw = NULL;
-		r->hooks = NULL;
 	}
 	if (rc == CURLE_OK && p->head_done && p->fail == PF_NONE) {
 		proxy_put(p);
-		req_end_response(r);
-		call_end(c, slot);
-		return;
-	}
-	if (p->fail == PF_CLIENT) {
-		proxy_put(p);
-		req_fail(r, "client gone");
-		call_end(c, slot);
+		call_try_end(c, slot, true);
 		return;
 	}
 	if (p->fail == PF_RETRY) {
@@ -463,7 +454,7 @@ proxy_done(struct curl_job *job, CURLcode rc)
 		rc = CURLE_WEIRD_SERVER_REPLY;	/* ended without a head */
 	status = proxy_error_status(p, rc, &msg, &why);
 	if (why != TRY_CLIENT)
-		proxy_log_failure(p->up, p->server, msg,
+		call_log_failure(c, slot, msg,
 		    p->errbuf[0] ? p->errbuf : curl_easy_strerror(rc));
 	proxy_put(p);
 	/* The call decides: a retry, the error, or a cut response. */
@@ -495,14 +486,14 @@ proxy_add_header(void *arg, const char *name, size_t nlen, const char *value,
 	return 0;
 }
 
-/* The client's headers, and none of libcurl's own Accept or Expect. */
+/* The call's headers, and none of libcurl's own Accept or Expect. */
 static int
-proxy_headers(struct proxy *p, const struct request *r)
+proxy_headers(struct proxy *p)
 {
 	struct curl_slist *l;
 
 	p->has_accept = false;
-	if (headers_upstream_request(r, proxy_add_header, p, &p->rhead) == -1)
+	if (p->spec->headers(p->call, proxy_add_header, p, &p->rhead) == -1)
 		return -1;
 	buf_reset(&p->rhead);
 	buf_reset(&p->chead);
@@ -518,58 +509,76 @@ proxy_headers(struct proxy *p, const struct request *r)
 }
 
 static int
-proxy_build_url(struct proxy *p, const struct request *r,
-    const struct server_cfg *srv)
+proxy_build_url(struct proxy *p, const struct server_cfg *srv)
 {
 	int rc = 0;
 
 	rc |= buf_append(&p->url, srv->url, strlen(srv->url));
-	rc |= proxy_target(r, &p->url);
+	rc |= buf_append(&p->url, p->spec->target, p->spec->target_len);
 	rc |= buf_append(&p->url, "", 1);	/* NUL for libcurl */
 	return rc;
 }
 
-/*
- * The upstream gets the client's method, exactly: libcurl's defaults
- * (GET, HEAD with NOBODY, PUT with UPLOAD) are only a starting point, so
- * the method is always given by name.  HEAD never uploads (the parser
- * refuses a HEAD with a body).
- */
+/* The client's body, streamed: its length when it has one. */
 static void
-proxy_set_method(struct proxy *p, struct request *r)
+proxy_upload(struct proxy *p)
 {
 	CURL *e = p->easy;
-	const struct http_head *h = &r->head;
-	char method[HTTP_MAX_METHOD + 1];
+	const struct request *r = p->req;
 
-	memcpy(method, h->method, h->method_len);
-	method[h->method_len] = '\0';
+	curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
+	curl_easy_setopt(e, CURLOPT_READDATA, p);
+	curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, proxy_seek_cb);
+	curl_easy_setopt(e, CURLOPT_SEEKDATA, p);
+	curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+	    (curl_off_t)(r->body_chunked ? -1 : r->head.content_length));
+}
+
+/*
+ * The upstream gets the call's method, exactly: libcurl's defaults (GET,
+ * HEAD with NOBODY, PUT with UPLOAD, POST with POSTFIELDS) are only a
+ * starting point, so any other is given by name.  HEAD never uploads (the
+ * parser refuses a HEAD with a body).
+ */
+static void
+proxy_set_method(struct proxy *p)
+{
+	CURL *e = p->easy;
+	const struct call_spec *sp = p->spec;
+	const struct request *r = p->req;
+	char method[HTTP_MAX_METHOD + 1];
+	bool body;
+
+	memcpy(method, sp->method, sp->method_len);
+	method[sp->method_len] = '\0';
 	if (strcmp(method, "HEAD") == 0) {
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 		return;
 	}
-	if (req_has_body(r) || h->content_length == 0) {
-		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, proxy_read_cb);
-		curl_easy_setopt(e, CURLOPT_READDATA, p);
-		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, proxy_seek_cb);
-		curl_easy_setopt(e, CURLOPT_SEEKDATA, p);
-		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
-		    (curl_off_t)(r->body_chunked ? -1 : h->content_length));
+	if (sp->client_body) {
+		body = req_has_body(r) || r->head.content_length == 0;
+		if (body)
+			proxy_upload(p);
+	} else if ((body = sp->has_body)) {
+		/* Sent from the caller's copy, not copied again. */
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)sp->body_len);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, sp->body != NULL ?
+		    sp->body : "");
 	}
 	/* Copied by libcurl; set after UPLOAD, which would imply PUT. */
-	if (strcmp(method, "GET") != 0 || req_has_body(r) ||
-	    h->content_length == 0)
+	if (strcmp(method, "GET") != 0 || body)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 }
 
 static int
-proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
+proxy_setup(struct proxy *p, const struct upstream_cfg *u)
 {
 	CURL *e = p->easy;
 	const struct server_cfg *srv = &u->servers[p->server];
 
-	if (proxy_build_url(p, r, srv) != 0 || proxy_headers(p, r) != 0)
+	if (proxy_build_url(p, srv) != 0 || proxy_headers(p) != 0)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_URL, p->url.data);
 	curlev_upstream(e, u, srv);
@@ -580,17 +589,17 @@ proxy_setup(struct proxy *p, struct request *r, const struct upstream_cfg *u)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, proxy_write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
+	/* 0: no timeout of its own (the caller's deadline cuts it). */
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
-	    (long)u->connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)proxy_try_ms(r, u));
-	proxy_set_method(p, r);
+	    (long)call_connect_ms(p->call));
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)call_try_ms(p->call));
+	proxy_set_method(p);
 	return 0;
 }
 
 void
 curlproxy_start(struct call *c, int slot)
 {
-	struct request *r = c->req;
 	const struct upstream_cfg *u = c->up->cfg;
 	struct proxy *p;
 
@@ -600,19 +609,22 @@ curlproxy_start(struct call *c, int slot)
 	}
 	p->call = c;
 	p->slot = slot;
-	p->req = r;
+	p->spec = c->spec;
+	p->sink = c->sink;
+	p->sink_arg = c->sink_arg;
+	p->req = c->spec->req;
 	p->up = c->up;
 	p->server = c->t[slot].server;
-	if (proxy_setup(p, r, u) == -1 || curlev_add(p->easy, &p->job) == -1) {
+	if (proxy_setup(p, u) == -1 || curlev_add(p->easy, &p->job) == -1) {
 		p->req = NULL;
 		proxy_put(p);
 		call_try_failed(c, slot, TRY_LOCAL, 502, "cannot start the "
 		    "upstream request");
 		return;
 	}
-	r->gw = p;
-	r->hooks = &proxy_hooks;
-	req_continue(r);
+	call_try_attach(c, slot, &proxy_ops, p);
+	if (p->spec->client_body)
+		req_continue(p->req);
 }
 
 void

@@ -6,14 +6,15 @@
  * (docs/architecture.md): this path does one write and one read per
  * small exchange and nothing else.
  *
- * One struct native per exchange.  The request (head, then body as the
- * client sends it) is built in `out` and written as the socket takes it;
+ * One struct native per try of a call (call.h).  The request (head, then
+ * body as the client sends it, or the call's own body) is built in `out`
+ * and written as the socket takes it;
  * while the whole request is under REPLAY_MAX it is kept, so that a
  * reused connection found dead before any response byte can be replaced
  * by a fresh one and the request sent again (the stale keep-alive race
  * every proxy meets).  The response is read into `in`, its head checked
- * and filtered, its body streamed to the client; a client that cannot
- * keep up pauses reading from the upstream.
+ * and filtered, its body streamed to the call's sink; a sink that cannot
+ * keep up (a slow client) pauses reading from the upstream.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@
 #include <unistd.h>
 
 #include "gateway/gateway.h"
-#include "gateway/upstream/proxy.h"
+#include "gateway/upstream/call.h"
 #include "gateway/upstream/upconn.h"
 #include "lib/log.h"
 #include "worker/worker.h"
@@ -50,14 +51,17 @@ enum resp_framing {
 struct native {
 	struct call		*call;
 	int			 slot;		/* of the call's tries */
-	struct request		*req;		/* NULL once detached */
+	struct request		*req;		/* the client's; NULL once let go */
+	const struct call_spec	*spec;
+	const struct call_sink	*sink;
+	void			*sink_arg;
 	struct upstream_rt	*up;
 	size_t			 server;
 	struct upconn		*uc;
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* the stale-connection retry */
 	bool			 connecting;
-	uint64_t		 deadline;	/* this try, monotonic ms */
+	uint64_t		 deadline;	/* this try, monotonic ms; 0: none */
 	struct event		 timer;
 
 	/* Sending: out[wpos..len) is still to go. */
@@ -92,13 +96,13 @@ static size_t		 in_pooled;
 
 static void	native_ready(void *, short);
 static void	native_timeout(evutil_socket_t, short, void *);
-static void	native_body_ready(struct request *);
-static void	native_writable(struct request *);
-static void	native_abort(struct request *);
+static void	native_body_ready(void *);
+static void	native_writable(void *);
+static void	native_cancel(void *);
 static int	native_send(struct native *);
 
-static const struct req_hooks native_hooks = {
-	native_body_ready, native_writable, native_abort
+static const struct call_try_ops native_ops = {
+	native_body_ready, native_writable, native_cancel
 };
 
 /* -- allocation -------------------------------------------------------- */
@@ -185,21 +189,12 @@ native_put(struct native *x, bool keep)
 static void
 native_detach(struct native *x)
 {
-	struct request *r = x->req;
-
-	/* Only if the request points here: a hedged try that lost, or one
-	 * being cancelled, must not take the winner's hooks away. */
-	if (r != NULL && r->gw == x) {
-		r->gw = NULL;
-		r->hooks = NULL;
-	}
 	x->req = NULL;
 }
 
 static void
 native_complete(struct native *x)
 {
-	struct request *r = x->req;
 	struct call *c = x->call;
 	int slot = x->slot;
 	bool keep = x->rh.keepalive && x->rb != RB_CLOSE && x->sent &&
@@ -207,11 +202,10 @@ native_complete(struct native *x)
 
 	native_detach(x);
 	native_put(x, keep);
-	req_end_response(r);
-	call_end(c, slot);
+	call_try_end(c, slot, true);
 }
 
-/* The client has had its answer, or is gone: let everything go. */
+/* The sink stopped the exchange, or the call cancelled it: let go. */
 static void
 native_drop(struct native *x)
 {
@@ -220,7 +214,7 @@ native_drop(struct native *x)
 
 	native_detach(x);
 	native_put(x, false);
-	call_end(c, slot);
+	call_try_end(c, slot, false);
 }
 
 /*
@@ -238,7 +232,7 @@ native_fail(struct native *x, enum try_fail why, int status, const char *msg,
 	if (x->req == NULL)
 		return;			/* already let go (a bug if reached) */
 	if (why != TRY_CLIENT)
-		proxy_log_failure(x->up, x->server, msg, detail);
+		call_log_failure(c, slot, msg, detail);
 	native_detach(x);
 	native_put(x, false);
 	call_try_failed(c, slot, why, status, msg);
@@ -246,6 +240,7 @@ native_fail(struct native *x, enum try_fail why, int status, const char *msg,
 
 /* -- the stale keep-alive connection ------------------------------------ */
 
+/* Arms the timer for until (monotonic ms); 0: no timer. */
 static void
 native_arm(struct native *x, uint64_t until)
 {
@@ -253,6 +248,10 @@ native_arm(struct native *x, uint64_t until)
 	struct timeval tv = { (time_t)(ms / 1000),
 	    (suseconds_t)(ms % 1000) * 1000 };
 
+	if (until == 0) {
+		evtimer_del(&x->timer);
+		return;
+	}
 	evtimer_add(&x->timer, &tv);
 }
 
@@ -266,7 +265,7 @@ static int
 native_connect(struct native *x, bool fresh)
 {
 	struct server_rt *srv = &x->up->servers[x->server];
-	const struct upstream_cfg *u = x->up->cfg;
+	uint64_t ct = call_connect_ms(x->call), until;
 
 	if (fresh)
 		upconn_close_idle(srv);		/* its siblings are suspect */
@@ -281,8 +280,10 @@ native_connect(struct native *x, bool fresh)
 		return 0;
 	}
 	x->connecting = true;
-	native_arm(x, now_ms() + u->connect_timeout_ms < x->deadline ?
-	    now_ms() + u->connect_timeout_ms : x->deadline);
+	until = ct > 0 ? now_ms() + ct : 0;
+	if (x->deadline != 0 && (until == 0 || x->deadline < until))
+		until = x->deadline;
+	native_arm(x, until);
 	return 0;
 }
 
@@ -296,7 +297,7 @@ static void
 native_lost(struct native *x, const char *detail)
 {
 	if (x->reused && !x->retried && !x->got_bytes && x->replayable &&
-	    proxy_method_retryable(x->req, x->up->cfg)) {
+	    call_method_retryable(x->call)) {
 		log_debug("native: %s on a reused connection to %s; sending "
 		    "again on a fresh one", detail,
 		    x->up->cfg->servers[x->server].url);
@@ -306,7 +307,7 @@ native_lost(struct native *x, const char *detail)
 		x->wpos = 0;
 		x->sent = x->send_failed = false;
 		x->in_len = x->scan = 0;
-		x->req->tries++;
+		call_resent(x->call, x->slot);
 		if (native_connect(x, true) == -1)
 			native_fail(x, TRY_CONNECT, 502, "upstream connection "
 			    "failed", strerror(errno));
@@ -416,6 +417,13 @@ native_send(struct native *x)
 
 /* -- receiving --------------------------------------------------------- */
 
+/* Whether the sink wants the exchange paused. */
+static bool
+native_full(struct native *x)
+{
+	return x->sink->full != NULL && x->sink->full(x->sink_arg);
+}
+
 static void
 native_consume(struct native *x, size_t n)
 {
@@ -428,11 +436,10 @@ native_consume(struct native *x, size_t n)
 static enum resp_framing
 native_framing(struct native *x)
 {
-	const struct http_head *h = &x->req->head;
 	int st = x->rh.status;
 
-	if (http_token_eq(h->method, h->method_len, "HEAD") || st == 204 ||
-	    st == 304)
+	if (http_token_eq(x->spec->method, x->spec->method_len, "HEAD") ||
+	    st == 204 || st == 304)
 		return RB_NONE;
 	if (x->rh.chunked) {
 		http_chunked_init(&x->chunk);
@@ -489,11 +496,11 @@ native_head(struct native *x, size_t end)
 	x->head_done = true;
 	/* The reason phrase points into `in`: use it before the head is
 	 * consumed (which moves the body bytes over it). */
-	if (req_start_response(r, x->rh.status, x->rh.reason_len ?
+	if (x->sink->head(x->sink_arg, x->rh.status, x->rh.reason_len ?
 	    x->rh.reason : NULL, x->rh.reason_len, x->chead.data,
 	    x->chead.len, x->rb == RB_CHUNKED || x->rb == RB_CLOSE ? -1 :
 	    x->rh.content_length) == -1) {
-		native_drop(x);			/* the client is gone */
+		native_drop(x);			/* the sink stopped it */
 		return -1;
 	}
 	native_consume(x, end);
@@ -513,13 +520,13 @@ native_body(struct native *x)
 	case RB_LENGTH:
 		n = (int64_t)x->in_len < x->rb_left ? x->in_len :
 		    (size_t)x->rb_left;
-		if (req_write_body(x->req, x->in, n) == -1)
+		if (x->sink->body(x->sink_arg, x->in, n) == -1)
 			break;
 		x->rb_left -= (int64_t)n;
 		native_consume(x, n);
 		return x->rb_left == 0;
 	case RB_CLOSE:
-		if (req_write_body(x->req, x->in, x->in_len) == -1)
+		if (x->sink->body(x->sink_arg, x->in, x->in_len) == -1)
 			break;
 		native_consume(x, x->in_len);
 		return 0;
@@ -528,7 +535,7 @@ native_body(struct native *x)
 			enum http_chunk_result rc = http_chunked_next(&x->chunk,
 			    x->in, x->in_len, SIZE_MAX, &used, &data, &dlen);
 
-			if (rc == CHUNK_DATA && req_write_body(x->req, data,
+			if (rc == CHUNK_DATA && x->sink->body(x->sink_arg, data,
 			    dlen) == -1)
 				break;
 			native_consume(x, used);
@@ -544,7 +551,7 @@ native_body(struct native *x)
 		}
 		break;
 	}
-	native_drop(x);				/* the client is gone */
+	native_drop(x);				/* the sink stopped it */
 	return -1;
 }
 
@@ -572,7 +579,7 @@ native_parse(struct native *x)
 		native_complete(x);
 		return -1;
 	}
-	if (req_output_full(x->req)) {
+	if (native_full(x)) {
 		x->paused = true;		/* writable() resumes */
 		upconn_want_read(x->uc, false);
 	}
@@ -611,22 +618,23 @@ native_recv_direct(struct native *x)
 	ssize_t n;
 	char *dst;
 
-	if (!x->head_done || x->rb != RB_LENGTH || x->in_len != 0)
+	if (!x->head_done || x->rb != RB_LENGTH || x->in_len != 0 ||
+	    x->sink->space == NULL)
 		return 0;
 	want = x->rb_left < DIRECT_MAX ? (size_t)x->rb_left : DIRECT_MAX;
-	if ((dst = req_body_space(x->req, want, &room)) == NULL)
+	if ((dst = x->sink->space(x->sink_arg, want, &room)) == NULL)
 		return 0;
 	if (room > want)
 		room = want;
 	n = read(x->uc->fd, dst, room);
 	if (n > 0) {
-		req_body_commit(x->req, (size_t)n);
+		x->sink->commit(x->sink_arg, (size_t)n);
 		x->rb_left -= n;
 		if (x->rb_left == 0) {
 			native_complete(x);
 			return -1;
 		}
-		if (req_output_full(x->req)) {
+		if (native_full(x)) {
 			x->paused = true;
 			upconn_want_read(x->uc, false);
 		}
@@ -711,7 +719,8 @@ native_timeout(evutil_socket_t fd, short what, void *arg)
 		    "connect_timeout");
 		return;
 	}
-	if (x->want_body && !x->req->body_done && !x->got_bytes) {
+	if (x->want_body && x->spec->client_body && !x->req->body_done &&
+	    !x->got_bytes) {
 		native_fail(x, TRY_CLIENT, 408, "client sent the request body "
 		    "too slowly", "timeout");
 		return;
@@ -722,9 +731,9 @@ native_timeout(evutil_socket_t fd, short what, void *arg)
 /* -- worker hooks ------------------------------------------------------- */
 
 static void
-native_body_ready(struct request *r)
+native_body_ready(void *arg)
 {
-	struct native *x = r->gw;
+	struct native *x = arg;
 
 	if (!x->want_body)
 		return;
@@ -733,9 +742,9 @@ native_body_ready(struct request *r)
 }
 
 static void
-native_writable(struct request *r)
+native_writable(void *arg)
 {
-	struct native *x = r->gw;
+	struct native *x = arg;
 
 	if (!x->paused)
 		return;
@@ -746,12 +755,12 @@ native_writable(struct request *r)
 }
 
 static void
-native_abort(struct request *r)
+native_cancel(void *arg)
 {
-	struct native *x = r->gw;
+	struct native *x = arg;
 
 	/* Mid-exchange: the connection cannot be reused; closing it is how
-	 * the upstream learns the client has gone. */
+	 * the upstream learns the answer is not wanted. */
 	native_drop(x);
 }
 
@@ -767,42 +776,62 @@ native_add_header(void *arg, const char *name, size_t nlen,
 	    buf_append(o, value, vlen) | buf_append(o, "\r\n", 2);
 }
 
-/* The request head: the client's method and (normalised) target. */
+/* The call's body, framed: the client's as it comes (native_fill()), or
+ * the call's own, whole, after the head. */
 static int
-native_build(struct native *x)
+native_frame_body(struct native *x)
 {
-	struct request *r = x->req;
-	struct server_rt *srv = &x->up->servers[x->server];
+	const struct call_spec *sp = x->spec;
+	struct request *r = sp->req;
 	struct buf *o = &x->out;
 	int rc = 0;
 
-	rc |= buf_append(o, r->head.method, r->head.method_len);
-	rc |= buf_append(o, " ", 1);
-	rc |= proxy_target(r, o);
-	rc |= buf_append(o, " HTTP/1.1\r\nHost: ", 17);
-	rc |= buf_append(o, srv->host_hdr, strlen(srv->host_hdr));
-	rc |= buf_append(o, "\r\n", 2);
-	if (rc != 0 || headers_upstream_request(r, native_add_header, o,
-	    &x->chead) == -1)
-		return -1;
-	buf_reset(&x->chead);
+	if (!sp->client_body) {
+		x->body_eof = true;
+		if (!sp->has_body)
+			return buf_append(o, "\r\n", 2);
+		rc |= buf_appendf(o, "Content-Length: %zu\r\n\r\n",
+		    sp->body_len);
+		return rc | buf_append(o, sp->body, sp->body_len);
+	}
 	if (r->body_chunked) {
 		x->chunked_up = true;
 		rc |= buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
 	} else if (r->head.content_length >= 0)
 		rc |= buf_appendf(o, "Content-Length: %lld\r\n",
 		    (long long)r->head.content_length);
-	rc |= buf_append(o, "\r\n", 2);
 	if (!req_has_body(r))
 		x->body_eof = true;
-	return rc;
+	return rc | buf_append(o, "\r\n", 2);
+}
+
+/* The request head: the call's method and target, then its fields. */
+static int
+native_build(struct native *x)
+{
+	const struct call_spec *sp = x->spec;
+	struct server_rt *srv = &x->up->servers[x->server];
+	struct buf *o = &x->out;
+	int rc = 0;
+
+	rc |= buf_append(o, sp->method, sp->method_len);
+	rc |= buf_append(o, " ", 1);
+	rc |= buf_append(o, sp->target, sp->target_len);
+	rc |= buf_append(o, " HTTP/1.1\r\nHost: ", 17);
+	rc |= buf_append(o, srv->host_hdr, strlen(srv->host_hdr));
+	rc |= buf_append(o, "\r\n", 2);
+	if (rc != 0 || sp->headers(x->call, native_add_header, o,
+	    &x->chead) == -1)
+		return -1;
+	buf_reset(&x->chead);
+	return native_frame_body(x);
 }
 
 void
 native_start(struct call *c, int slot)
 {
-	struct request *r = c->req;
 	struct native *x;
+	uint64_t t;
 
 	if ((x = native_get()) == NULL) {
 		call_try_failed(c, slot, TRY_LOCAL, 503, "out of memory");
@@ -810,22 +839,28 @@ native_start(struct call *c, int slot)
 	}
 	x->call = c;
 	x->slot = slot;
-	x->req = r;
+	x->spec = c->spec;
+	x->sink = c->sink;
+	x->sink_arg = c->sink_arg;
+	x->req = c->spec->req;
 	x->up = c->up;
 	x->server = c->t[slot].server;
-	x->deadline = now_ms() + proxy_try_ms(r, x->up->cfg);
-	r->gw = x;
-	r->hooks = &native_hooks;
+	t = call_try_ms(c);
+	x->deadline = t > 0 ? now_ms() + t : 0;
+	call_try_attach(c, slot, &native_ops, x);
 	if (native_build(x) == -1) {
 		native_fail(x, TRY_LOCAL, 502, "cannot build the upstream "
 		    "request", "out of memory");
 		return;
 	}
-	req_continue(r);
-	/* Whatever of the body is here already leaves with the head. */
-	if (native_fill(x) < 0) {
-		native_drop(x);
-		return;
+	if (x->spec->client_body) {
+		req_continue(x->req);
+		/* Whatever of the body is here already leaves with the
+		 * head. */
+		if (native_fill(x) < 0) {
+			native_drop(x);
+			return;
+		}
 	}
 	if (native_connect(x, false) == -1)
 		native_fail(x, TRY_CONNECT, 502, "upstream connection failed",

@@ -1,0 +1,218 @@
+/*
+ * The upstream call: one request to an upstream through its policies,
+ * whoever asked for it.  Proxying (proxy.c) makes one call per client
+ * request and streams its answer to the client; a fan-out (fanout/)
+ * makes several and collects theirs.  Both get the same admission
+ * (max_concurrent and its FIFO queue, or 503), server choice (health,
+ * breaker, balance), retries with backoff within the budget and the
+ * deadline, hedging, the stale-connection resend and the metrics.
+ *
+ * The caller describes what to send (struct call_spec) and where the
+ * answer goes (struct call_sink), then:
+ *
+ *   call_start()        admits the call and starts its first try
+ *   call_body_ready()   more of the client's body can be read
+ *   call_writable()     the sink has room again (after full())
+ *   call_cancel()       the caller gives up (client gone, fan-out done)
+ *
+ * The call reports to the sink: head() once, for the answer it took
+ * (an answer it retries is never seen), body() for each piece, then
+ * done() exactly once unless the caller cancelled.  done(NULL) means the
+ * answer ended whole; done(status, error) that there is no answer (before
+ * head()) or that it was cut (after).  After done() the call is gone.
+ * head() or body() returning -1 ends the call too: the sink stopped it,
+ * and done() follows with the error the transport saw (or 502).
+ *
+ * Each try is handed to one of two transports: agate's own HTTP/1.1
+ * client (native.c: plain http://, pooled keep-alive connections) or
+ * libcurl (curlproxy.c: https://, or transport: curl), in one of the
+ * call's two try slots (two only when hedging).  A transport reports back
+ * exactly once per try, naming its slot:
+ *
+ *   call_accept()      the server answered with a status; false means
+ *                      "do not pass it on": let go, then call_try_failed()
+ *   call_try_failed()  the exchange failed; the call retries, reports
+ *                      the error, or (a hedged try that lost) nothing
+ *   call_try_end()     the answer is whole (ok), or the sink or the call
+ *                      stopped this try (!ok)
+ *
+ * and before either of the last two it lets go of its connection.  Only
+ * the try that call_accept() said yes to talks to the sink.
+ */
+#ifndef AGATE_CALL_H
+#define AGATE_CALL_H
+
+#include <stdint.h>
+
+#include <event2/event_struct.h>
+
+#include "gateway/config/config.h"
+#include "gateway/metrics/metrics.h"
+#include "gateway/upstream/limiter.h"
+#include "gateway/upstream/retry.h"
+#include "gateway/upstream/upstream.h"
+#include "lib/buf.h"
+#include "worker/http.h"
+
+/* A request body up to this size is kept for a retry to send again. */
+#define CALL_REPLAY_MAX	(1024 * 1024)
+
+struct call;
+
+/* Receives one header field for the upstream request. */
+typedef int (*call_emit_fn)(void *arg, const char *name, size_t nlen,
+    const char *value, size_t vlen);
+
+/* What to send.  Everything it points at outlives the call. */
+struct call_spec {
+	/* The client request: its id, and its body when client_body. */
+	struct request	*req;
+	/* For the logs: NULL for a proxied request, else a fan-out call's
+	 * name. */
+	const char	*name;
+	const char	*method;
+	size_t		 method_len;
+	/* path?query as the upstream gets it. */
+	const char	*target;
+	size_t		 target_len;
+	/* The request's header fields (no framing, no Host). */
+	int		(*headers)(const struct call *, call_emit_fn, void *arg,
+			    struct buf *scratch);
+	/* The body: the client's, streamed as it arrives; else body (NULL
+	 * and has_body false: none; has_body: Content-Length even if 0). */
+	bool		 client_body;
+	bool		 has_body;
+	const char	*body;
+	size_t		 body_len;
+	/* Monotonic ms after which no try may run, or 0.  With
+	 * owner_deadline the caller's own timer cuts the call there (its
+	 * tries arm no timeout past it); else a try that reaches it is an
+	 * upstream timeout, as for a route's timeout. */
+	uint64_t	 deadline;
+	bool		 owner_deadline;
+	uint64_t	 hedge_after_ms;	/* 0: no hedging */
+};
+
+/*
+ * Where the answer goes (see the top of this file); arg is the caller's
+ * (call_start's sink_arg).  fields are the answer's header lines as a
+ * client may see them: hop-by-hop fields and framing dropped, the
+ * request's X-Request-Id; content_length is -1 when unknown.
+ */
+struct call_sink {
+	int	(*head)(void *arg, int status, const char *reason,
+		    size_t reason_len, const char *fields, size_t fields_len,
+		    int64_t content_length);
+	int	(*body)(void *arg, const char *data, size_t len);
+	/* Optional: room to read body bytes into without a copy. */
+	char	*(*space)(void *arg, size_t want, size_t *room);
+	void	(*commit)(void *arg, size_t n);
+	/* Optional: true while the sink wants the transfer paused. */
+	bool	(*full)(void *arg);
+	/* Optional: a try started (or was sent again) on this server. */
+	void	(*tried)(void *arg, const char *server_url);
+	/* The call is over and gone (see above); extra_headers go with an
+	 * error answer (Retry-After) or are NULL. */
+	void	(*done)(void *arg, int status, const char *error,
+		    const char *extra_headers);
+};
+
+/* What a transport's try answers to while it runs. */
+struct call_try_ops {
+	void	(*body_ready)(void *);
+	void	(*writable)(void *);
+	void	(*cancel)(void *);	/* let go, then call_try_end(!ok) */
+};
+
+struct call_try {
+	size_t			 server;
+	uint64_t		 trial;		/* breaker trial since, or 0 */
+	bool			 in_try;	/* a transport has it */
+	bool			 recorded;	/* its result is counted */
+	bool			 measured;	/* its outcome is in metrics */
+	bool			 retry;		/* not the call's first try */
+	uint64_t		 start_us;	/* monotonic */
+	const struct call_try_ops *ops;		/* the transport's */
+	void			*arg;
+};
+
+struct call {
+	const struct call_spec	*spec;
+	const struct call_sink	*sink;
+	void			*sink_arg;	/* the caller's */
+	struct upstream_rt	*up;
+	struct call_try		 t[2];
+	int			 cur;		/* the try slot that counts */
+	int			 cancelling;	/* slot being cancelled, or -1 */
+	bool			 hedging;	/* two tries out, none chosen */
+	bool			 won;		/* one of two was chosen */
+	bool			 head_sent;	/* the sink has a head */
+	bool			*over;		/* call_start()'s: it is done */
+	int			 tries;
+	uint64_t		 tried;		/* servers tried (bits < 64) */
+	uint64_t		 backoff_ms;	/* before the retry decided */
+	bool			 retry_next;	/* call_accept() chose a retry */
+	bool			 is_retry;	/* holds a retry budget share */
+	bool			 has_slot;
+	struct lim_waiter	 wait;
+	struct event		 timer;		/* queue wait, backoff */
+	struct event		 hedge;		/* hedge_after; the loser's end */
+	struct call		*next_free;
+};
+
+/*
+ * Starts a call on up.  Returns it, or NULL when it is over already
+ * (done() has been called: refused, or no server).  spec must outlive
+ * the call.
+ */
+struct call *call_start(struct upstream_rt *up, const struct call_spec *,
+	    const struct call_sink *, void *sink_arg);
+void	call_body_ready(struct call *);
+void	call_writable(struct call *);
+/* Ends the call now; no sink callback follows. */
+void	call_cancel(struct call *);
+void	call_free_all(void);
+
+
+/* -- for the transports ------------------------------------------------ */
+
+void	call_try_attach(struct call *, int slot, const struct call_try_ops *,
+	    void *arg);
+bool	call_accept(struct call *, int slot, int status);
+void	call_try_failed(struct call *, int slot, enum try_fail, int status,
+	    const char *msg);
+void	call_try_end(struct call *, int slot, bool ok);
+/* A try sent again on a fresh connection (the stale keep-alive race). */
+void	call_resent(struct call *, int slot);
+/* Milliseconds the try may take, or 0: no timeout (the caller's deadline
+ * cuts it). */
+uint64_t call_try_ms(const struct call *);
+/* The same for connecting (connect_timeout). */
+uint64_t call_connect_ms(const struct call *);
+/* Whether retry.methods lists the call's method. */
+bool	call_method_retryable(const struct call *);
+/* The caller cut the call (its own deadline): logged with the server of
+ * the try out, or what the call was waiting for. */
+void	call_log_cut(const struct call *, const char *what);
+/* A warning about a failed upstream exchange, at most 10 a second. */
+void	call_log_failure(const struct call *, int slot, const char *what,
+	    const char *detail);
+/* What a failed (or answered, TRY_STATUS) try counts as in metrics. */
+enum m_outcome call_outcome(enum try_fail, int status);
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t call_mono_us(void);
+
+/* The transports. */
+void	native_start(struct call *, int slot);
+void	native_free(void);
+void	curlproxy_start(struct call *, int slot);
+void	curlproxy_free(void);
+
+/* -- proxy.c: a route's request to its upstream, answered to the client */
+
+void	proxy_start(struct request *);
+void	proxy_free(void);
+/* The path an upstream receives (strip_prefix applied) and the query. */
+int	proxy_target(const struct request *, struct buf *);
+
+#endif
