@@ -1,7 +1,8 @@
 /*
  * agate's command line: run in the foreground (-c FILE), test a config
  * (-t), signal a running agate through its pid file (-s), print the
- * version (-V).
+ * version (-V, --version) or the usage (-h, --help).  A usage error
+ * exits 1, like an invalid config: both mean "nothing was done".
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,16 +33,25 @@ static const struct {
 	{ "reopen", SIGUSR1 },
 };
 
+static const struct option long_options[] = {
+	{ "help",	no_argument,	NULL,	'h' },
+	{ "version",	no_argument,	NULL,	'V' },
+	{ NULL,		0,		NULL,	0 }
+};
+
 static void __attribute__((noreturn))
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: agate [-c FILE] [-t] [-s reload|stop|quit|reopen] [-V]\n"
+	    "usage: agate [-c FILE] [-t | -s reload|stop|quit|reopen]\n"
+	    "       agate -V | --version\n"
+	    "       agate -h | --help\n"
 	    "  -c FILE  config file (default %s)\n"
 	    "  -t       check the config and exit 0 if it is valid, 1 if not\n"
 	    "  -s CMD   signal the running agate named by the config's "
 	    "pid_file\n"
-	    "  -V       print the version\n", AGATE_CONF_PATH);
+	    "  -V       print the version\n"
+	    "  -h       print this help\n", AGATE_CONF_PATH);
 	exit(code);
 }
 
@@ -97,7 +107,8 @@ main(int argc, char *argv[])
 #ifdef AGATE_TEST_BUILD
 	testbuild_install();
 #endif
-	while ((ch = getopt(argc, argv, "c:hs:tV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:hs:tV", long_options,
+	    NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
@@ -119,6 +130,13 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc)
 		usage(1);
+	/* -s would signal the running agate and leave the check undone:
+	 * whoever asked for both expects a check first, so say no. */
+	if (test && cmd != NULL) {
+		fprintf(stderr, "agate: -t and -s cannot be used together: "
+		    "check the config with -t first, then signal with -s\n");
+		return 1;
+	}
 	if (cmd != NULL)
 		return send_command(path, cmd);
 	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {

@@ -517,8 +517,8 @@ config_load(const char *path, char *err, size_t errlen)
 	}
 	ctx.cfg = cfg;
 	if ((f = fopen(path, "r")) == NULL) {
-		snprintf(err, errlen, "%s:1:1: cannot open: %s", path,
-		    strerror(errno));
+		/* Not a position in the file: there is no file. */
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		free(cfg);
 		return NULL;
 	}

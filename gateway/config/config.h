@@ -298,7 +298,8 @@ struct config {
 
 /*
  * Parses and validates path.  Returns a config, or NULL with a one-line
- * "file:line:col: reason" in err.
+ * "file:line:col: reason" in err ("file: strerror" when it cannot be
+ * opened at all).
  */
 struct config	*config_load(const char *path, char *err, size_t errlen);
 void		 config_free(struct config *);

@@ -45,10 +45,38 @@ class CliTest(unittest.TestCase):
         self.assertEqual(err.strip(), "agate: %s:3:17: idle_timeout: expected "
                          "a duration like 250ms, 10s or 2m, got '10'" % path)
 
-    def test_check_missing_file(self):
-        rc, _, err = run("-t", "-c", os.path.join(self.dir, "nope.yaml"))
+    def test_long_options(self):
+        rc, out, err = run("--version")
+        self.assertEqual((rc, err), (0, ""))
+        self.assertRegex(out, r"^agate \d+\.\d+\.\d+\n$")
+        for opt in ("--help", "-h"):
+            rc, out, err = run(opt)
+            self.assertEqual((rc, err), (0, ""), opt)
+            self.assertTrue(out.startswith("usage: agate "), out)
+            self.assertIn("--version", out)
+        rc, out, err = run("--nope")
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("usage:", err)
+
+    def test_check_and_signal_together_are_refused(self):
+        path = self.write("server:\n  pid_file: agate.pid\n")
+        victim = subprocess.Popen(["sleep", "30"])  # must not get the HUP
+        self.addCleanup(victim.wait)
+        self.addCleanup(victim.kill)
+        with open(os.path.join(self.dir, "agate.pid"), "w") as f:
+            f.write("%d\n" % victim.pid)
+        rc, _, err = run("-t", "-s", "reload", "-c", path)
         self.assertEqual(rc, 1)
-        self.assertIn("nope.yaml:1:1: cannot open", err)
+        self.assertIn("-t and -s cannot be used together", err)
+        self.assertIsNone(victim.poll())
+
+    def test_check_missing_file(self):
+        missing = os.path.join(self.dir, "nope.yaml")
+        for args in (["-t"], [], ["-s", "reload"]):
+            rc, _, err = run(*args, "-c", missing)
+            self.assertEqual(rc, 1, args)
+            self.assertEqual(err, "agate: %s: No such file or directory\n"
+                             % missing, args)
 
     def test_signal_without_a_running_agate(self):
         path = self.write("server:\n  pid_file: agate.pid\n")
