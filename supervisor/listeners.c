@@ -10,6 +10,15 @@
  * scaling -- and only adds sockets when a generation has more workers
  * than ever before.  Workers assign the sockets among themselves by slot
  * (worker.h), so every socket always has an acceptor.
+ *
+ * SO_REUSEPORT would also let another process of the same user bind an
+ * address we listen on -- or let us join one it listens on -- and the
+ * kernel would split the connections between two configs without a word.
+ * So before binding an address that is new to this supervisor, a probe
+ * socket with SO_REUSEADDR but without SO_REUSEPORT binds it: that fails
+ * with EADDRINUSE if anyone listens there.  Addresses we already hold
+ * (our own groups, sockets inherited from systemd or from the agate we
+ * upgrade) are not probed, so adding sockets to them keeps working.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +85,73 @@ lsock_bind(const struct listen_cfg *l, char *err, size_t errlen)
 	return fd;
 }
 
+/*
+ * Whether this address overlaps one of ours (same port and family, one
+ * of them the wildcard): the kernel counts that as a conflict too, but it
+ * is our own listener, so the probe cannot tell anything there.
+ */
+static bool
+lgroup_overlaps(const struct sockaddr_storage *sa)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)sa;
+	size_t i;
+
+	for (i = 0; i < ngroups; i++) {
+		const struct sockaddr_storage *g = &groups[i].sa;
+		const struct sockaddr_in *g4 = (const struct sockaddr_in *)g;
+		const struct sockaddr_in6 *g6 = (const struct sockaddr_in6 *)g;
+
+		if (g->ss_family != sa->ss_family)
+			continue;
+		if (sa->ss_family == AF_INET && g4->sin_port == a4->sin_port &&
+		    (g4->sin_addr.s_addr == htonl(INADDR_ANY) ||
+		    a4->sin_addr.s_addr == htonl(INADDR_ANY)))
+			return true;
+		if (sa->ss_family == AF_INET6 &&
+		    g6->sin6_port == a6->sin6_port &&
+		    (IN6_IS_ADDR_UNSPECIFIED(&g6->sin6_addr) ||
+		    IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Fails if another process listens on l's address, SO_REUSEPORT or not
+ * (see the top of this file).  Between this probe and the bind someone
+ * could still start listening; closing that window would need the first
+ * socket bound without SO_REUSEPORT, and then no second one could join.
+ */
+static int
+lsock_probe(const struct listen_cfg *l, char *err, size_t errlen)
+{
+	int fd, one = 1, rc = 0;
+
+	if (lgroup_overlaps(&l->sa))
+		return 0;
+	fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "listen %s: socket: %s", l->address,
+		    strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (l->sa.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&l->sa, l->salen) == -1) {
+		if (errno == EADDRINUSE)
+			snprintf(err, errlen, "listen %s: address already in "
+			    "use by another process", l->address);
+		else
+			snprintf(err, errlen, "listen %s: %s", l->address,
+			    strerror(errno));
+		rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
 /* Remembers what a call added, to take it back if a later step fails. */
 struct undo {
 	struct lgroup	*grp;
@@ -113,14 +189,12 @@ listeners_acquire(const struct config *cfg, size_t nsockets,
 				    "addresses");
 				goto fail;
 			}
+			if (lsock_probe(l, err, errlen) == -1)
+				goto fail;
 			grp = &groups[ngroups++];
 			memset(grp, 0, sizeof(*grp));	/* a reused slot too */
 			grp->sa = l->sa;
 			grp->salen = l->salen;
-			log_info("supervisor: listening on %s%s%s%s",
-			    l->address, l->ntls ? " (TLS)" : "",
-			    l->proxy_protocol ? " (PROXY protocol)" : "",
-			    l->admin ? " (admin)" : "");
 		}
 		undo[nundo].grp = grp;
 		undo[nundo++].from = grp->g.nfds;
@@ -130,6 +204,17 @@ listeners_acquire(const struct config *cfg, size_t nsockets,
 			grp->g.fds[grp->g.nfds++] = fd;
 		}
 		out[i] = grp->g;
+	}
+	/* Only now: a later address that fails undoes the earlier ones. */
+	for (i = 0; i < s->nlisten; i++) {
+		const struct listen_cfg *l = &s->listen[i];
+
+		grp = lgroup_find(&l->sa, l->salen);
+		if (grp >= &groups[first_new])
+			log_info("supervisor: listening on %s%s%s%s",
+			    l->address, l->ntls ? " (TLS)" : "",
+			    l->proxy_protocol ? " (PROXY protocol)" : "",
+			    l->admin ? " (admin)" : "");
 	}
 	return 0;
 fail:

@@ -1,10 +1,14 @@
 /*
  * The pid file: written atomically (temp file + rename) once the
  * listeners are bound, removed at exit if it still names us, read by
- * `agate -s`.
+ * `agate -s`.  A pid file that names a running process belongs to
+ * someone else (another agate on the same config, most likely): taking
+ * it over would leave that one unreachable by `agate -s`, so start-up
+ * and reload refuse (pidfile_check).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +65,26 @@ pidfile_read(const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	return (pid_t)pid;
+}
+
+int
+pidfile_check(const char *path, char *err, size_t errlen)
+{
+	char why[256];
+	pid_t pid;
+
+	/* Missing, empty or garbage: nobody to disturb, it is rewritten. */
+	if ((pid = pidfile_read(path, why, sizeof(why))) == -1)
+		return 0;
+	/* Our own pid: a container restarted with the same pid (1). */
+	if (pid == getpid())
+		return 0;
+	if (kill(pid, 0) == -1 && errno == ESRCH)
+		return 0;		/* stale: its agate is gone */
+	snprintf(err, errlen, "pid file %s names pid %ld, which is running "
+	    "(another agate on this config?); stop it, or remove the file "
+	    "if that process is not agate", path, (long)pid);
+	return -1;
 }
 
 void

@@ -599,6 +599,22 @@ sup_start_generation(struct config *cfg, int wanted, const char *what)
 	return 0;
 }
 
+/*
+ * What a reloaded config needs beyond being valid: a pid file it names
+ * anew must not belong to another running process.
+ */
+static int
+sup_check_reload(const struct config *cfg, char *err, size_t errlen)
+{
+	const char *want = cfg->server.pid_file;
+
+	if (want != NULL && sup.upgrade_pid <= 0 && (sup.pid_file == NULL ||
+	    strcmp(sup.pid_file, want) != 0) &&
+	    pidfile_check(want, err, errlen) == -1)
+		return -1;
+	return 0;
+}
+
 static void
 sup_reload(void)
 {
@@ -612,9 +628,11 @@ sup_reload(void)
 	sd_notifyf("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
 	    (unsigned long long)now_ms() * 1000);
 	sup.reloading = true;
-	if ((cfg = config_load(sup.conf_path, err, sizeof(err))) == NULL) {
+	if ((cfg = config_load(sup.conf_path, err, sizeof(err))) == NULL ||
+	    sup_check_reload(cfg, err, sizeof(err)) == -1) {
 		log_errorx("supervisor: reload failed: %s; still serving the "
 		    "previous config", err);
+		config_free(cfg);
 		metrics_reload(false);
 		sup_notify_ready("reload failed (bad config)");
 		return;
@@ -1111,6 +1129,9 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 	ratelimit_init();
 	if ((groups = calloc(cfg->server.nlisten, sizeof(*groups))) == NULL)
 		fatalx(1, "supervisor: out of memory");
+	if (cfg->server.pid_file != NULL &&
+	    pidfile_check(cfg->server.pid_file, err, sizeof(err)) == -1)
+		fatalx(1, "supervisor: %s", err);
 	sup_inherit();
 	if (listeners_acquire(cfg, (size_t)config_workers(cfg), groups, err,
 	    sizeof(err)) == -1)

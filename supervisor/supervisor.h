@@ -54,5 +54,8 @@ int	pidfile_write(const char *path);
 void	pidfile_remove(const char *path);
 /* The pid in path, or -1 (with a reason in err). */
 pid_t	pidfile_read(const char *path, char *err, size_t errlen);
+/* 0 if path may be written: it is missing, stale or ours; -1 (with a
+ * reason in err) if it names another running process. */
+int	pidfile_check(const char *path, char *err, size_t errlen);
 
 #endif

@@ -390,7 +390,17 @@ class AgateTest(unittest.TestCase):
         if config is None:
             config = Agate.default_config(free_port(), upstreams or {},
                                           routes or [], **server)
-        a = Agate(self.dir, config, binary=binary)
+        # A second agate of the same test gets its own config file and pid
+        # file: agate refuses a pid file that names a running process.
+        name = "agate.yaml"
+        if self.agates:
+            n = len(self.agates) + 1
+            name = "agate-%d.yaml" % n
+            srv = config.get("server", {}) if isinstance(config, dict) \
+                else {}
+            if srv.get("pid_file") == "agate.pid":
+                srv["pid_file"] = "agate-%d.pid" % n
+        a = Agate(self.dir, config, name=name, binary=binary)
         self.agates.append(a)
         if start:
             a.start()

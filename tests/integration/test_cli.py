@@ -1,7 +1,6 @@
 """The command line: -V, -t, -s, and start-up failures."""
 
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -109,8 +108,32 @@ class CliTest(unittest.TestCase):
         rc, _, err = run("-c", path)
         s.close()
         self.assertEqual(rc, 1)
-        self.assertRegex(err, re.escape("listen 127.0.0.1:%d: Address already "
-                                        "in use" % port))
+        self.assertIn("listen 127.0.0.1:%d: address already in use" % port,
+                      err)
+        self.assertNotIn("listening on", err)
+
+    def test_start_refuses_a_port_another_process_shares(self):
+        # SO_REUSEPORT on both sides would let agate bind and split the
+        # connections with this socket's owner.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        self.addCleanup(s.close)
+        port = s.getsockname()[1]
+        path = self.write("server:\n  workers: 1\n  listen: [\"127.0.0.1:%d\"]"
+                          "\n" % port)
+        p = subprocess.Popen([AGATE, "-c", path], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        self.assertEqual(p.returncode, 1, err)
+        self.assertIn("listen 127.0.0.1:%d: address already in use by "
+                      "another process" % port, err)
+        self.assertNotIn("listening on 127", err)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import subprocess
 import threading
 import time
 
-from harness import (AGATE, AgateTest, alive, fd_targets, free_port, main,
-                     read_proc, wait_until)
+from harness import (AGATE, Agate, AgateTest, alive, fd_targets, free_port,
+                     main, read_proc, wait_until)
 from test_signals import Looper
 
 
@@ -218,6 +218,121 @@ class SystemdTest(AgateTest):
         for w in gw.workers():
             self.assertIn("socket:[%d]" % inode, fd_targets(w))
         self.assertEqual(gw.stop(), 0)
+
+
+class ExclusiveTest(AgateTest):
+    """A second agate on a port or pid file the first uses is refused.
+
+    Listeners use SO_REUSEPORT, which would let a second agate (same user)
+    bind the same address and take part of the traffic with its own config.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.upstream("first")
+        self.gw = self.agate({"u": {"servers": [self.up.url]}},
+                             [{"path": "/", "upstream": "u"}])
+        self.pidfile = os.path.join(self.dir, "agate.pid")
+
+    def second(self, port=None, **server):
+        other = self.upstream("second")
+        d = os.path.join(self.dir, "second")
+        os.makedirs(d, exist_ok=True)
+        cfg = Agate.default_config(port or free_port(),
+                                   {"u": {"servers": [other.url]}},
+                                   [{"path": "/", "upstream": "u"}], **server)
+        gw = Agate(d, cfg)
+        self.agates.append(gw)
+        gw.start(wait=False)
+        try:
+            rc = gw.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        return gw, rc
+
+    def assert_first_serves_alone(self):
+        self.assertEqual(read_pid(self.pidfile), self.gw.pid)
+        for i in range(40):             # a new connection each
+            r = self.gw.get("/n%d" % i)
+            self.assertEqual((r.status, r.header("X-Upstream")),
+                             (200, "first"))
+
+    def test_second_agate_on_the_same_port_exits_1(self):
+        gw2, rc = self.second(self.gw.port)
+        self.assertEqual(rc, 1, gw2.error_log())
+        self.assertIn("listen 127.0.0.1:%d: address already in use"
+                      % self.gw.port, gw2.error_log())
+        self.assertNotIn("listening on", gw2.error_log())
+        self.assertFalse(os.path.exists(os.path.join(gw2.dir, "agate.pid")))
+        self.assert_first_serves_alone()
+
+    def test_second_agate_on_the_same_pid_file_exits_1(self):
+        gw2, rc = self.second(pid_file=self.pidfile)
+        self.assertEqual(rc, 1, gw2.error_log())
+        self.assertIn("pid file %s names pid %d, which is running"
+                      % (self.pidfile, self.gw.pid), gw2.error_log())
+        self.assertNotIn("listening on", gw2.error_log())
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", gw2.port), 1).close()
+        self.assert_first_serves_alone()
+        r = subprocess.run([AGATE, "-s", "reload", "-c", self.gw.path],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_until(lambda: "reload done" in self.gw.error_log(),
+                   what="the first agate to reload")
+
+    def test_a_stale_pid_file_is_taken_over(self):
+        self.gw.stop()
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        with open(self.pidfile, "w") as f:
+            f.write("%d\n" % dead.pid)
+        gw = Agate(self.dir, self.gw.config)
+        self.agates.append(gw)
+        gw.start()
+        self.assertEqual(read_pid(self.pidfile), gw.pid)
+        self.assertEqual(gw.get("/").status, 200)
+
+    def reload_and_wait(self):
+        self.gw.signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in self.gw.error_log() or
+                   "reload done" in self.gw.error_log(), what="the reload")
+        return self.gw.error_log()
+
+    def test_reload_adding_a_taken_address_fails(self):
+        # Someone else listens with SO_REUSEPORT, as an agate would.
+        other = socket.socket()
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(16)
+        self.addCleanup(other.close)
+        taken = "127.0.0.1:%d" % other.getsockname()[1]
+        self.gw.config["server"]["listen"].append(taken)
+        self.gw.write_config(self.gw.config)
+        log = self.reload_and_wait()
+        self.assertIn("reload failed: listen %s: address already in use"
+                      % taken, log)
+        self.assertIn("still serving the previous config", log)
+        self.assertNotIn("listening on %s" % taken, log)
+        other.settimeout(0.5)
+        self.assert_first_serves_alone()
+        with self.assertRaises(socket.timeout):
+            other.accept()
+
+    def test_reload_to_a_pid_file_of_a_running_process_fails(self):
+        victim = subprocess.Popen(["sleep", "30"])
+        self.addCleanup(victim.wait)
+        self.addCleanup(victim.kill)
+        theirs = os.path.join(self.dir, "theirs.pid")
+        with open(theirs, "w") as f:
+            f.write("%d\n" % victim.pid)
+        self.gw.config["server"]["pid_file"] = theirs
+        self.gw.write_config(self.gw.config)
+        log = self.reload_and_wait()
+        self.assertIn("reload failed: pid file %s names pid %d, which is "
+                      "running" % (theirs, victim.pid), log)
+        self.assertEqual(read_pid(theirs), victim.pid)
+        self.assert_first_serves_alone()
 
 
 class UserTest(AgateTest):
