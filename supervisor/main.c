@@ -139,8 +139,10 @@ main(int argc, char *argv[])
 	}
 	if (cmd != NULL)
 		return send_command(path, cmd);
-	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {
+	if ((cfg = config_load(path, err, sizeof(err))) == NULL ||
+	    config_env_check(cfg, err, sizeof(err)) == -1) {
 		fprintf(stderr, "agate: %s\n", err);
+		config_free(cfg);
 		return 1;
 	}
 	if (test) {

@@ -600,14 +600,17 @@ sup_start_generation(struct config *cfg, int wanted, const char *what)
 }
 
 /*
- * What a reloaded config needs beyond being valid: a pid file it names
- * anew must not belong to another running process.
+ * What a reloaded config needs beyond being valid: what `agate -t` checks
+ * on the machine (user, pid file folder, log files), and a pid file it
+ * names anew must not belong to another running process.
  */
 static int
 sup_check_reload(const struct config *cfg, char *err, size_t errlen)
 {
 	const char *want = cfg->server.pid_file;
 
+	if (config_env_check(cfg, err, errlen) == -1)
+		return -1;
 	if (want != NULL && sup.upgrade_pid <= 0 && (sup.pid_file == NULL ||
 	    strcmp(sup.pid_file, want) != 0) &&
 	    pidfile_check(want, err, errlen) == -1)

@@ -8,15 +8,24 @@
  *                               200 when done, or the job's error status
  *   GET /_agate_test/exit       a job whose helper exits mid-job (503)
  *   GET /_agate_test/helpers    {"pids":[...], "stats":{...}} of this worker
+ *
+ * And workers that fail at start, for the supervisor's side of that:
+ * while a file named fail-worker-start is in the config's folder, each
+ * worker that starts does what the file says -- "exit" (the exit code 2
+ * of a worker that cannot start, with a logged reason), "abort" (killed
+ * by SIGABRT) -- before it reports ready.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "gateway/gateway.h"
+#include "lib/log.h"
 #include "offload/offload.h"
 #include "tests/testbuild.h"
+#include "worker/worker.h"
 
 #define PREFIX "/_agate_test/"
 
@@ -136,9 +145,29 @@ test_handler(struct request *r)
 	return true;
 }
 
+static void
+test_worker_start(const struct worker_start *ws)
+{
+	char path[4096], what[16] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/fail-worker-start", ws->cfg->dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fgets(what, sizeof(what), f) == NULL)
+		what[0] = '\0';
+	fclose(f);
+	if (strncmp(what, "abort", 5) == 0) {
+		setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 });
+		abort();
+	}
+	fatalx(EXIT_CANNOT_START, "worker: test: %s says so", path);
+}
+
 void
 testbuild_install(void)
 {
 	offload_add_kinds(test_kinds);
 	gateway_test_handler = test_handler;
+	worker_start_hook = test_worker_start;
 }

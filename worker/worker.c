@@ -449,6 +449,8 @@ worker_cleanup(void)
 	close(worker.ctl_fd);
 }
 
+void (*worker_start_hook)(const struct worker_start *);
+
 void
 worker_main(const struct worker_start *ws)
 {
@@ -470,6 +472,8 @@ worker_main(const struct worker_start *ws)
 	if (accesslog_open() == -1)
 		fatalx(EXIT_CANNOT_START, "worker: cannot open the access log");
 	worker_drop_privileges(ws->cfg->server.user);
+	if (worker_start_hook != NULL)
+		worker_start_hook(ws);
 	worker_fd_limit();
 	/*
 	 * Output queues of large responses come and go with their requests.

@@ -128,6 +128,9 @@ struct worker_start {
 
 /* Runs a worker in a freshly forked child; never returns. */
 void	worker_main(const struct worker_start *) __attribute__((noreturn));
+/* The test build's way to make a worker fail at start (tests/testbuild.c):
+ * called once files are open and privileges dropped.  NULL in agate. */
+extern void (*worker_start_hook)(const struct worker_start *);
 /* A connection closed: accept again if max_connections had stopped it. */
 void	worker_conn_closed(void);
 /* Stops accepting and starts the drain (also on supervisor EOF). */

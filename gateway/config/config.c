@@ -382,6 +382,9 @@ cfg_value_typed(struct cfg_ctx *ctx, yaml_node_t *val, const struct cfg_key *k,
 	case CT_STRING:
 	case CT_PATH:
 	case CT_FILE:
+		if (k->flags & CK_POS)
+			*(struct config_pos *)((char *)base + k->off2) =
+			    cfg_pos(val);
 		return cfg_string(ctx, val, k, field);
 	case CT_ENUM:
 		return cfg_enum(ctx, val, k, field);

@@ -256,7 +256,9 @@ struct server_sect {
 	struct cidr		*trusted;
 	size_t			 ntrusted;
 	char			*pid_file;
+	struct config_pos	 pid_file_pos;
 	char			*user;
+	struct config_pos	 user_pos;
 	char			*health_path;
 	uint64_t		 shutdown_delay_ms;
 	uint64_t		 drain_timeout_ms;
@@ -281,8 +283,10 @@ struct config {
 	socklen_t		 admin_salen;
 	int			 log_level;	/* enum log_level */
 	char			*log_error;	/* NULL: stderr */
+	struct config_pos	 log_error_pos;
 	enum log_access_kind	 log_access;
 	char			*log_access_file;
+	struct config_pos	 log_access_pos;
 	bool			 redis_enabled;
 	char			*redis_address;
 	int			 redis_fail_open;	/* on_failure: allow */
@@ -311,6 +315,15 @@ bool		 config_server_native(const struct upstream_cfg *,
 		    const struct server_cfg *);
 /* Names what the config asks for that this build does not do yet. */
 void		 config_warn_unimplemented(const struct config *);
+/*
+ * What the config needs from this machine (gateway/config_env.c): the
+ * user exists, the pid file's folder can be written, the log files can
+ * be opened for append.  Returns 0, or -1 with "file:line:col: reason"
+ * in err.  Not part of config_load(), so that `agate -s` still reaches
+ * a running agate whose log folder went away.
+ */
+int		 config_env_check(const struct config *, char *err,
+		    size_t errlen);
 
 /* Value parsers shared by the loader and its tests (gateway/config/units.c). */
 int	parse_duration_ms(const char *s, uint64_t *out);

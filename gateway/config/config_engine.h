@@ -39,6 +39,8 @@ enum cfg_type {
 
 #define CK_REQUIRED	0x01
 #define CK_ENABLE	0x02	/* CT_SECTION: set bool at off2 when present */
+#define CK_POS		0x04	/* CT_STRING, CT_PATH: the value's position
+				   goes to the struct config_pos at off2 */
 
 struct cfg_key {
 	const char	*name;

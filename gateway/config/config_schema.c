@@ -263,8 +263,11 @@ static const struct cfg_key server_keys[] = {
 	    .aux = val_workers },
 	{ "listen", CT_CUSTOM, 0, .aux = val_listen },
 	{ "trusted_proxies", CT_CUSTOM, 0, .aux = val_trusted },
-	{ "pid_file", CT_PATH, offsetof(struct server_sect, pid_file) },
-	{ "user", CT_STRING, offsetof(struct server_sect, user) },
+	{ "pid_file", CT_PATH, offsetof(struct server_sect, pid_file),
+	    .off2 = offsetof(struct server_sect, pid_file_pos),
+	    .flags = CK_POS },
+	{ "user", CT_STRING, offsetof(struct server_sect, user),
+	    .off2 = offsetof(struct server_sect, user_pos), .flags = CK_POS },
 	{ "health_path", CT_CUSTOM, offsetof(struct server_sect, health_path),
 	    .aux = val_health_path },
 	{ "shutdown_delay", CT_DURATION,
@@ -313,6 +316,7 @@ val_log_error(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	if (*s == '\0')
 		return cfg_error(ctx, val, "error: expected stderr or a path");
 	*(char **)field = strcmp(s, "stderr") == 0 ? NULL : cfg_path(ctx, s);
+	ctx->cfg->log_error_pos = cfg_pos(val);
 	return 0;
 }
 
@@ -335,6 +339,7 @@ val_log_access(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	else {
 		cfg->log_access = ACCESS_FILE;
 		cfg->log_access_file = cfg_path(ctx, s);
+		cfg->log_access_pos = cfg_pos(val);
 	}
 	return 0;
 }

@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import AGATE, main
+from harness import AGATE, free_port, main
 
 
 def run(*args, cwd=None):
@@ -76,6 +76,71 @@ class CliTest(unittest.TestCase):
             self.assertEqual(rc, 1, args)
             self.assertEqual(err, "agate: %s: No such file or directory\n"
                              % missing, args)
+
+    def start(self, path):
+        """Runs agate as a service would; a start that hangs on is a
+        failure to refuse."""
+        p = subprocess.Popen([AGATE, "-c", path], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=self.dir)
+        try:
+            _, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+            return None, err
+        return p.returncode, err
+
+    def test_check_and_start_look_at_the_machine(self):
+        # Like nginx -t: what start-up needs from the machine is checked,
+        # and start-up refuses the same with the same line (not exit 2 of
+        # the workers, nor a warning and on).
+        missing = os.path.join(self.dir, "missing")
+        head = "server:\n  workers: 1\n  listen: [\"127.0.0.1:%d\"]\n" % \
+            free_port()
+        cases = [
+            ("  user: nosuchuser-agate\n",
+             "4:9: user: no such user 'nosuchuser-agate'"),
+            ("  pid_file: missing/agate.pid\n",
+             "4:13: pid_file: cannot write %s/agate.pid: folder %s does not "
+             "exist" % (missing, missing)),
+            ("  pid_file: agate.yaml/agate.pid\n",
+             "4:13: pid_file: cannot write %s/agate.yaml/agate.pid: folder "
+             "%s/agate.yaml is not a folder" % (self.dir, self.dir)),
+            ("log:\n  access: missing/access.log\n",
+             "5:11: log.access: cannot create %s/access.log: folder %s does "
+             "not exist" % (missing, missing)),
+            ("log:\n  error: missing/error.log\n",
+             "5:10: log.error: cannot create %s/error.log: folder %s does "
+             "not exist" % (missing, missing)),
+            ("log:\n  access: %s\n" % self.dir,
+             "5:11: log.access: %s is a folder" % self.dir),
+        ]
+        for extra, reason in cases:
+            path = self.write(head + extra)
+            want = "agate: %s:%s\n" % (path, reason)
+            rc, _, err = run("-t", "-c", path)
+            self.assertEqual((rc, err), (1, want), extra)
+            rc, err = self.start(path)
+            self.assertEqual(rc, 1, (extra, err))
+            self.assertEqual(err, want)
+        self.assertFalse(os.path.exists(missing))
+
+    def test_check_creates_no_log_file(self):
+        logs = os.path.join(self.dir, "logs")
+        os.mkdir(logs)
+        old = os.path.join(logs, "error.log")
+        with open(old, "w") as f:
+            f.write("old line\n")
+        before = os.stat(old)
+        path = self.write("server:\n  pid_file: logs/agate.pid\nlog:\n"
+                          "  access: logs/access.log\n  error: logs/error.log"
+                          "\n")
+        rc, _, err = run("-t", "-c", path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(os.listdir(logs), ["error.log"])
+        after = os.stat(old)
+        self.assertEqual((after.st_size, after.st_mtime_ns),
+                         (before.st_size, before.st_mtime_ns))
 
     def test_signal_without_a_running_agate(self):
         path = self.write("server:\n  pid_file: agate.pid\n")

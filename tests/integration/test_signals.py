@@ -3,12 +3,14 @@
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
 import time
 
-from harness import AgateTest, alive, free_port, main, read_proc, wait_until
+from harness import (AGATE_TEST, AgateTest, alive, free_port, main, read_proc,
+                     wait_until)
 
 
 class Looper(threading.Thread):
@@ -154,6 +156,40 @@ class SignalTest(AgateTest):
         self.assertIn("still serving the previous config", log)
         self.assertEqual(self.gw.get("/one/x").status, 200)
         self.assertEqual(set(self.gw.workers()), before)
+
+    def test_reload_refuses_what_start_would_fail_on(self):
+        # Valid YAML, but the workers could not start on it (agate -t and
+        # start-up check the same): refused, the old config serves on.
+        before = set(self.gw.workers())
+        good = json.dumps(self.gw.config)
+        missing = os.path.join(self.dir, "missing")
+        cases = [
+            (("server", "user"), "nosuchuser-agate",
+             "user: no such user 'nosuchuser-agate'"),
+            (("server", "pid_file"), "missing/agate.pid",
+             "pid_file: cannot write %s/agate.pid: folder %s does not "
+             "exist" % (missing, missing)),
+            (("log", "access"), "missing/access.log",
+             "log.access: cannot create %s/access.log: folder %s does not "
+             "exist" % (missing, missing)),
+            (("log", "error"), "missing/error.log",
+             "log.error: cannot create %s/error.log: folder %s does not "
+             "exist" % (missing, missing)),
+        ]
+        for n, ((section, key), value, reason) in enumerate(cases, 1):
+            cfg = json.loads(good)
+            cfg[section][key] = value
+            self.gw.write_config(cfg)
+            self.gw.signal(signal.SIGHUP)
+            wait_until(lambda: self.gw.error_log().count("reload failed")
+                       >= n, what="reload %d to fail" % n)
+            self.assertRegex(self.gw.error_log(), r"reload failed: \S+/"
+                             r"agate\.yaml:\d+:\d+: %s; still serving the "
+                             r"previous config" % re.escape(reason))
+            self.assertEqual(self.gw.get("/one/x").status, 200)
+            self.assertEqual(set(self.gw.workers()), before)
+        self.assertFalse(os.path.exists(missing))
+        self.assertNotIn("lost a worker", self.gw.error_log())
 
     def test_term_lets_a_slow_request_finish_then_exits_zero(self):
         result = {}
@@ -304,10 +340,15 @@ class CrashLoopTest(AgateTest):
         self.assertEqual(gw.get("/healthz").status, 200)
 
     def test_worker_that_cannot_start_stops_agate_with_code_2(self):
-        gw = self.agate(routes=[], start=False, user="no-such-user-agate")
+        # What the config check cannot see (tests/testbuild.c): workers
+        # that exit 2 at start.
+        with open(os.path.join(self.dir, "fail-worker-start"), "w") as f:
+            f.write("exit\n")
+        gw = self.agate(routes=[], start=False, binary=AGATE_TEST)
         gw.start(wait=False)
         self.assertEqual(gw.proc.wait(15), 2)
-        self.assertIn("no such user", gw.error_log())
+        self.assertIn("fail-worker-start says so", gw.error_log())
+        self.assertIn("no worker can start", gw.error_log())
 
 
 if __name__ == "__main__":
