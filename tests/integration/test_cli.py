@@ -1,6 +1,8 @@
 """The command line: -V, -t, -s, and start-up failures."""
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -141,6 +143,34 @@ class CliTest(unittest.TestCase):
         after = os.stat(old)
         self.assertEqual((after.st_size, after.st_mtime_ns),
                          (before.st_size, before.st_mtime_ns))
+
+    def test_bundled_service_files_agree(self):
+        # The unit, its config and logrotate must name one pid file, in a
+        # folder the unit makes and ProtectSystem=full leaves writable.
+        etc = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "..", "..", "etc")
+        def read(name):
+            with open(os.path.join(etc, name)) as f:
+                return f.read()
+        pid = re.search(r"^  pid_file: (\S+)", read("agate.yaml"),
+                        re.M).group(1)
+        self.assertTrue(pid.startswith("/run/"), pid)
+        unit = read("agate.service")
+        self.assertIn("\nProtectSystem=full\n", unit)
+        folder = os.path.dirname(pid)[len("/run/"):]
+        self.assertIn("\nRuntimeDirectory=%s\n" % folder, unit)
+        self.assertIn("-c /etc/agate/agate.yaml", unit)
+        rotate = read(os.path.join("logrotate.d", "agate"))
+        self.assertEqual(set(re.findall(r"/run/\S*\.pid", rotate)), {pid})
+        # The bundled config is valid once that folder exists.
+        d = os.path.join(self.dir, "etc")
+        shutil.copytree(etc, d)
+        os.makedirs(os.path.join(self.dir, folder))
+        text = read("agate.yaml").replace(pid, os.path.join(self.dir,
+                                          folder, os.path.basename(pid)))
+        path = self.write(text, os.path.join("etc", "agate.yaml"))
+        rc, _, err = run("-t", "-c", path)
+        self.assertEqual(rc, 0, err)
 
     def test_signal_without_a_running_agate(self):
         path = self.write("server:\n  pid_file: agate.pid\n")
