@@ -156,9 +156,9 @@ log_emit(enum log_level lvl, int with_errno, const char *fmt, va_list ap)
 	line[n++] = '\n';
 	if (log_dropped > 0) {
 		char note[96];
-		int m2 = snprintf(note, sizeof(note), "[warn] %lu log lines were "
+		int m2 = snprintf(note, sizeof(note), "[warn] %lu log line%s "
 		    "dropped while the error log's reader stalled\n",
-		    log_dropped);
+		    log_dropped, log_dropped == 1 ? " was" : "s were");
 
 		if (log_write_nb(log_dest, log_sock, note, (size_t)m2) == m2)
 			log_dropped = 0;

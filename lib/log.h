@@ -54,6 +54,13 @@ void	log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "s" unless n is 1: "%d worker%s", n, log_plural(n). */
+static inline const char *
+log_plural(long long n)
+{
+	return n == 1 ? "" : "s";
+}
+
 /* Logs at error level and exits with code. */
 void	fatal(int code, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3), noreturn));

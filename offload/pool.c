@@ -33,6 +33,7 @@
 #include "gateway/config/config.h"
 #include "gateway/metrics/metrics.h"
 #include "lib/log.h"
+#include "lib/signame.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
 #include "worker/timer.h"
@@ -496,8 +497,8 @@ sigchld_cb(evutil_socket_t sig, short what, void *arg)
 			if (pool.helpers[i].pid == pid)
 				pool.helpers[i].reaped = true;
 		if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
-			log_warnx("offload: helper pid %ld died of signal %d",
-			    (long)pid, WTERMSIG(st));
+			log_warnx("offload: helper pid %ld was killed by %s",
+			    (long)pid, signame(WTERMSIG(st)));
 		else if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
 			log_warnx("offload: helper pid %ld exited with %d",
 			    (long)pid, WEXITSTATUS(st));

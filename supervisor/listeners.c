@@ -322,8 +322,8 @@ listeners_adopt(const int *fds, size_t n, const char *from)
 		taken++;
 	}
 	if (taken > 0)
-		log_info("supervisor: took over %d listening sockets from %s",
-		    taken, from);
+		log_info("supervisor: took over %d listening socket%s from %s",
+		    taken, log_plural(taken), from);
 	return taken;
 }
 

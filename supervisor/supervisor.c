@@ -32,6 +32,7 @@
 #include "gateway/metrics/metrics.h"
 #include "gateway/policy/ratelimit.h"
 #include "lib/log.h"
+#include "lib/signame.h"
 #include "supervisor/supervisor.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
@@ -314,14 +315,45 @@ gen_spawn_all(struct gen *g)
 			g->slots[i].respawn_at = now_ms() + RESPAWN_FIRST_MS;
 }
 
+/* What a signal that ended a child most likely means, for the log. */
+static const char *
+signal_meaning(int sig)
+{
+	switch (sig) {
+	case SIGSEGV:
+	case SIGBUS:
+	case SIGILL:
+	case SIGFPE:
+		return ": a crash";
+	case SIGABRT:
+		return ": an abort (a failed check in agate or a library)";
+	case SIGKILL:
+		return ": killed from outside (kill -9, the OOM killer, or "
+		    "agate's own stop deadline)";
+	case SIGTERM:
+	case SIGINT:
+	case SIGQUIT:
+		return ": told to stop from outside";
+	default:
+		return "";
+	}
+}
+
+/* "exited with code 2 (cannot start)", "was killed by SIGSEGV (signal
+ * 11: a crash)": the status and what it means, for the log. */
 static void
 describe_exit(int status, char *buf, size_t len)
 {
 	if (WIFEXITED(status))
-		snprintf(buf, len, "exited with code %d", WEXITSTATUS(status));
+		snprintf(buf, len, "exited with code %d%s",
+		    WEXITSTATUS(status), WEXITSTATUS(status) ==
+		    EXIT_CANNOT_START ? " (cannot start: config or "
+		    "privileges)" : "");
 	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "was killed by signal %d (%s)",
-		    WTERMSIG(status), strsignal(WTERMSIG(status)));
+		snprintf(buf, len, "was killed by %s (signal %d%s%s)",
+		    signame(WTERMSIG(status)), WTERMSIG(status),
+		    signal_meaning(WTERMSIG(status)),
+		    WCOREDUMP(status) ? ", core dumped" : "");
 	else
 		snprintf(buf, len, "ended with status %d", status);
 }
@@ -401,7 +433,7 @@ gen_all_failed(const struct gen *g)
 static void
 child_exited(pid_t pid, int status)
 {
-	char how[96];
+	char how[256];
 	struct gen *g;
 	int i;
 
@@ -514,7 +546,7 @@ gen_promote(struct gen *g)
 	sup_pid_file(g->cfg);
 	sup_release_listeners();
 	log_info("supervisor: reload done: generation %u serves with %d "
-	    "workers", g->id, g->wanted);
+	    "worker%s", g->id, g->wanted, log_plural(g->wanted));
 	if (g->is_reload)
 		metrics_reload(true);
 	if (sup.reloading)
@@ -536,10 +568,10 @@ sup_log_upstreams(const struct config *cfg)
 
 		for (j = native = 0; j < u->nservers; j++)
 			native += config_server_native(u, &u->servers[j]);
-		log_info("supervisor: upstream %s: %zu servers, %s, transport "
+		log_info("supervisor: upstream %s: %zu server%s, %s, transport "
 		    "%s (%zu native, %zu libcurl)", u->name, u->nservers,
-		    balances[u->balance], transports[u->transport], native,
-		    u->nservers - native);
+		    log_plural((long long)u->nservers), balances[u->balance],
+		    transports[u->transport], native, u->nservers - native);
 		for (j = 0; j < u->nservers; j++)
 			if (u->servers[j].https && !u->tls_verify) {
 				log_warnx("supervisor: upstream %s: tls.verify "
@@ -756,8 +788,8 @@ sup_upgrade(void)
 	if (sup.stopping)
 		return;
 	if (sup.upgrade_pid > 0) {
-		log_warnx("supervisor: USR2: the new agate (pid %ld) is "
-		    "already running; QUIT this one (pid %ld) to finish",
+		log_warnx("supervisor: SIGUSR2: the new agate (pid %ld) is "
+		    "already running; SIGQUIT this one (pid %ld) to finish",
 		    (long)sup.upgrade_pid, (long)getpid());
 		return;
 	}
@@ -805,9 +837,10 @@ sup_upgrade(void)
 		sup.pid_file_live = sup.pid_file;
 		sup.pid_file = strdup(oldbin);
 	}
-	log_info("supervisor: USR2: started %s as pid %ld with %zu listening "
-	    "sockets; send QUIT to this agate (pid %ld%s%s) to finish the "
-	    "upgrade", sup.exe, (long)pid, n, (long)getpid(),
+	log_info("supervisor: SIGUSR2: started %s as pid %ld with %zu "
+	    "listening socket%s; send SIGQUIT to this agate (pid %ld%s%s) to "
+	    "finish the upgrade", sup.exe, (long)pid, n,
+	    log_plural((long long)n), (long)getpid(),
 	    sup.pid_file ? ", now in " : "", sup.pid_file ? sup.pid_file : "");
 }
 
@@ -836,7 +869,7 @@ sup_notify_stopping(const char *what)
 static void
 upgrade_failed(int status)
 {
-	char how[96];
+	char how[256];
 
 	describe_exit(status, how, sizeof(how));
 	log_errorx("supervisor: binary upgrade failed: the new agate (pid "
@@ -890,8 +923,9 @@ sup_notify_ready(const char *what)
 	if (sup.upgrade_pid <= 0)
 		snprintf(mainpid, sizeof(mainpid), "MAINPID=%ld\n",
 		    (long)getpid());
-	sd_notifyf("READY=1\n%sSTATUS=%s; %d workers, generation %u",
-	    mainpid, what, g ? g->wanted : 0, g ? g->id : 0);
+	sd_notifyf("READY=1\n%sSTATUS=%s; %d worker%s, generation %u",
+	    mainpid, what, g ? g->wanted : 0, log_plural(g ? g->wanted : 0),
+	    g ? g->id : 0);
 	sup.ready_sent = true;
 	sup.reloading = false;
 }
@@ -911,13 +945,15 @@ sup_scale(int delta)
 		return;
 	n = g->wanted + delta;
 	if (n < 1 || n > SLOTS) {
-		log_info("supervisor: %s: staying at %d workers",
-		    delta > 0 ? "TTIN" : "TTOU", g->wanted);
+		log_info("supervisor: %s: staying at %d worker%s",
+		    signame(delta > 0 ? SIGTTIN : SIGTTOU), g->wanted,
+		    log_plural(g->wanted));
 		return;
 	}
-	log_info("supervisor: %s: starting %d workers to replace %d",
-	    delta > 0 ? "TTIN" : "TTOU", n, g->wanted);
-	sup_start_generation(g->cfg, n, delta > 0 ? "TTIN" : "TTOU");
+	log_info("supervisor: %s: starting %d worker%s to replace %d",
+	    signame(delta > 0 ? SIGTTIN : SIGTTOU), n, log_plural(n),
+	    g->wanted);
+	sup_start_generation(g->cfg, n, delta > 0 ? "SIGTTIN" : "SIGTTOU");
 }
 
 static void
@@ -948,7 +984,7 @@ sup_signal(void)
 			continue;
 		if (sup_signals[i].sig != SIGCHLD)
 			log_info("supervisor: %s: %s",
-			    strsignal(sup_signals[i].sig), sup_signals[i].what);
+			    signame(sup_signals[i].sig), sup_signals[i].what);
 		sup_signals[i].action();
 	}
 }
@@ -1151,8 +1187,8 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 	if ((g = gen_new(cfg, groups, config_workers(cfg), GEN_ACTIVE)) ==
 	    NULL)
 		fatalx(1, "supervisor: out of memory");
-	log_info("supervisor: agate %s starting %d workers (config %s)",
-	    PACKAGE_VERSION, g->wanted, conf_path);
+	log_info("supervisor: agate %s starting %d worker%s (config %s)",
+	    PACKAGE_VERSION, g->wanted, log_plural(g->wanted), conf_path);
 	gen_spawn_all(g);
 	while (!sup.stopping || sup_children_left())
 		sup_poll();

@@ -167,8 +167,8 @@ accesslog_flush(void)
 	else
 		buf_trim(&al_buf, 256 * 1024);
 	if (al_dropped > 0 && buf_pending(&al_buf) == 0) {
-		log_warnx("access log: %lu lines dropped while its reader "
-		    "stalled", al_dropped);
+		log_warnx("access log: %lu line%s dropped while its reader "
+		    "stalled", al_dropped, log_plural((long long)al_dropped));
 		al_dropped = 0;
 	}
 }

@@ -140,8 +140,8 @@ worker_conn_closed(void)
 static void
 drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-	log_info("worker: drain_timeout reached; closing %d connections",
-	    worker.nconns);
+	log_info("worker: drain_timeout reached; closing %d connection%s",
+	    worker.nconns, log_plural(worker.nconns));
 	worker_stop_loop(0);
 }
 
@@ -179,8 +179,8 @@ worker_drain(void)
 	    &(struct timeval){ 0, 0 });
 	evtimer_del(&accept_retry_ev);
 	conn_drain_all();
-	log_info("worker: draining %d connections (up to %llums)",
-	    worker.nconns, (unsigned long long)ms);
+	log_info("worker: draining %d connection%s (up to %llums)",
+	    worker.nconns, log_plural(worker.nconns), (unsigned long long)ms);
 	if (worker.nconns == 0) {
 		worker_stop_loop(0);
 		return;

@@ -61,8 +61,8 @@ probe_result(struct probe *p, bool ok, const char *why)
 		if (down && p->ok_run >= h->healthy) {
 			atomic_store(&p->sh->down, 0);
 			log_info("health: upstream %s server %s is up after %d "
-			    "good checks in a row", p->up->name, url,
-			    p->ok_run);
+			    "good check%s in a row", p->up->name, url,
+			    p->ok_run, log_plural(p->ok_run));
 		}
 		return;
 	}
@@ -74,8 +74,9 @@ probe_result(struct probe *p, bool ok, const char *why)
 	if (!down && p->fail_run >= h->unhealthy) {
 		atomic_store(&p->sh->down, 1);
 		log_warnx("health: upstream %s server %s is down after %d "
-		    "failed checks in a row (last: %s); no requests go to it",
-		    p->up->name, url, p->fail_run, why);
+		    "failed check%s in a row (last: %s); no requests go to it",
+		    p->up->name, url, p->fail_run, log_plural(p->fail_run),
+		    why);
 	}
 }
 
@@ -175,7 +176,8 @@ health_init(struct event_base *base, const struct config *cfg, bool prober)
 			probe_arm(p, (uint64_t)(j * 100 / u->nservers));
 		}
 	}
-	log_info("health: this worker checks %zu servers", nprobes);
+	log_info("health: this worker checks %zu server%s", nprobes,
+	    log_plural((long long)nprobes));
 	return 0;
 }
 

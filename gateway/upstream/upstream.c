@@ -177,8 +177,9 @@ upstream_record(struct upstream_rt *up, size_t server, bool ok,
 	    ok, trial, now_ms())) {
 	case BREAKER_OPENED:
 		log_warnx("breaker: upstream %s server %s: circuit opened "
-		    "after %d failures in a row; no requests to it for %llu ms",
-		    u->name, url, u->breaker.failures,
+		    "after %d failure%s in a row; no requests to it for %llu "
+		    "ms", u->name, url, u->breaker.failures,
+		    log_plural(u->breaker.failures),
 		    (unsigned long long)u->breaker.open_for_ms);
 		break;
 	case BREAKER_REOPENED:

@@ -212,7 +212,7 @@ class SystemdTest(AgateTest):
         gw.wait_ready()
         for _ in range(20):
             self.assertEqual(gw.get("/").status, 200)
-        self.assertIn("took over 1 listening sockets from systemd",
+        self.assertIn("took over 1 listening socket from systemd",
                       gw.error_log())
         # Both workers accept on the one socket systemd gave.
         for w in gw.workers():

@@ -36,7 +36,7 @@ class ProxyTest(AgateTest):
         want = os.environ.get("AGATE_TEST_TRANSPORT") or "auto"
         counts = "(0 native, 1 libcurl)" if want == "curl" else \
             "(1 native, 0 libcurl)"
-        self.assertIn("upstream users: 1 servers, round_robin, transport "
+        self.assertIn("upstream users: 1 server, round_robin, transport "
                       "%s %s" % (want, counts), self.gw.error_log())
 
     def test_path_without_strip_prefix_is_unchanged(self):

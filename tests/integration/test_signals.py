@@ -244,7 +244,8 @@ class SignalTest(AgateTest):
                    what="a new worker")
         for _ in range(20):
             self.assertEqual(self.gw.get("/one/x").status, 200)
-        self.assertIn("killed by signal 9", self.gw.error_log())
+        self.assertIn("was killed by SIGKILL (signal 9: killed from outside",
+                      self.gw.error_log())
 
     def test_workers_exit_when_the_supervisor_dies(self):
         workers = self.gw.workers()
@@ -269,7 +270,8 @@ class SignalTest(AgateTest):
     def scaled_to(self, n):
         """Waits for a rescale to n workers to finish: promoted, and the
         previous generation gone."""
-        wait_until(lambda: "serves with %d workers" % n in
+        words = "serves with %d worker%s\n" % (n, "" if n == 1 else "s")
+        wait_until(lambda: words in
                    self.gw.error_log().split("reload done")[-1],
                    what="a generation of %d" % n)
         wait_until(lambda: len(self.gw.workers()) == n,
@@ -285,7 +287,15 @@ class SignalTest(AgateTest):
         self.scaled_to(1)
         self.gw.signal(signal.SIGTTOU)      # not below one
         time.sleep(0.3)
-        self.assertIn("TTOU: staying at 1 workers", self.gw.error_log())
+        log = self.gw.error_log()
+        self.assertIn("SIGTTOU: staying at 1 worker\n", log)
+        # Signals by name, not strsignal's "Stopped (tty input)".
+        self.assertIn("supervisor: SIGTTIN: one worker more", log)
+        self.assertIn("supervisor: SIGTTOU: one worker fewer", log)
+        self.assertIn("SIGTTIN: starting 3 workers to replace 2", log)
+        self.assertIn("SIGTTOU: starting 1 worker to replace 2", log)
+        self.assertIn("generation 4 serves with 1 worker\n", log)
+        self.assertNotIn("Stopped (tty", log)
         for _ in range(10):
             self.assertEqual(self.gw.get("/one/x").status, 200)
 
