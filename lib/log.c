@@ -186,15 +186,39 @@ LOG_FN(log_warnx, LOG_LVL_WARN, 0)
 LOG_FN(log_info, LOG_LVL_INFO, 0)
 LOG_FN(log_debug, LOG_LVL_DEBUG, 0)
 
+static void	(*log_fatal_hook)(const char *);
+
+void
+log_set_fatal_hook(void (*hook)(const char *msg))
+{
+	log_fatal_hook = hook;
+}
+
+static void __attribute__((noreturn))
+log_fatal(int code, bool with_errno, const char *fmt, va_list ap)
+{
+	int saved = errno;
+	char msg[512];
+	size_t n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (with_errno) {
+		n = strlen(msg);
+		snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(saved));
+	}
+	log_errorx("%s", msg);
+	if (log_fatal_hook != NULL)
+		log_fatal_hook(msg);
+	exit(code);
+}
+
 void
 fatal(int code, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit(LOG_LVL_ERROR, 1, fmt, ap);
-	va_end(ap);
-	exit(code);
+	log_fatal(code, true, fmt, ap);
 }
 
 void
@@ -203,7 +227,5 @@ fatalx(int code, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit(LOG_LVL_ERROR, 0, fmt, ap);
-	va_end(ap);
-	exit(code);
+	log_fatal(code, false, fmt, ap);
 }

@@ -61,6 +61,13 @@ log_plural(long long n)
 	return n == 1 ? "" : "s";
 }
 
+/*
+ * Called by fatal() and fatalx() with the message (no timestamp or role)
+ * just before the exit, or not at all with NULL: a worker tells its
+ * supervisor why it gives up.  A forked child that cannot reach the
+ * same place must set it back to NULL.
+ */
+void	log_set_fatal_hook(void (*hook)(const char *msg));
 /* Logs at error level and exits with code. */
 void	fatal(int code, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3), noreturn));

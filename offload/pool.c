@@ -157,6 +157,8 @@ helper_child(struct helper *h, int in, int out, pid_t parent)
 	sigset_t none;
 	int sig;
 
+	/* Not the worker's control socket: a helper has none. */
+	log_set_fatal_hook(NULL);
 	/* The worker's handlers write to its libevent's signal pipe. */
 	for (sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)

@@ -54,6 +54,9 @@ struct slot {
 	int		 quick_deaths;
 	uint64_t	 respawn_at;	/* 0: none pending */
 	int		 stripe;	/* metrics stripe of its worker, or -1 */
+	char		 why[CTL_WHY_MAX + 1];	/* its last words (CTL_WHY) */
+	size_t		 why_len;
+	bool		 why_open;	/* reading them, up to a '\n' */
 };
 
 enum gen_state {
@@ -103,6 +106,7 @@ static void	sup_more(void);
 static void	sup_fewer(void);
 static void	sup_reap(void);
 static void	describe_exit(int, char *, size_t);
+static void	slot_read_ctl(struct slot *);
 static bool	gen_all_ready(const struct gen *);
 static void	upgrade_failed(int);
 static void	sup_notify_ready(const char *);
@@ -300,6 +304,9 @@ slot_spawn(struct gen *g, int i)
 	s->retired = false;
 	s->started = now_ms();
 	s->respawn_at = 0;
+	s->why[0] = '\0';
+	s->why_len = 0;
+	s->why_open = false;
 	log_debug("supervisor: worker %d of generation %u is pid %ld", i,
 	    g->id, (long)pid);
 	return 0;
@@ -326,7 +333,7 @@ signal_meaning(int sig)
 	case SIGFPE:
 		return ": a crash";
 	case SIGABRT:
-		return ": an abort (a failed check in agate or a library)";
+		return ": an abort, a failed check in agate or a library";
 	case SIGKILL:
 		return ": killed from outside (kill -9, the OOM killer, or "
 		    "agate's own stop deadline)";
@@ -358,6 +365,18 @@ describe_exit(int status, char *buf, size_t len)
 		snprintf(buf, len, "ended with status %d", status);
 }
 
+/* describe_exit(), and the reason the worker gave, if it gave one. */
+static void
+slot_describe_exit(const struct slot *s, int status, char *buf, size_t len)
+{
+	size_t n;
+
+	describe_exit(status, buf, len);
+	n = strlen(buf);
+	if (s->why[0] != '\0' && n < len)
+		snprintf(buf + n, len - n, ": %s", s->why);
+}
+
 /* An active worker died on its own: respawn, backing off if it loops. */
 static void
 slot_crashed(struct gen *g, int i, int status, const char *how)
@@ -367,8 +386,8 @@ slot_crashed(struct gen *g, int i, int status, const char *how)
 
 	if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CANNOT_START) {
 		s->failed = true;
-		log_errorx("supervisor: worker %d %s: it cannot start; not "
-		    "respawning it", i, how);
+		log_errorx("supervisor: worker %d %s; not respawning it", i,
+		    how);
 		return;
 	}
 	s->quick_deaths = lived < QUICK_DEATH_MS ? s->quick_deaths + 1 : 0;
@@ -433,7 +452,7 @@ gen_all_failed(const struct gen *g)
 static void
 child_exited(pid_t pid, int status)
 {
-	char how[256];
+	char how[512];
 	struct gen *g;
 	int i;
 
@@ -447,20 +466,25 @@ child_exited(pid_t pid, int status)
 				goto found;
 	return;
 found:
+	if (g->slots[i].ctl >= 0) {
+		slot_read_ctl(&g->slots[i]);	/* what it said last */
+		if (g->slots[i].ctl >= 0)
+			close(g->slots[i].ctl);
+		g->slots[i].ctl = -1;
+	}
 	g->slots[i].pid = 0;
 	metrics_stripe_release(g->slots[i].stripe);
 	g->slots[i].stripe = -1;
-	if (g->slots[i].ctl >= 0) {
-		close(g->slots[i].ctl);
-		g->slots[i].ctl = -1;
-	}
-	describe_exit(status, how, sizeof(how));
+	slot_describe_exit(&g->slots[i], status, how, sizeof(how));
 	if (g->slots[i].retired || sup.stopping) {
 		log_debug("supervisor: worker %d of generation %u %s", i,
 		    g->id, how);
 	} else if (g->state == GEN_STARTING) {
-		gen_abort(g, "lost a worker that had not started", true);
-		log_errorx("supervisor: worker %d %s", i, how);
+		char why[sizeof(how) + 64];
+
+		snprintf(why, sizeof(why), "lost worker %d before it was "
+		    "ready: it %s", i, how);
+		gen_abort(g, why, true);
 	} else {
 		slot_crashed(g, i, status, how);
 		if (gen_all_failed(g)) {
@@ -989,23 +1013,56 @@ sup_signal(void)
 	}
 }
 
+/* One byte from a worker: a message kind, or its CTL_WHY text. */
+static void
+slot_ctl_byte(struct slot *s, char c)
+{
+	if (s->why_open) {
+		if (c == '\n')
+			s->why_open = false;
+		else if (s->why_len < sizeof(s->why) - 1) {
+			s->why[s->why_len++] = c;
+			s->why[s->why_len] = '\0';
+		}
+		return;
+	}
+	switch (c) {
+	case CTL_READY:
+		s->ready = true;
+		break;
+	case CTL_WHY:
+		s->why_open = true;
+		s->why_len = 0;
+		s->why[0] = '\0';
+		break;
+	default:
+		log_warnx("supervisor: worker pid %ld sent an unknown control "
+		    "byte 0x%02x", (long)s->pid, (unsigned char)c);
+		break;
+	}
+}
+
+/* Reads what the worker sent, until nothing is left; EOF closes. */
 static void
 slot_read_ctl(struct slot *s)
 {
-	char buf[16];
+	char buf[256];
 	ssize_t n, i;
 
-	n = read(s->ctl, buf, sizeof(buf));
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		close(s->ctl);
-		s->ctl = -1;
-		return;
+	for (;;) {
+		n = recv(s->ctl, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			close(s->ctl);
+			s->ctl = -1;
+			return;
+		}
+		for (i = 0; i < n; i++)
+			slot_ctl_byte(s, buf[i]);
 	}
-	for (i = 0; i < n; i++)
-		if (buf[i] == CTL_READY)
-			s->ready = true;
 }
 
 /* A draining generation overstayed (a stuck worker): kill what is left. */

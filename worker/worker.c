@@ -451,6 +451,30 @@ worker_cleanup(void)
 
 void (*worker_start_hook)(const struct worker_start *);
 
+/*
+ * fatal() in a worker: tell the supervisor why, so that a reload whose
+ * worker never got ready can say it (the error log alone may be a file
+ * the operator is not reading).  One line on the control socket.
+ */
+static void
+worker_tell_why(const char *msg)
+{
+	char line[CTL_WHY_MAX + 2];
+	size_t n, i;
+
+	line[0] = CTL_WHY;
+	n = strlen(msg);
+	if (n > CTL_WHY_MAX)
+		n = CTL_WHY_MAX;
+	memcpy(line + 1, msg, n);
+	for (i = 1; i <= n; i++)
+		if (line[i] == '\n')
+			line[i] = ' ';
+	line[n + 1] = '\n';
+	if (write(worker.ctl_fd, line, n + 2) == -1)
+		return;		/* the supervisor is gone: nobody to tell */
+}
+
 void
 worker_main(const struct worker_start *ws)
 {
@@ -465,6 +489,7 @@ worker_main(const struct worker_start *ws)
 	worker.index = ws->index;
 	worker.generation = ws->generation;
 	worker.ctl_fd = ws->ctl_fd;
+	log_set_fatal_hook(worker_tell_why);
 	worker.rbuf_size = ws->cfg->server.max_header_size + 4096;
 	metrics_attach(ws->stripe);
 	/* Files are opened as the user agate started as (root, often),

@@ -24,6 +24,8 @@
 #define CTL_REOPEN	'O'	/* USR1: reopen log files */
 /* worker -> supervisor */
 #define CTL_READY	'R'
+#define CTL_WHY		'W'	/* then why it gives up, up to a '\n' */
+#define CTL_WHY_MAX	240	/* bytes of that text the supervisor keeps */
 
 /* Exit codes the supervisor acts on. */
 #define EXIT_CANNOT_START 2	/* config or privileges: do not respawn */

@@ -357,8 +357,34 @@ class CrashLoopTest(AgateTest):
         gw = self.agate(routes=[], start=False, binary=AGATE_TEST)
         gw.start(wait=False)
         self.assertEqual(gw.proc.wait(15), 2)
-        self.assertIn("fail-worker-start says so", gw.error_log())
+        # The supervisor repeats the worker's reason with its status.
+        self.assertRegex(gw.error_log(), r"supervisor: worker 0 exited with "
+                         r"code 2 \(cannot start: config or privileges\): "
+                         r"worker: test: \S+/fail-worker-start says so; not "
+                         r"respawning it")
         self.assertIn("no worker can start", gw.error_log())
+
+    def test_a_reload_whose_worker_dies_says_why(self):
+        gw = self.agate(routes=[], binary=AGATE_TEST)
+        trigger = os.path.join(self.dir, "fail-worker-start")
+        cases = [
+            ("exit", r"exited with code 2 \(cannot start: config or "
+                     r"privileges\): worker: test: %s says so"
+                     % re.escape(trigger)),
+            ("abort", r"was killed by SIGABRT \(signal 6: an abort"),
+        ]
+        for n, (what, how) in enumerate(cases, 1):
+            with open(trigger, "w") as f:
+                f.write(what + "\n")
+            gw.signal(signal.SIGHUP)
+            wait_until(lambda: gw.error_log().count("reload failed") >= n,
+                       what="reload %d to fail" % n)
+            self.assertRegex(gw.error_log(), r"reload failed: generation "
+                             r"\d+ lost worker \d before it was ready: it "
+                             r"%s[^\n]*; still serving the previous config"
+                             % how)
+            self.assertEqual(gw.get("/healthz").status, 200)
+        os.unlink(trigger)
 
 
 if __name__ == "__main__":
