@@ -33,6 +33,7 @@
 #include "gateway/config/config.h"
 #include "gateway/metrics/metrics.h"
 #include "lib/log.h"
+#include "lib/proctitle.h"
 #include "lib/signame.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
@@ -173,7 +174,8 @@ helper_child(struct helper *h, int in, int out, pid_t parent)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(0);		/* the worker died while we forked */
-	prctl(PR_SET_NAME, "agate-helper");
+	proctitle_set("agate-helper", "agate: helper %d of worker %d", h->slot,
+	    worker.index);
 	snprintf(role, sizeof(role), "helper %d.%d", worker.index, h->slot);
 	log_set_role(role);
 	errno = 0;

@@ -17,6 +17,7 @@
 #endif
 #include "gateway/config/config.h"
 #include "lib/log.h"
+#include "lib/proctitle.h"
 #include "supervisor/supervisor.h"
 
 #ifndef AGATE_CONF_PATH
@@ -104,6 +105,8 @@ main(int argc, char *argv[])
 	bool test = false;
 	int ch;
 
+	/* From here on argv is a copy: the original is the title's room. */
+	argv = proctitle_init(argc, argv);
 #ifdef AGATE_TEST_BUILD
 	testbuild_install();
 #endif

@@ -32,6 +32,7 @@
 #include "gateway/metrics/metrics.h"
 #include "gateway/policy/ratelimit.h"
 #include "lib/log.h"
+#include "lib/proctitle.h"
 #include "lib/signame.h"
 #include "supervisor/supervisor.h"
 #include "worker/timer.h"
@@ -1215,6 +1216,9 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 	sup.conf_path = conf_path;
 	sup.argv = argv;
 	sup_find_exe(argv);
+	/* As nginx's "master process": the command line tells two agates
+	 * apart.  comm stays the binary's name (ps -C agate). */
+	proctitle_set(NULL, "agate: supervisor %s", proctitle_cmdline());
 	log_set_role("supervisor");
 	log_set_nonblocking();
 	if (sup_block_signals() == -1)

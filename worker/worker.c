@@ -27,6 +27,7 @@
 
 #include "gateway/metrics/metrics.h"
 #include "lib/log.h"
+#include "lib/proctitle.h"
 #include "offload/offload.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"
@@ -482,6 +483,8 @@ worker_main(const struct worker_start *ws)
 
 	snprintf(role, sizeof(role), "worker %d", ws->index);
 	log_set_role(role);
+	proctitle_set("agate-worker", "agate: worker %d (generation %u)",
+	    ws->index, ws->generation);
 	log_set_nonblocking();
 	memset(&worker, 0, sizeof(worker));
 	worker.cfg = ws->cfg;

@@ -15,8 +15,8 @@ import subprocess
 import threading
 import time
 
-from harness import (AGATE, Agate, AgateTest, alive, fd_targets, free_port,
-                     main, read_proc, wait_until)
+from harness import (AGATE, VALGRIND, Agate, AgateTest, alive, fd_targets,
+                     free_port, main, read_proc, wait_until)
 from test_signals import Looper
 
 
@@ -333,6 +333,59 @@ class ExclusiveTest(AgateTest):
                       "running" % (theirs, victim.pid), log)
         self.assertEqual(read_pid(theirs), victim.pid)
         self.assert_first_serves_alone()
+
+
+def title(pid):
+    """What ps shows for pid: its command line, NULs as separators."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode()
+
+
+class ProcTitleTest(AgateTest):
+    """Every process says what it is in ps, as nginx's do."""
+
+    def test_titles_of_supervisor_workers_and_helpers(self):
+        if VALGRIND:
+            self.skipTest("valgrind's own command line is what ps shows")
+        up = self.upstream()
+        gw = self.agate({"u": {"servers": [up.url]}},
+                        [{"path": "/", "upstream": "u"}])
+        self.assertEqual(title(gw.pid), "agate: supervisor %s -c %s"
+                         % (AGATE, gw.path))
+        self.assertEqual(read_proc("/proc/%d/comm" % gw.pid).strip(),
+                         os.path.basename(AGATE)[:15])
+
+        def check(generation):
+            workers = sorted(children(gw.pid), key=title)
+            self.assertEqual([title(w) for w in workers],
+                             ["agate: worker %d (generation %d)"
+                              % (i, generation) for i in range(2)])
+            for i, w in enumerate(workers):
+                self.assertEqual(read_proc("/proc/%d/comm" % w).strip(),
+                                 "agate-worker")
+                helpers = children(w)
+                self.assertEqual([title(h) for h in helpers],
+                                 ["agate: helper 0 of worker %d" % i])
+                self.assertEqual(read_proc("/proc/%d/comm" % helpers[0])
+                                 .strip(), "agate-helper")
+        wait_until(lambda: all(children(w) for w in children(gw.pid)),
+                   what="the helpers")
+        check(1)
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: "generation 1 has finished" in gw.error_log(),
+                   what="the reload")
+        wait_until(lambda: all(children(w) for w in children(gw.pid)),
+                   what="the new helpers")
+        check(2)
+        # The real command line is kept for a binary upgrade and -s.
+        r = subprocess.run([AGATE, "-s", "reopen", "-c", gw.path],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(gw.get("/").status, 200)
 
 
 class UserTest(AgateTest):
