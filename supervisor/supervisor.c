@@ -1205,6 +1205,19 @@ sup_find_exe(char **argv)
 		*del = '\0';
 }
 
+/*
+ * Start-up failed (exit 1).  By now the error log may be log.error's
+ * file; whoever started agate reads its stderr, so it goes there too,
+ * as `agate: reason` like every other start-up error.
+ */
+static void __attribute__((noreturn))
+sup_start_failed(const struct config *cfg, const char *err)
+{
+	if (cfg->log_error != NULL)
+		fprintf(stderr, "agate: %s\n", err);
+	fatalx(1, "supervisor: %s", err);
+}
+
 int
 supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 {
@@ -1231,16 +1244,18 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 		fatalx(1, "supervisor: out of memory");
 	if (cfg->server.pid_file != NULL &&
 	    pidfile_check(cfg->server.pid_file, err, sizeof(err)) == -1)
-		fatalx(1, "supervisor: %s", err);
+		sup_start_failed(cfg, err);
 	sup_inherit();
 	if (listeners_acquire(cfg, (size_t)config_workers(cfg), groups, err,
 	    sizeof(err)) == -1)
-		fatalx(1, "supervisor: %s", err);
+		sup_start_failed(cfg, err);
 	listeners_release(keep, 1);	/* inherited, no longer configured */
 	if (cfg->server.pid_file != NULL &&
-	    pidfile_write(cfg->server.pid_file) == -1)
-		fatal(1, "supervisor: cannot write pid file %s",
-		    cfg->server.pid_file);
+	    pidfile_write(cfg->server.pid_file) == -1) {
+		snprintf(err, sizeof(err), "cannot write pid file %s: %s",
+		    cfg->server.pid_file, strerror(errno));
+		sup_start_failed(cfg, err);
+	}
 	if (cfg->server.pid_file != NULL)
 		sup.pid_file = strdup(cfg->server.pid_file);
 	config_warn_unimplemented(cfg);

@@ -230,6 +230,22 @@ class CliTest(unittest.TestCase):
                       "another process" % port, err)
         self.assertNotIn("listening on 127", err)
 
+    def test_start_failure_reaches_stderr_with_an_error_log_file(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        self.addCleanup(s.close)
+        port = s.getsockname()[1]
+        path = self.write("server:\n  workers: 1\n  listen: [\"127.0.0.1:%d\"]"
+                          "\nlog:\n  error: error.log\n" % port)
+        rc, err = self.start(path)
+        self.assertEqual(rc, 1, err)
+        reason = "listen 127.0.0.1:%d: address already in use by another " \
+            "process" % port
+        self.assertEqual(err, "agate: %s\n" % reason)
+        with open(os.path.join(self.dir, "error.log")) as f:
+            self.assertIn("supervisor: " + reason, f.read())
+
 
 if __name__ == "__main__":
     main()
