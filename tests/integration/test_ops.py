@@ -219,6 +219,40 @@ class SystemdTest(AgateTest):
             self.assertIn("socket:[%d]" % inode, fd_targets(w))
         self.assertEqual(gw.stop(), 0)
 
+    def test_socket_activation_with_reuseport_adds_sockets(self):
+        # ReusePort=yes: agate joins the passed socket with one of its own
+        # per worker; the probe for someone else's listener must not
+        # count systemd's socket as someone else.
+        port = free_port()
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        ls.bind(("127.0.0.1", port))
+        ls.listen(128)
+        fd = ls.fileno()
+        inode = os.fstat(fd).st_ino
+
+        def as_fd3():
+            os.dup2(fd, 3)
+            os.set_inheritable(3, True)
+        cmd = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', AGATE,
+               "-c", os.path.join(self.dir, "agate.yaml")]
+        gw = self.start_with_env({"LISTEN_FDS": "1"},
+                                 {"listen": ["127.0.0.1:%d" % port]},
+                                 cmd=cmd, preexec_fn=as_fd3,
+                                 pass_fds=(fd,))
+        ls.close()
+        gw.wait_ready()
+        for _ in range(20):
+            self.assertEqual(gw.get("/").status, 200)
+        log = gw.error_log()
+        self.assertIn("took over 1 listening socket from systemd", log)
+        self.assertNotIn("address already in use", log)
+        # Two sockets, one per worker: systemd's and one agate added.
+        held = [t for w in gw.workers() for t in fd_targets(w)
+                if t.startswith("socket:")]
+        self.assertEqual(sum(t == "socket:[%d]" % inode for t in held), 1)
+        self.assertEqual(gw.stop(), 0)
+
 
 class ExclusiveTest(AgateTest):
     """A second agate on a port or pid file the first uses is refused.
