@@ -133,7 +133,11 @@ class AdminTest(AgateTest):
     def test_buckets_are_cumulative_and_lag_is_sampled_per_worker(self):
         self.spread("/one/a?delay=30", 3)
         self.spread("/one/a", 3)
-        m, _ = self.metrics()
+        # A request is counted as it is logged, just after its answer
+        # left: the scrape may reach the other worker first.
+        m = wait_until(lambda: (lambda m: m if val(
+            m, "agate_request_duration_seconds_count", route="/one/") == 6
+            else None)(self.metrics()[0]), what="six requests counted")
         les = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
                "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]
         counts = [val(m, "agate_request_duration_seconds_bucket",
