@@ -126,6 +126,11 @@ void	request_free(struct request *);
 void	request_log(struct request *);
 /* Skips the rest of the body if it is all buffered already. */
 bool	request_discard_body(struct request *);
+/* The body bytes buffered on the connection (h1_carrier's read). */
+ssize_t	h1_read_body(struct request *, char *dst, size_t n);
+
+/* response.c: the HTTP/1.1 connection as a request's carrier. */
+extern const struct req_carrier h1_carrier;
 
 /* response.c: writes the output queue; 0 when empty, 1 blocked, -1 gone. */
 int	conn_write_out(struct conn *);

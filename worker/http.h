@@ -14,6 +14,10 @@
  *   hooks->abort() is how the gateway learns of it.
  * - While the gateway owns a request it sets hooks; abort() must release
  *   everything it holds for the request, synchronously.
+ *
+ * A request is not its connection: what carries it (an HTTP/1.1
+ * connection now, an HTTP/2 stream later) is reached through its
+ * struct req_carrier, and nothing above worker/ knows which.
  */
 #ifndef AGATE_HTTP_H
 #define AGATE_HTTP_H
@@ -51,6 +55,35 @@ struct req_filter {
 	void	(*release)(struct request *);
 };
 
+/*
+ * What carries one request on the wire: the HTTP/1.1 connection
+ * (h1_carrier, worker/response.c) or, later, one HTTP/2 stream.  The
+ * req_*() calls below keep the state every carrier shares (resp_*,
+ * body_*, the kept body, the filter) and ask the carrier for the rest.
+ */
+struct req_carrier {
+	/* The head, framed for the wire (hdrs: end-to-end lines). */
+	int	(*start)(struct request *, int status, const char *reason,
+		    size_t reason_len, const char *hdrs, size_t hdrs_len,
+		    int64_t content_length);
+	int	(*write)(struct request *, const char *data, size_t len);
+	/* Zero copy: room at the end of the output, then what was put. */
+	char	*(*space)(struct request *, size_t want, size_t *got);
+	void	(*commit)(struct request *, size_t n);
+	void	(*end)(struct request *);
+	/* The response cannot be finished: cut it (close, or reset). */
+	void	(*fail)(struct request *, const char *why);
+	/* Output above its high-water mark. */
+	bool	(*full)(const struct request *);
+	/* "100 Continue", or what stands for it. */
+	void	(*cont)(struct request *);
+	/* Body bytes as they arrive: as req_read_body(), without the kept
+	 * copy. */
+	ssize_t	(*read)(struct request *, char *dst, size_t n);
+	/* Skips the rest of the body if it is all here; false if not. */
+	bool	(*discard)(struct request *);
+};
+
 struct req_hooks {
 	/* More request body can be read (or its end has come). */
 	void	(*body_ready)(struct request *);
@@ -70,6 +103,9 @@ struct route_param {
 };
 
 struct request {
+	const struct req_carrier *carrier;
+	/* The connection it came on (peer, TLS, listener); for HTTP/1.1
+	 * also its carrier. */
 	struct conn		*conn;
 	struct http_head	 head;
 

@@ -182,6 +182,7 @@ request_new(struct conn *c)
 	r->head.content_length = -1;
 	memset(&r->body_left, 0, offsetof(struct request, resp_extra) -
 	    offsetof(struct request, body_left));
+	r->carrier = &h1_carrier;
 	r->conn = c;
 	c->req = r;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
@@ -448,8 +449,6 @@ keep_bytes(struct request *r, const char *p, size_t n)
 	r->keep_pos = r->keep->len;
 }
 
-static ssize_t read_body(struct request *, char *, size_t);
-
 ssize_t
 req_read_body(struct request *r, char *dst, size_t n)
 {
@@ -457,14 +456,14 @@ req_read_body(struct request *r, char *dst, size_t n)
 
 	if (n > 0 && (got = read_kept(r, dst, n)) >= 0)
 		return got;
-	got = read_body(r, dst, n);
+	got = r->carrier->read(r, dst, n);
 	if (got > 0)
 		keep_bytes(r, dst, (size_t)got);
 	return got;
 }
 
-static ssize_t
-read_body(struct request *r, char *dst, size_t n)
+ssize_t
+h1_read_body(struct request *r, char *dst, size_t n)
 {
 	struct conn *c = r->conn;
 	uint64_t max = worker.cfg->server.max_body_size;

@@ -110,6 +110,17 @@ req_raw_start_response(struct request *r, int status, const char *reason,
     size_t reason_len, const char *hdrs, size_t hdrs_len,
     int64_t content_length)
 {
+	return r->carrier->start(r, status, reason, reason_len, hdrs,
+	    hdrs_len, content_length);
+}
+
+/* -- the HTTP/1.1 carrier ------------------------------------------------ */
+
+static int
+h1_start(struct request *r, int status, const char *reason,
+    size_t reason_len, const char *hdrs, size_t hdrs_len,
+    int64_t content_length)
+{
 	struct conn *c = r->conn;
 	struct buf *o = &c->out;
 	bool head_method = http_token_eq(r->head.method, r->head.method_len,
@@ -166,16 +177,8 @@ req_raw_start_response(struct request *r, int status, const char *reason,
 	return 0;
 }
 
-int
-req_write_body(struct request *r, const char *data, size_t len)
-{
-	if (r->filter != NULL)
-		return r->filter->write(r, data, len);
-	return req_raw_write_body(r, data, len);
-}
-
-int
-req_raw_write_body(struct request *r, const char *data, size_t len)
+static int
+h1_write(struct request *r, const char *data, size_t len)
 {
 	struct conn *c = r->conn;
 	struct buf *o = &c->out;
@@ -203,20 +206,20 @@ req_raw_write_body(struct request *r, const char *data, size_t len)
 	return 0;
 }
 
-char *
-req_body_space(struct request *r, size_t want, size_t *got)
+static char *
+h1_space(struct request *r, size_t want, size_t *got)
 {
 	struct conn *c = r->conn;
 
 	if (c->closing || r->resp_chunked || r->resp_nobody ||
-	    r->filter != NULL || buf_reserve(&c->out, want) == -1)
+	    buf_reserve(&c->out, want) == -1)
 		return NULL;
 	*got = c->out.cap - c->out.len;
 	return c->out.data + c->out.len;
 }
 
-void
-req_body_commit(struct request *r, size_t n)
+static void
+h1_commit(struct request *r, size_t n)
 {
 	struct conn *c = r->conn;
 
@@ -227,6 +230,86 @@ req_body_commit(struct request *r, size_t n)
 	if (buf_pending(&c->out) >= OUT_HIGH)
 		r->resp_paused = true;
 	conn_mark_dirty(c);
+}
+
+static void
+h1_end(struct request *r)
+{
+	struct conn *c = r->conn;
+
+	if (r->resp_chunked && !c->closing &&
+	    buf_append(&c->out, "0\r\n\r\n", 5) != 0)
+		conn_fail(c, "out of memory");
+	conn_mark_dirty(c);
+}
+
+static void
+h1_fail(struct request *r, const char *why)
+{
+	conn_fail(r->conn, why);
+}
+
+static bool
+h1_full(const struct request *r)
+{
+	return buf_pending(&r->conn->out) >= OUT_HIGH;
+}
+
+static void
+h1_cont(struct request *r)
+{
+	struct conn *c = r->conn;
+
+	if (c->closing)
+		return;
+	if (buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0) {
+		conn_fail(c, "out of memory");
+		return;
+	}
+	conn_mark_dirty(c);
+}
+
+const struct req_carrier h1_carrier = {
+	.start = h1_start,
+	.write = h1_write,
+	.space = h1_space,
+	.commit = h1_commit,
+	.end = h1_end,
+	.fail = h1_fail,
+	.full = h1_full,
+	.cont = h1_cont,
+	.read = h1_read_body,
+	.discard = request_discard_body,
+};
+
+/* -- what every carrier shares ------------------------------------------- */
+
+int
+req_write_body(struct request *r, const char *data, size_t len)
+{
+	if (r->filter != NULL)
+		return r->filter->write(r, data, len);
+	return req_raw_write_body(r, data, len);
+}
+
+int
+req_raw_write_body(struct request *r, const char *data, size_t len)
+{
+	return r->carrier->write(r, data, len);
+}
+
+char *
+req_body_space(struct request *r, size_t want, size_t *got)
+{
+	if (r->filter != NULL)
+		return NULL;
+	return r->carrier->space(r, want, got);
+}
+
+void
+req_body_commit(struct request *r, size_t n)
+{
+	r->carrier->commit(r, n);
 }
 
 void
@@ -241,14 +324,9 @@ req_end_response(struct request *r)
 void
 req_raw_end_response(struct request *r)
 {
-	struct conn *c = r->conn;
-
-	if (r->resp_chunked && !c->closing &&
-	    buf_append(&c->out, "0\r\n\r\n", 5) != 0)
-		conn_fail(c, "out of memory");
+	r->carrier->end(r);
 	r->resp_done = true;
 	r->hooks = NULL;
-	conn_mark_dirty(c);
 }
 
 void
@@ -258,13 +336,13 @@ req_fail(struct request *r, const char *why)
 	r->resp_done = true;
 	if (!r->resp_started)
 		r->status = 502;
-	conn_fail(r->conn, why);
+	r->carrier->fail(r, why);
 }
 
 bool
 req_output_full(struct request *r)
 {
-	if (buf_pending(&r->conn->out) < OUT_HIGH &&
+	if (!r->carrier->full(r) &&
 	    (r->filter == NULL || !r->filter->full(r)))
 		return false;
 	r->resp_paused = true;
@@ -274,16 +352,10 @@ req_output_full(struct request *r)
 void
 req_continue(struct request *r)
 {
-	struct conn *c = r->conn;
-
-	if (!r->head.expect_continue || r->resp_started || c->closing)
+	if (!r->head.expect_continue || r->resp_started)
 		return;
 	r->head.expect_continue = false;
-	if (buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0) {
-		conn_fail(c, "out of memory");
-		return;
-	}
-	conn_mark_dirty(c);
+	r->carrier->cont(r);
 }
 
 void
@@ -291,7 +363,7 @@ req_body_unwanted(struct request *r)
 {
 	/* The connection cannot be reused unless the rest of the body is
 	 * already here to skip: say so in the response. */
-	if (!r->resp_started && !r->body_done && !request_discard_body(r))
+	if (!r->resp_started && !r->body_done && !r->carrier->discard(r))
 		r->resp_close = true;
 }
 
