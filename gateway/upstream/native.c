@@ -16,6 +16,7 @@
  * and filtered, its body streamed to the call's sink; a sink that cannot
  * keep up (a slow client) pauses reading from the upstream.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,23 @@ enum resp_framing {
 	RB_CLOSE		/* until the server closes */
 };
 
+/* The request side of an exchange. */
+enum native_send {
+	NS_NEW,			/* no connection yet */
+	NS_CONNECTING,		/* connect() under way */
+	NS_SENDING,		/* writing out[wpos..len) as the socket takes it */
+	NS_WAIT_CLIENT,		/* all there is went out; more body is coming */
+	NS_SENT,		/* the whole request went out */
+	NS_FAILED		/* the server stopped reading; its answer decides */
+};
+
+/* The response side. */
+enum native_recv {
+	NR_HEAD,		/* waiting for the (final) head */
+	NR_BODY,		/* passing the body on */
+	NR_PAUSED		/* the sink is full: not reading until writable */
+};
+
 struct native {
 	struct call		*call;
 	int			 slot;		/* of the call's tries */
@@ -58,9 +76,10 @@ struct native {
 	struct upstream_rt	*up;
 	size_t			 server;
 	struct upconn		*uc;
+	enum native_send	 send;
+	enum native_recv	 recv;
 	bool			 reused;	/* uc came from the pool */
 	bool			 retried;	/* the stale-connection retry */
-	bool			 connecting;
 	uint64_t		 deadline;	/* this try, monotonic ms; 0: none */
 	struct event		 timer;
 
@@ -70,17 +89,12 @@ struct native {
 	bool			 replayable;	/* out still has all of it */
 	bool			 chunked_up;	/* body framed chunked upstream */
 	bool			 body_eof;	/* the client body is all in out */
-	bool			 sent;
-	bool			 want_body;	/* waiting for client bytes */
-	bool			 send_failed;
 
 	/* Receiving. */
 	char			*in;
 	size_t			 in_len;
 	size_t			 scan;
 	bool			 got_bytes;
-	bool			 head_done;
-	bool			 paused;	/* the client is full */
 	struct http_resp_head	 rh;
 	enum resp_framing	 rb;
 	int64_t			 rb_left;
@@ -142,15 +156,16 @@ native_get(void)
 		return NULL;
 	x->in = NULL;
 	x->uc = NULL;
-	x->reused = x->retried = x->connecting = false;
+	x->send = NS_NEW;
+	x->recv = NR_HEAD;
+	x->reused = x->retried = false;
 	buf_reset(&x->out);
 	buf_reset(&x->chead);
 	x->wpos = 0;
 	x->replayable = true;
-	x->chunked_up = x->body_eof = x->sent = x->want_body = false;
-	x->send_failed = false;
+	x->chunked_up = x->body_eof = false;
 	x->in_len = x->scan = 0;
-	x->got_bytes = x->head_done = x->paused = false;
+	x->got_bytes = false;
 	x->rb = RB_NONE;
 	/* x does not move: the timer is assigned once, re-armed per phase. */
 	evtimer_assign(&x->timer, worker.base, native_timeout, x);
@@ -184,6 +199,42 @@ native_put(struct native *x, bool keep)
 	pooled++;
 }
 
+/* -- state ------------------------------------------------------------- */
+
+#define B(s)	(1u << (s))
+
+static void
+native_set_send(struct native *x, enum native_send to)
+{
+	static const unsigned legal[] = {
+		[NS_NEW] = B(NS_CONNECTING) | B(NS_SENDING),
+		[NS_CONNECTING] = B(NS_SENDING),
+		/* ... and from any state once connected, the stale
+		 * connection's resend starts again on a fresh one. */
+		[NS_SENDING] = B(NS_WAIT_CLIENT) | B(NS_SENT) | B(NS_FAILED) |
+		    B(NS_CONNECTING),
+		[NS_WAIT_CLIENT] = B(NS_SENDING) | B(NS_CONNECTING),
+		[NS_SENT] = B(NS_CONNECTING),
+		[NS_FAILED] = B(NS_CONNECTING),
+	};
+
+	assert(legal[x->send] & B(to));
+	x->send = to;
+}
+
+static void
+native_set_recv(struct native *x, enum native_recv to)
+{
+	static const unsigned legal[] = {
+		[NR_HEAD] = B(NR_BODY),
+		[NR_BODY] = B(NR_PAUSED),
+		[NR_PAUSED] = B(NR_BODY),
+	};
+
+	assert(legal[x->recv] & B(to));
+	x->recv = to;
+}
+
 /* -- ending ------------------------------------------------------------ */
 
 static void
@@ -197,8 +248,8 @@ native_complete(struct native *x)
 {
 	struct call *c = x->call;
 	int slot = x->slot;
-	bool keep = x->rh.keepalive && x->rb != RB_CLOSE && x->sent &&
-	    !x->send_failed && x->in_len == 0;
+	bool keep = x->rh.keepalive && x->rb != RB_CLOSE &&
+	    x->send == NS_SENT && x->in_len == 0;
 
 	native_detach(x);
 	native_put(x, keep);
@@ -275,11 +326,12 @@ native_connect(struct native *x, bool fresh)
 	upconn_own(x->uc, x, native_ready);
 	upconn_want_read(x->uc, true);
 	if (x->reused) {
+		native_set_send(x, NS_SENDING);
 		native_arm(x, x->deadline);
 		native_send(x);		/* x may be gone after this */
 		return 0;
 	}
-	x->connecting = true;
+	native_set_send(x, NS_CONNECTING);
 	until = ct > 0 ? now_ms() + ct : 0;
 	if (x->deadline != 0 && (until == 0 || x->deadline < until))
 		until = x->deadline;
@@ -305,7 +357,6 @@ native_lost(struct native *x, const char *detail)
 		x->uc = NULL;
 		x->retried = true;
 		x->wpos = 0;
-		x->sent = x->send_failed = false;
 		x->in_len = x->scan = 0;
 		call_resent(x->call, x->slot);
 		if (native_connect(x, true) == -1)
@@ -369,7 +420,7 @@ native_send(struct native *x)
 	ssize_t n;
 	int rc;
 
-	while (!x->sent && !x->send_failed) {
+	while (x->send == NS_SENDING) {
 		if (x->wpos < o->len) {
 			n = write(x->uc->fd, o->data + x->wpos, o->len - x->wpos);
 			if (n > 0) {
@@ -384,7 +435,7 @@ native_send(struct native *x)
 			}
 			/* The server stopped reading.  If it has begun to
 			 * answer, the answer decides; else it is lost. */
-			x->send_failed = true;
+			native_set_send(x, NS_FAILED);
 			upconn_want_write(x->uc, false);
 			if (!x->got_bytes) {
 				native_lost(x, strerror(errno));
@@ -398,11 +449,11 @@ native_send(struct native *x)
 			x->replayable = false;
 		}
 		if (x->body_eof) {
-			x->sent = true;
+			native_set_send(x, NS_SENT);
 			break;
 		}
 		if ((rc = native_fill(x)) == 0) {
-			x->want_body = true;
+			native_set_send(x, NS_WAIT_CLIENT);
 			break;
 		}
 		if (rc < 0) {
@@ -493,7 +544,7 @@ native_head(struct native *x, size_t end)
 		call_try_failed(c, slot, TRY_STATUS, status, "");
 		return -1;
 	}
-	x->head_done = true;
+	native_set_recv(x, NR_BODY);
 	/* The reason phrase points into `in`: use it before the head is
 	 * consumed (which moves the body bytes over it). */
 	if (x->sink->head(x->sink_arg, x->rh.status, x->rh.reason_len ?
@@ -562,7 +613,7 @@ native_parse(struct native *x)
 	size_t end;
 	int rc;
 
-	while (!x->head_done) {
+	while (x->recv == NR_HEAD) {
 		if ((end = http_head_end(x->in, x->in_len, &x->scan)) == 0) {
 			if (x->in_len < IN_SIZE)
 				return 0;
@@ -580,7 +631,7 @@ native_parse(struct native *x)
 		return -1;
 	}
 	if (native_full(x)) {
-		x->paused = true;		/* writable() resumes */
+		native_set_recv(x, NR_PAUSED);	/* writable() resumes */
 		upconn_want_read(x->uc, false);
 	}
 	return 0;
@@ -589,7 +640,7 @@ native_parse(struct native *x)
 static void
 native_eof(struct native *x, const char *detail)
 {
-	if (!x->head_done) {
+	if (x->recv == NR_HEAD) {
 		if (x->got_bytes)
 			native_fail(x, TRY_RESET, 502, "upstream sent an "
 			    "incomplete response head", detail);
@@ -618,7 +669,7 @@ native_recv_direct(struct native *x)
 	ssize_t n;
 	char *dst;
 
-	if (!x->head_done || x->rb != RB_LENGTH || x->in_len != 0 ||
+	if (x->recv == NR_HEAD || x->rb != RB_LENGTH || x->in_len != 0 ||
 	    x->sink->space == NULL)
 		return 0;
 	want = x->rb_left < DIRECT_MAX ? (size_t)x->rb_left : DIRECT_MAX;
@@ -635,7 +686,7 @@ native_recv_direct(struct native *x)
 			return -1;
 		}
 		if (native_full(x)) {
-			x->paused = true;
+			native_set_recv(x, NR_PAUSED);
 			upconn_want_read(x->uc, false);
 		}
 		return 1;
@@ -684,12 +735,12 @@ native_connected(struct native *x)
 {
 	int err = upconn_connect_error(x->uc);
 
-	x->connecting = false;
 	if (err != 0) {
 		native_fail(x, TRY_CONNECT, 502, "upstream connection failed",
 		    strerror(err));
 		return;
 	}
+	native_set_send(x, NS_SENDING);
 	native_arm(x, x->deadline);
 	native_send(x);
 }
@@ -699,7 +750,7 @@ native_ready(void *arg, short what)
 {
 	struct native *x = arg;
 
-	if (x->connecting) {
+	if (x->send == NS_CONNECTING) {
 		native_connected(x);
 		return;
 	}
@@ -714,13 +765,13 @@ native_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct native *x = arg;
 
-	if (x->connecting) {
+	if (x->send == NS_CONNECTING) {
 		native_fail(x, TRY_CONNECT, 504, "upstream connect timed out",
 		    "connect_timeout");
 		return;
 	}
-	if (x->want_body && x->spec->client_body && !x->req->body_done &&
-	    !x->got_bytes) {
+	if (x->send == NS_WAIT_CLIENT && x->spec->client_body &&
+	    !x->req->body_done && !x->got_bytes) {
 		native_fail(x, TRY_CLIENT, 408, "client sent the request body "
 		    "too slowly", "timeout");
 		return;
@@ -735,9 +786,9 @@ native_body_ready(void *arg)
 {
 	struct native *x = arg;
 
-	if (!x->want_body)
+	if (x->send != NS_WAIT_CLIENT)
 		return;
-	x->want_body = false;
+	native_set_send(x, NS_SENDING);
 	native_send(x);
 }
 
@@ -746,9 +797,9 @@ native_writable(void *arg)
 {
 	struct native *x = arg;
 
-	if (!x->paused)
+	if (x->recv != NR_PAUSED)
 		return;
-	x->paused = false;
+	native_set_recv(x, NR_BODY);
 	upconn_want_read(x->uc, true);
 	if (native_parse(x) == 0 && x->in_len == 0)
 		native_in_return(x);
