@@ -6,6 +6,7 @@
  * re-reads it and a bad line keeps the old config.  A request's key is
  * hashed and compared with every entry in constant time (no early exit:
  * the time does not tell how far a guess got or where it matched).
+ * The route's stage is auth_apikeys.c.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -19,10 +20,8 @@
 
 #include "gateway/config/config.h"
 #include "gateway/policy/apikeys.h"
-#include "gateway/stage.h"
 #include "lib/encode.h"
 #include "lib/lines.h"
-#include "worker/http.h"
 
 struct reading {
 	const char		*path;
@@ -97,33 +96,3 @@ apikeys_match(const struct apikeys *k, const char *key, size_t len)
 		hit |= CRYPTO_memcmp(k->hash[i], d, 32) == 0;
 	return hit != 0;
 }
-
-static enum stage_result
-apikeys_run(struct request *r)
-{
-	const struct auth_cfg *a = &r->route->auth;
-	const struct http_header *h = req_header(r, a->api_keys_header);
-	char extra[160];
-
-	snprintf(extra, sizeof(extra), "WWW-Authenticate: ApiKey "
-	    "header=\"%s\"\r\n", a->api_keys_header);
-	if (h == NULL || h->value_len == 0) {
-		req_error(r, 401, "API key required", extra);
-		return STAGE_DONE;
-	}
-	if (!apikeys_match(a->api_keys, h->value, h->value_len)) {
-		req_error(r, 401, "invalid API key", extra);
-		return STAGE_DONE;
-	}
-	return STAGE_NEXT;
-}
-
-static bool
-apikeys_wanted(const struct route_cfg *rt)
-{
-	return rt->auth.api_keys != NULL;
-}
-
-const struct stage apikeys_stage = {
-	.name = "api_keys", .wanted = apikeys_wanted, .run = apikeys_run,
-};

@@ -15,6 +15,9 @@ struct jwks;
 struct jwt_cfg;
 struct request;
 
+/* Clock skew allowed on exp and nbf, in seconds. */
+#define JWT_LEEWAY	60
+
 /* Reads a JWKS file; NULL with "file:line:col: reason" in err. */
 struct jwks	*jwks_load(const char *path, char *err, size_t errlen);
 void		 jwks_free(struct jwks *);

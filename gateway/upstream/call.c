@@ -38,6 +38,7 @@ static void	call_release(struct call *);
 static void	call_wake(struct lim_waiter *);
 static void	call_hedge_cb(evutil_socket_t, short, void *);
 static void	call_transport(struct call *, int slot);
+static void	call_tell_server(struct call *, int slot);
 
 /* -- logging ------------------------------------------------------------ */
 
@@ -459,6 +460,7 @@ call_accept(struct call *c, int k, int status)
 		c->won = true;
 		c->hedging = false;
 		c->cur = k;
+		call_tell_server(c, k);
 		/* The loser is cancelled from the loop: this may be inside
 		 * a libcurl callback, where a transfer cannot be removed. */
 		evtimer_del(&c->hedge);
@@ -507,6 +509,7 @@ call_try_failed(struct call *c, int k, enum try_fail why, int status,
 		call_slot_done(c, k);
 		c->hedging = false;
 		c->cur = 1 - k;
+		call_tell_server(c, c->cur);
 		return;
 	}
 	evtimer_del(&c->hedge);
@@ -549,12 +552,21 @@ call_try_end(struct call *c, int k, bool ok)
 		call_finish(c, 502, "the answer could not be passed on", NULL);
 }
 
-void
-call_resent(struct call *c, int k)
+/* Tells the sink which server counts now, and the tries so far. */
+static void
+call_tell_server(struct call *c, int k)
 {
 	if (c->sink->tried != NULL)
 		c->sink->tried(c->sink_arg,
-		    c->up->cfg->servers[c->t[k].server].url);
+		    c->up->cfg->servers[c->t[k].server].url,
+		    c->tries + c->resends);
+}
+
+void
+call_resent(struct call *c, int k)
+{
+	c->resends++;
+	call_tell_server(c, k);
 }
 
 /* -- the caller's side --------------------------------------------------- */
@@ -659,8 +671,7 @@ call_transport(struct call *c, int k)
 	t->ops = NULL;
 	t->arg = NULL;
 	upstream_begin(up, t->server);
-	if (c->sink->tried != NULL)
-		c->sink->tried(c->sink_arg, up->cfg->servers[t->server].url);
+	call_tell_server(c, k);
 	if (up->servers[t->server].native)
 		native_start(c, k);
 	else

@@ -109,8 +109,9 @@ struct call_sink {
 	void	(*commit)(void *arg, size_t n);
 	/* Optional: true while the sink wants the transfer paused. */
 	bool	(*full)(void *arg);
-	/* Optional: a try started (or was sent again) on this server. */
-	void	(*tried)(void *arg, const char *server_url);
+	/* Optional: the server that now counts (a try started or was sent
+	 * again there, or it won a hedge) and the tries so far. */
+	void	(*tried)(void *arg, const char *server_url, int tries);
 	/* The call is over and gone (see above); extra_headers go with an
 	 * error answer (Retry-After) or are NULL. */
 	void	(*done)(void *arg, int status, const char *error,
@@ -149,6 +150,7 @@ struct call {
 	bool			 head_sent;	/* the sink has a head */
 	bool			*over;		/* call_start()'s: it is done */
 	int			 tries;
+	int			 resends;	/* stale-connection resends */
 	uint64_t		 tried;		/* servers tried (bits < 64) */
 	uint64_t		 backoff_ms;	/* before the retry decided */
 	bool			 retry_next;	/* call_accept() chose a retry */

@@ -152,11 +152,11 @@ sink_full(void *arg)
 }
 
 static void
-sink_tried(void *arg, const char *url)
+sink_tried(void *arg, const char *url, int tries)
 {
 	struct proxy *p = arg;
 
-	p->req->tries++;
+	p->req->tries = tries;
 	p->req->upstream = url;
 }
 

@@ -1248,6 +1248,15 @@ class HedgeTest(ResilienceTest):
         self.assertGreaterEqual(hedged, 3)
         self.assertEqual(len(slow.requests), hedged)
         self.assertEqual(self.requests_of(fast), 4)
+        # The access log names the server that answered, and both tries
+        # of a hedged request.
+        lines = wait_until(lambda: (lambda l: l if len(l) >= 4 else None)(
+            [l for l in gw.access_log() if l["path"] != "/healthz"]),
+            what="four access log lines")
+        self.assertEqual({l.get("upstream") for l in lines}, {fast.url},
+                         lines)
+        self.assertEqual(sorted(l["tries"] for l in lines),
+                         [1] * (4 - hedged) + [2] * hedged)
         # The losers were cancelled: their connections closed well
         # before the slow server would have answered.
         wait_until(lambda: len(slow.closed_early) == hedged, timeout=3,
