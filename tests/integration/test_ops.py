@@ -393,6 +393,15 @@ class ProcTitleTest(AgateTest):
         self.assertEqual(read_proc("/proc/%d/comm" % gw.pid).strip(),
                          os.path.basename(AGATE)[:15])
 
+        def titled():
+            # A child shows its parent's title until it sets its own,
+            # just after fork (later still under the sanitizers).
+            ws = children(gw.pid)
+            return ws and all(
+                title(w).startswith("agate: worker ") and children(w) and
+                all(title(h).startswith("agate: helper ")
+                    for h in children(w)) for w in ws)
+
         def check(generation):
             workers = sorted(children(gw.pid), key=title)
             self.assertEqual([title(w) for w in workers],
@@ -406,14 +415,12 @@ class ProcTitleTest(AgateTest):
                                  ["agate: helper 0 of worker %d" % i])
                 self.assertEqual(read_proc("/proc/%d/comm" % helpers[0])
                                  .strip(), "agate-helper")
-        wait_until(lambda: all(children(w) for w in children(gw.pid)),
-                   what="the helpers")
+        wait_until(titled, what="the helpers, titled")
         check(1)
         gw.signal(signal.SIGHUP)
         wait_until(lambda: "generation 1 has finished" in gw.error_log(),
                    what="the reload")
-        wait_until(lambda: all(children(w) for w in children(gw.pid)),
-                   what="the new helpers")
+        wait_until(titled, what="the new helpers, titled")
         check(2)
         # The real command line is kept for a binary upgrade and -s.
         r = subprocess.run([AGATE, "-s", "reopen", "-c", gw.path],
