@@ -236,6 +236,17 @@ int	req_body_keep(struct request *, size_t max);
 bool	req_body_rewind(struct request *);
 /* Whether req_body_rewind() would succeed now (changes nothing). */
 bool	req_body_replayable(const struct request *);
+/*
+ * Reads on until the whole body is in the kept copy (req_body_keep()
+ * first), for a check over the whole body: REQ_BODY_WHOLE when it is,
+ * REQ_BODY_AGAIN while more is to come (body_ready() follows),
+ * REQ_BODY_ERROR when the request has been answered (framing,
+ * max_body_size), REQ_BODY_TOO_BIG when it outgrew the copy (not
+ * answered: the caller says why).
+ */
+#define REQ_BODY_WHOLE		0
+#define REQ_BODY_TOO_BIG	(-3)
+int	req_read_whole(struct request *);
 
 /* -- looking ----------------------------------------------------------- */
 

@@ -402,6 +402,23 @@ req_body_keep(struct request *r, size_t max)
 	return 0;
 }
 
+int
+req_read_whole(struct request *r)
+{
+	char scratch[16384];
+	ssize_t n;
+
+	for (;;) {
+		n = req_read_body(r, scratch, sizeof(scratch));
+		if (n == REQ_BODY_AGAIN || n == REQ_BODY_ERROR)
+			return (int)n;
+		if (r->keep == NULL || r->keep_lost)
+			return REQ_BODY_TOO_BIG;
+		if (n == 0)
+			return REQ_BODY_WHOLE;
+	}
+}
+
 bool
 req_body_replayable(const struct request *r)
 {

@@ -756,28 +756,21 @@ static void
 fanout_read_body(struct fanout *fo)
 {
 	struct request *r = fo->req;
-	char scratch[16384];
-	ssize_t n;
 
-	for (;;) {
-		n = req_read_body(r, scratch, sizeof(scratch));
-		if (n == REQ_BODY_AGAIN)
-			return;			/* body_ready() follows */
-		if (n == REQ_BODY_ERROR) {
-			fanout_release(fo);	/* answered: 413, or 400 */
-			return;
-		}
-		if (r->keep == NULL || r->keep_lost) {
-			log_info("request %.*s: fan-out body over %zu bytes",
-			    (int)r->id_len, r->id, fanout_body_max());
-			r = fanout_release(fo);
-			req_error(r, 413, "request body too large", NULL);
-			return;
-		}
-		if (n == 0) {
-			fanout_go(fo);
-			return;
-		}
+	switch (req_read_whole(r)) {
+	case REQ_BODY_AGAIN:
+		return;			/* body_ready() follows */
+	case REQ_BODY_ERROR:
+		fanout_release(fo);	/* answered: 413, or 400 */
+		return;
+	case REQ_BODY_TOO_BIG:
+		log_info("request %.*s: fan-out body over %zu bytes",
+		    (int)r->id_len, r->id, fanout_body_max());
+		r = fanout_release(fo);
+		req_error(r, 413, "request body too large", NULL);
+		return;
+	default:
+		fanout_go(fo);
 	}
 }
 

@@ -166,27 +166,20 @@ static void
 sig_read(struct sig_wait *w)
 {
 	struct request *r = w->req;
-	char scratch[16384];
-	ssize_t n;
 
-	for (;;) {
-		n = req_read_body(r, scratch, sizeof(scratch));
-		if (n == REQ_BODY_AGAIN)
-			return;			/* body_ready() follows */
-		if (n == REQ_BODY_ERROR) {
-			sig_detach(w);		/* already answered */
-			return;
-		}
-		if (r->keep == NULL || r->keep_lost) {
-			sig_detach(w);
-			req_error(r, 413, "the body is too large to verify "
-			    "its signature", NULL);
-			return;
-		}
-		if (n == 0) {
-			sig_compute(w);
-			return;
-		}
+	switch (req_read_whole(r)) {
+	case REQ_BODY_AGAIN:
+		return;			/* body_ready() follows */
+	case REQ_BODY_ERROR:
+		sig_detach(w);		/* already answered */
+		return;
+	case REQ_BODY_TOO_BIG:
+		sig_detach(w);
+		req_error(r, 413, "the body is too large to verify its "
+		    "signature", NULL);
+		return;
+	default:
+		sig_compute(w);
 	}
 }
 
