@@ -91,6 +91,11 @@ class AdminTest(AgateTest):
         self.spread("/nowhere", 3)
         self.spread("/healthz", 2)
         wait_until(self.served_by_both, what="both workers to serve")
+        for labels, n in (({"route": "/one/", "code": "200"}, 36),
+                          ({"route": "/one/", "code": "503"}, 4),
+                          ({"route": "(none)", "code": "404"}, 3)):
+            self.counted(("agate_requests_total",
+                          frozenset(labels.items())), n)
         m, types = self.metrics()
         self.assertEqual(val(m, "agate_requests_total", route="/one/",
                              code="200"), 36)
@@ -159,9 +164,9 @@ class AdminTest(AgateTest):
 
     def test_counters_never_go_backwards(self):
         self.spread("/one/a", 20)
-        before, _ = self.metrics()
         key = ("agate_requests_total",
                frozenset({"route": "/one/", "code": "200"}.items()))
+        before = self.counted(key, 20)
         self.assertEqual(before[key], 20)
         # A reload that keeps /one/ and adds a route.
         cfg = json.loads(json.dumps(self.gw.config))
