@@ -63,6 +63,7 @@ struct proxy {
 	bool			 read_paused;
 	bool			 write_paused;
 	bool			 has_accept;
+	bool			 has_ctype;
 	struct proxy		*next_free;
 	char			 errbuf[CURL_ERROR_SIZE];
 };
@@ -480,25 +481,36 @@ proxy_add_header(void *arg, const char *name, size_t nlen, const char *value,
 		return -1;
 	if (name[0] == 'A' && nlen == 6 && strncasecmp(name, "accept", 6) == 0)
 		p->has_accept = true;
+	if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+		p->has_ctype = true;
 	if ((l = curl_slist_append(p->hdrs, line->data)) == NULL)
 		return -1;
 	p->hdrs = l;
 	return 0;
 }
 
-/* The call's headers, and none of libcurl's own Accept or Expect. */
+/*
+ * The call's headers, and none of libcurl's own Accept or Expect, nor the
+ * form Content-Type it gives a POSTFIELDS body (the call's own body)
+ * that has none.
+ */
 static int
 proxy_headers(struct proxy *p)
 {
 	struct curl_slist *l;
 
-	p->has_accept = false;
+	p->has_accept = p->has_ctype = false;
 	if (p->spec->headers(p->call, proxy_add_header, p, &p->rhead) == -1)
 		return -1;
 	buf_reset(&p->rhead);
 	buf_reset(&p->chead);
 	if (!p->has_accept) {
 		if ((l = curl_slist_append(p->hdrs, "Accept:")) == NULL)
+			return -1;
+		p->hdrs = l;
+	}
+	if (!p->spec->client_body && p->spec->has_body && !p->has_ctype) {
+		if ((l = curl_slist_append(p->hdrs, "Content-Type:")) == NULL)
 			return -1;
 		p->hdrs = l;
 	}

@@ -1141,6 +1141,15 @@ class BodyTest(FanoutTest):
         for u in ups.values():
             self.assertEqual(self.stat(u, "requests"), 1)
 
+    def test_a_body_without_a_content_type_gets_none_added(self):
+        # libcurl gives a POSTFIELDS body a form type of its own unless
+        # told not to: the call must carry what the client sent, no more.
+        gw, ups = self.body_gw({"one": call("a", "/one?echo=1")})
+        payload = b"raw bytes, no type"
+        r = gw.request("POST", "/o/4", body=payload)
+        self.assertEqual(r.status, 200, r.body)
+        self.assert_saw_body(r.json()["one"], "POST", payload, None)
+
     def test_a_chunked_client_body_is_sent_with_its_length(self):
         gw, ups = self.body_gw({"one": call("a", "/one?echo=1"),
                                 "two": call("b", "/two?echo=1")})
