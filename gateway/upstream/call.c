@@ -574,13 +574,13 @@ call_resent(struct call *c, int k)
 void
 call_body_ready(struct call *c)
 {
-	int k;
+	struct call_try *t = &c->t[c->cur];
 
-	/* A queued call or one backing off reads when its try starts. */
-	for (k = 0; k < 2; k++)
-		if (c->t[k].in_try && c->t[k].ops != NULL &&
-		    c->t[k].ops->body_ready != NULL)
-			c->t[k].ops->body_ready(c->t[k].arg);
+	/* A queued call or one backing off reads when its try starts.  Only
+	 * the current try reads the body (a call with a body is never
+	 * hedged), and the call may be over when it returns. */
+	if (t->in_try && t->ops != NULL && t->ops->body_ready != NULL)
+		t->ops->body_ready(t->arg);
 }
 
 void

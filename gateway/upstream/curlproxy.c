@@ -75,6 +75,7 @@ static void	proxy_done(struct curl_job *, CURLcode);
 static void	proxy_body_ready(void *);
 static void	proxy_writable(void *);
 static void	proxy_cancel(void *);
+static bool	proxy_own_body(const struct proxy *);
 
 static const struct call_try_ops proxy_ops = {
 	proxy_body_ready, proxy_writable, proxy_cancel
@@ -509,7 +510,7 @@ proxy_headers(struct proxy *p)
 			return -1;
 		p->hdrs = l;
 	}
-	if (!p->spec->client_body && p->spec->has_body && !p->has_ctype) {
+	if (proxy_own_body(p) && !p->has_ctype) {
 		if ((l = curl_slist_append(p->hdrs, "Content-Type:")) == NULL)
 			return -1;
 		p->hdrs = l;
@@ -529,6 +530,21 @@ proxy_build_url(struct proxy *p, const struct server_cfg *srv)
 	rc |= buf_append(&p->url, p->spec->target, p->spec->target_len);
 	rc |= buf_append(&p->url, "", 1);	/* NUL for libcurl */
 	return rc;
+}
+
+/*
+ * Whether the call's own body goes as POSTFIELDS: when it has one, and
+ * as an empty one (Content-Length: 0, as the native transport sends) for
+ * a method other than GET and HEAD.
+ */
+static bool
+proxy_own_body(const struct proxy *p)
+{
+	const struct call_spec *sp = p->spec;
+
+	return !sp->client_body && (sp->has_body ||
+	    (!http_token_eq(sp->method, sp->method_len, "GET") &&
+	    !http_token_eq(sp->method, sp->method_len, "HEAD")));
 }
 
 /* The client's body, streamed: its length when it has one. */
@@ -572,7 +588,7 @@ proxy_set_method(struct proxy *p)
 		body = req_has_body(r) || r->head.content_length == 0;
 		if (body)
 			proxy_upload(p);
-	} else if ((body = sp->has_body)) {
+	} else if ((body = proxy_own_body(p))) {
 		/* Sent from the caller's copy, not copied again. */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)sp->body_len);

@@ -839,8 +839,14 @@ native_frame_body(struct native *x)
 
 	if (!sp->client_body) {
 		x->body_eof = true;
-		if (!sp->has_body)
+		/* A method that may carry a body says it has none: strict
+		 * servers want a length (411) for a POST. */
+		if (!sp->has_body && (http_token_eq(sp->method, sp->method_len,
+		    "GET") || http_token_eq(sp->method, sp->method_len,
+		    "HEAD")))
 			return buf_append(o, "\r\n", 2);
+		if (!sp->has_body)
+			return buf_append(o, "Content-Length: 0\r\n\r\n", 21);
 		rc |= buf_appendf(o, "Content-Length: %zu\r\n\r\n",
 		    sp->body_len);
 		return rc | buf_append(o, sp->body, sp->body_len);

@@ -199,6 +199,7 @@ proxy_start(struct request *r)
 	const struct upstream_cfg *u = r->route->upstream;
 	struct upstream_rt *up = upstream_rt(u);
 	struct proxy *p;
+	struct call *c;
 
 	if ((p = proxy_get()) == NULL ||
 	    proxy_target(r, &p->target) == -1) {
@@ -231,7 +232,9 @@ proxy_start(struct request *r)
 	};
 	r->gw = p;
 	r->hooks = &proxy_hooks;
-	p->call = call_start(up, &p->spec, &proxy_sink, p);
+	/* NULL: over already, and p went with it (sink_done()). */
+	if ((c = call_start(up, &p->spec, &proxy_sink, p)) != NULL)
+		p->call = c;
 }
 
 int

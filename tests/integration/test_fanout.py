@@ -1150,6 +1150,20 @@ class BodyTest(FanoutTest):
         self.assertEqual(r.status, 200, r.body)
         self.assert_saw_body(r.json()["one"], "POST", payload, None)
 
+    def test_a_post_call_without_a_body_says_content_length_0(self):
+        # A call that names a method with a body while the client sent
+        # none: strict servers answer 411 without a length.
+        gw, ups = self.body_gw({"p": call("a", "/p?echo=1",
+                                          method="POST")})
+        r = gw.get("/o/5")
+        self.assertEqual(r.status, 200, r.body)
+        seen = r.json()["p"]
+        h = headers_of(seen)
+        self.assertEqual(seen["method"], "POST", seen)
+        self.assertEqual(h.get("content-length"), ["0"], h)
+        self.assertNotIn("content-type", h)
+        self.assertNotIn("transfer-encoding", h)
+
     def test_a_chunked_client_body_is_sent_with_its_length(self):
         gw, ups = self.body_gw({"one": call("a", "/one?echo=1"),
                                 "two": call("b", "/two?echo=1")})

@@ -1305,6 +1305,50 @@ class HedgeTest(ResilienceTest):
 class ReviewRegressionTest(ResilienceTest):
     """Bugs a code review found in the policy layer, kept found."""
 
+    def test_a_body_error_when_the_free_list_of_calls_is_full(self):
+        # The worker keeps up to 256 call states for reuse and frees the
+        # rest.  A body error found from body_ready() ended the call and
+        # then read it: freed, when other calls had filled the list
+        # meanwhile (the sanitizer build of CI sees the read).
+        up = self.upstream("u")
+        gw = self.gateway({"u": {"servers": [up.url], "max_concurrent": 400}},
+                          workers=1, max_body_size="10k")
+        worker = gw.workers()[0]
+        # A chunked POST whose call waits for the rest of its body...
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n")
+        time.sleep(0.3)
+        # ... while 300 others come and go: more than the list keeps.
+        results = []
+
+        def one(i):
+            results.append(gw.get("/slow%d?delay=200" % i,
+                                  timeout=30).status)
+        threads = [threading.Thread(target=one, args=(i,))
+                   for i in range(300)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(results.count(200), 300)
+        # Then the body passes max_body_size.
+        s.sendall(b"%x\r\n" % 20000 + b"y" * 20000 + b"\r\n0\r\n\r\n")
+        s.settimeout(10)
+        raw = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        except OSError:
+            pass
+        s.close()
+        self.assertEqual(parse_status(raw), 413, raw[:200])
+        self.assertEqual(gw.get("/after").status, 200)
+        self.assertEqual(gw.workers(), [worker])
+
     def test_body_error_after_a_pooled_send_does_not_crash_the_worker(self):
         # A body error found while the native transport was still sending
         # on a reused connection once made native_start() report a try
