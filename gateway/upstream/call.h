@@ -178,6 +178,42 @@ void	call_free_all(void);
 
 /* -- for the transports ------------------------------------------------ */
 
+/* The sink of the try that call_accept() took, as the transports see it. */
+static inline int
+call_head(struct call *c, int status, const char *reason, size_t reason_len,
+    const char *fields, size_t fields_len, int64_t content_length)
+{
+	return c->sink->head(c->sink_arg, status, reason, reason_len, fields,
+	    fields_len, content_length);
+}
+
+static inline int
+call_body(struct call *c, const char *data, size_t len)
+{
+	return c->sink->body(c->sink_arg, data, len);
+}
+
+/* Room to read body bytes into, or NULL (then call_body()). */
+static inline char *
+call_space(struct call *c, size_t want, size_t *room)
+{
+	return c->sink->space != NULL ? c->sink->space(c->sink_arg, want,
+	    room) : NULL;
+}
+
+static inline void
+call_commit(struct call *c, size_t n)
+{
+	c->sink->commit(c->sink_arg, n);
+}
+
+/* Whether the sink wants the transfer paused. */
+static inline bool
+call_full(const struct call *c)
+{
+	return c->sink->full != NULL && c->sink->full(c->sink_arg);
+}
+
 void	call_try_attach(struct call *, int slot, const struct call_try_ops *,
 	    void *arg);
 bool	call_accept(struct call *, int slot, int status);

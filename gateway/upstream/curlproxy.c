@@ -43,9 +43,6 @@ struct proxy {
 	struct call		*call;
 	int			 slot;		/* of the call's tries */
 	struct request		*req;		/* the client's; NULL once let go */
-	const struct call_spec	*spec;
-	const struct call_sink	*sink;
-	void			*sink_arg;
 	struct upstream_rt	*up;
 	size_t			 server;
 	CURL			*easy;
@@ -205,7 +202,7 @@ proxy_head_end(struct proxy *p)
 		p->fail = PF_RETRY;	/* this answer is dropped */
 		return -1;
 	}
-	if (p->sink->head(p->sink_arg, p->status, p->reason, p->reason_len,
+	if (call_head(p->call, p->status, p->reason, p->reason_len,
 	    p->chead.data, p->chead.len, clen) == -1) {
 		p->fail = PF_SINK;
 		return -1;
@@ -258,11 +255,11 @@ proxy_write_cb(char *data, size_t size, size_t n, void *arg)
 
 	if (p->req == NULL || !p->head_done)
 		return 0;
-	if (p->sink->full != NULL && p->sink->full(p->sink_arg)) {
+	if (call_full(p->call)) {
 		p->write_paused = true;
 		return CURL_WRITEFUNC_PAUSE;
 	}
-	if (p->sink->body(p->sink_arg, data, len) == -1) {
+	if (call_body(p->call, data, len) == -1) {
 		p->fail = PF_SINK;
 		return 0;
 	}
@@ -384,7 +381,7 @@ proxy_error_status(struct proxy *p, CURLcode rc, const char **msg,
 	switch (rc) {
 	case CURLE_OPERATION_TIMEDOUT:
 		/* Waiting on the client's body: the client was too slow. */
-		if (p->read_paused && p->spec->client_body &&
+		if (p->read_paused && p->call->spec->client_body &&
 		    !p->req->body_done) {
 			*why = TRY_CLIENT;
 			*msg = "client sent the request body too slowly";
@@ -498,10 +495,11 @@ proxy_add_header(void *arg, const char *name, size_t nlen, const char *value,
 static int
 proxy_headers(struct proxy *p)
 {
+	const struct call_spec *sp = p->call->spec;
 	struct curl_slist *l;
 
 	p->has_accept = p->has_ctype = false;
-	if (p->spec->headers(p->call, proxy_add_header, p, &p->rhead) == -1)
+	if (sp->headers(p->call, proxy_add_header, p, &p->rhead) == -1)
 		return -1;
 	buf_reset(&p->rhead);
 	buf_reset(&p->chead);
@@ -527,7 +525,8 @@ proxy_build_url(struct proxy *p, const struct server_cfg *srv)
 	int rc = 0;
 
 	rc |= buf_append(&p->url, srv->url, strlen(srv->url));
-	rc |= buf_append(&p->url, p->spec->target, p->spec->target_len);
+	rc |= buf_append(&p->url, p->call->spec->target,
+	    p->call->spec->target_len);
 	rc |= buf_append(&p->url, "", 1);	/* NUL for libcurl */
 	return rc;
 }
@@ -540,7 +539,7 @@ proxy_build_url(struct proxy *p, const struct server_cfg *srv)
 static bool
 proxy_own_body(const struct proxy *p)
 {
-	const struct call_spec *sp = p->spec;
+	const struct call_spec *sp = p->call->spec;
 
 	return !sp->client_body && (sp->has_body ||
 	    (!http_token_eq(sp->method, sp->method_len, "GET") &&
@@ -573,7 +572,7 @@ static void
 proxy_set_method(struct proxy *p)
 {
 	CURL *e = p->easy;
-	const struct call_spec *sp = p->spec;
+	const struct call_spec *sp = p->call->spec;
 	const struct request *r = p->req;
 	char method[HTTP_MAX_METHOD + 1];
 	bool body;
@@ -637,9 +636,6 @@ curlproxy_start(struct call *c, int slot)
 	}
 	p->call = c;
 	p->slot = slot;
-	p->spec = c->spec;
-	p->sink = c->sink;
-	p->sink_arg = c->sink_arg;
 	p->req = c->spec->req;
 	p->up = c->up;
 	p->server = c->t[slot].server;
@@ -651,7 +647,7 @@ curlproxy_start(struct call *c, int slot)
 		return;
 	}
 	call_try_attach(c, slot, &proxy_ops, p);
-	if (p->spec->client_body)
+	if (p->call->spec->client_body)
 		req_continue(p->req);
 }
 

@@ -70,9 +70,6 @@ struct native {
 	struct call		*call;
 	int			 slot;		/* of the call's tries */
 	struct request		*req;		/* the client's; NULL once let go */
-	const struct call_spec	*spec;
-	const struct call_sink	*sink;
-	void			*sink_arg;
 	struct upstream_rt	*up;
 	size_t			 server;
 	struct upconn		*uc;
@@ -472,7 +469,7 @@ native_send(struct native *x)
 static bool
 native_full(struct native *x)
 {
-	return x->sink->full != NULL && x->sink->full(x->sink_arg);
+	return call_full(x->call);
 }
 
 static void
@@ -487,10 +484,11 @@ native_consume(struct native *x, size_t n)
 static enum resp_framing
 native_framing(struct native *x)
 {
+	const struct call_spec *sp = x->call->spec;
 	int st = x->rh.status;
 
-	if (http_token_eq(x->spec->method, x->spec->method_len, "HEAD") ||
-	    st == 204 || st == 304)
+	if (http_token_eq(sp->method, sp->method_len, "HEAD") || st == 204 ||
+	    st == 304)
 		return RB_NONE;
 	if (x->rh.chunked) {
 		http_chunked_init(&x->chunk);
@@ -547,7 +545,7 @@ native_head(struct native *x, size_t end)
 	native_set_recv(x, NR_BODY);
 	/* The reason phrase points into `in`: use it before the head is
 	 * consumed (which moves the body bytes over it). */
-	if (x->sink->head(x->sink_arg, x->rh.status, x->rh.reason_len ?
+	if (call_head(x->call, x->rh.status, x->rh.reason_len ?
 	    x->rh.reason : NULL, x->rh.reason_len, x->chead.data,
 	    x->chead.len, x->rb == RB_CHUNKED || x->rb == RB_CLOSE ? -1 :
 	    x->rh.content_length) == -1) {
@@ -571,13 +569,13 @@ native_body(struct native *x)
 	case RB_LENGTH:
 		n = (int64_t)x->in_len < x->rb_left ? x->in_len :
 		    (size_t)x->rb_left;
-		if (x->sink->body(x->sink_arg, x->in, n) == -1)
+		if (call_body(x->call, x->in, n) == -1)
 			break;
 		x->rb_left -= (int64_t)n;
 		native_consume(x, n);
 		return x->rb_left == 0;
 	case RB_CLOSE:
-		if (x->sink->body(x->sink_arg, x->in, x->in_len) == -1)
+		if (call_body(x->call, x->in, x->in_len) == -1)
 			break;
 		native_consume(x, x->in_len);
 		return 0;
@@ -586,7 +584,7 @@ native_body(struct native *x)
 			enum http_chunk_result rc = http_chunked_next(&x->chunk,
 			    x->in, x->in_len, SIZE_MAX, &used, &data, &dlen);
 
-			if (rc == CHUNK_DATA && x->sink->body(x->sink_arg, data,
+			if (rc == CHUNK_DATA && call_body(x->call, data,
 			    dlen) == -1)
 				break;
 			native_consume(x, used);
@@ -669,17 +667,16 @@ native_recv_direct(struct native *x)
 	ssize_t n;
 	char *dst;
 
-	if (x->recv == NR_HEAD || x->rb != RB_LENGTH || x->in_len != 0 ||
-	    x->sink->space == NULL)
+	if (x->recv == NR_HEAD || x->rb != RB_LENGTH || x->in_len != 0)
 		return 0;
 	want = x->rb_left < DIRECT_MAX ? (size_t)x->rb_left : DIRECT_MAX;
-	if ((dst = x->sink->space(x->sink_arg, want, &room)) == NULL)
+	if ((dst = call_space(x->call, want, &room)) == NULL)
 		return 0;
 	if (room > want)
 		room = want;
 	n = read(x->uc->fd, dst, room);
 	if (n > 0) {
-		x->sink->commit(x->sink_arg, (size_t)n);
+		call_commit(x->call, (size_t)n);
 		x->rb_left -= n;
 		if (x->rb_left == 0) {
 			native_complete(x);
@@ -770,7 +767,7 @@ native_timeout(evutil_socket_t fd, short what, void *arg)
 		    "connect_timeout");
 		return;
 	}
-	if (x->send == NS_WAIT_CLIENT && x->spec->client_body &&
+	if (x->send == NS_WAIT_CLIENT && x->call->spec->client_body &&
 	    !x->req->body_done && !x->got_bytes) {
 		native_fail(x, TRY_CLIENT, 408, "client sent the request body "
 		    "too slowly", "timeout");
@@ -832,7 +829,7 @@ native_add_header(void *arg, const char *name, size_t nlen,
 static int
 native_frame_body(struct native *x)
 {
-	const struct call_spec *sp = x->spec;
+	const struct call_spec *sp = x->call->spec;
 	struct request *r = sp->req;
 	struct buf *o = &x->out;
 	int rc = 0;
@@ -866,7 +863,7 @@ native_frame_body(struct native *x)
 static int
 native_build(struct native *x)
 {
-	const struct call_spec *sp = x->spec;
+	const struct call_spec *sp = x->call->spec;
 	struct server_rt *srv = &x->up->servers[x->server];
 	struct buf *o = &x->out;
 	int rc = 0;
@@ -896,9 +893,6 @@ native_start(struct call *c, int slot)
 	}
 	x->call = c;
 	x->slot = slot;
-	x->spec = c->spec;
-	x->sink = c->sink;
-	x->sink_arg = c->sink_arg;
 	x->req = c->spec->req;
 	x->up = c->up;
 	x->server = c->t[slot].server;
@@ -910,7 +904,7 @@ native_start(struct call *c, int slot)
 		    "request", "out of memory");
 		return;
 	}
-	if (x->spec->client_body) {
+	if (x->call->spec->client_body) {
 		req_continue(x->req);
 		/* Whatever of the body is here already leaves with the
 		 * head. */
