@@ -14,7 +14,7 @@ PACKAGES="build-essential autoconf automake libtool pkg-config \
 libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
 zlib1g-dev libcrypt-dev libhiredis-dev libcmocka-dev python3 curl \
 openssl nginx chromium chromium-driver \
-clang libclang-rt-14-dev valgrind redis-server"
+clang libclang-rt-14-dev valgrind redis-server python3-websockets"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""

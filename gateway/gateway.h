@@ -82,5 +82,14 @@ int	headers_upstream_response(const char *raw, size_t len,
 	    int64_t *content_length);
 /* True for hop-by-hop fields (RFC 9110 section 7.6.1). */
 bool	headers_hop_by_hop(const char *name, size_t len);
+/* Whether a Connection field of h lists token (any case). */
+bool	headers_connection_lists(const struct http_head *, const char *token);
+/* How many fields of a raw head are called name; the first's value. */
+size_t	headers_find_field(const char *raw, size_t len, const char *name,
+	    const char **value, size_t *vlen);
+/* The same as headers_upstream_response() for a 101: the Upgrade field
+ * is kept. */
+int	headers_upgrade_response(const char *raw, size_t len, const char *id,
+	    size_t id_len, struct buf *out);
 
 #endif

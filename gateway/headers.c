@@ -355,3 +355,53 @@ headers_upstream_response(const char *raw, size_t len, const char *id,
 	rc |= buf_append(out, "\r\n", 2);
 	return rc == 0 ? 0 : -1;
 }
+
+int
+headers_upgrade_response(const char *raw, size_t len, const char *id,
+    size_t id_len, struct buf *out)
+{
+	struct resp_line l;
+	int64_t clen;
+	long n;
+	int rc = 0;
+
+	if (headers_upstream_response(raw, len, id, id_len, out, &clen) == -1)
+		return -1;
+	while ((n = next_line(raw, len, &l)) > 0) {
+		raw += n;
+		len -= (size_t)n;
+		if (!http_token_eq(l.name, l.nlen, "upgrade"))
+			continue;
+		rc |= buf_append(out, "Upgrade: ", 9);
+		rc |= buf_append(out, l.value, l.vlen);
+		rc |= buf_append(out, "\r\n", 2);
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+bool
+headers_connection_lists(const struct http_head *h, const char *token)
+{
+	return named_by_connection(h, token, strlen(token));
+}
+
+size_t
+headers_find_field(const char *raw, size_t len, const char *name,
+    const char **value, size_t *vlen)
+{
+	struct resp_line l;
+	size_t found = 0;
+	long n;
+
+	while ((n = next_line(raw, len, &l)) > 0) {
+		raw += n;
+		len -= (size_t)n;
+		if (!http_token_eq(l.name, l.nlen, name))
+			continue;
+		if (found++ == 0) {
+			*value = l.value;
+			*vlen = l.vlen;
+		}
+	}
+	return found;
+}

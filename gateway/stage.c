@@ -36,7 +36,18 @@ static const struct stage *const stages[] = {
 static void (*const content[])(struct request *) = {
 	[CONTENT_PROXY] = proxy_start,
 	[CONTENT_FANOUT] = fanout_start,
+	[CONTENT_TUNNEL] = upgrade_start,
 };
+
+/* The route's handler; an Upgrade on a proxy route is tunnelled (a
+ * fan-out ignores it, as RFC 9110 lets a server do). */
+static enum route_content
+stage_content(const struct request *r)
+{
+	if (r->route->content == CONTENT_PROXY && upgrade_wanted(r))
+		return CONTENT_TUNNEL;
+	return r->route->content;
+}
 
 static void
 stage_run(struct request *r)
@@ -49,7 +60,7 @@ stage_run(struct request *r)
 		if (s->run(r) != STAGE_NEXT)
 			return;		/* answered, or waiting */
 	}
-	content[r->route->content](r);
+	content[stage_content(r)](r);
 }
 
 void

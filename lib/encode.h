@@ -1,7 +1,7 @@
 /*
  * Small encodings several folders parse: hex digits (percent-escapes,
  * chunk sizes, hex signatures and key hashes) and base64 (basic auth,
- * base64url for JWTs).
+ * base64url for JWTs, WebSocket keys).
  */
 #ifndef AGATE_ENCODE_H
 #define AGATE_ENCODE_H
@@ -34,5 +34,8 @@ enum base64_kind {
  * or -1 if the input is not of that kind or does not fit. */
 ssize_t	base64_decode(const char *in, size_t n, unsigned char *out,
 	    size_t max, enum base64_kind);
+/* Encodes in[0..n) as BASE64_STD into out, which gets 4 * ((n + 2) / 3)
+ * characters and a NUL. */
+void	base64_encode(const unsigned char *in, size_t n, char *out);
 
 #endif

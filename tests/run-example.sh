@@ -27,6 +27,7 @@ users-2 (:9002).  Try, from another terminal:
   curl -i -X POST localhost:8080/api/users/ -d '{"name":"ada"}'
   curl -i 'localhost:8080/api/users/42?status=503'    (retried, then passed on)
   curl -s localhost:8080/api/dashboard/42             (fan-out: three calls)
+  /usr/bin/python3 -m websockets ws://localhost:8080/ws/echo   (WebSocket echo)
   $AGATE -s reload -c $RUN/agate.yaml   (after editing that copy)
 Ctrl-C stops everything.
 MSG

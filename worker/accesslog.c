@@ -231,7 +231,24 @@ accesslog_write(const struct request *r)
 		al_str(b, "route", r->route->path, strlen(r->route->path));
 	if (r->upstream != NULL)
 		al_str(b, "upstream", r->upstream, strlen(r->upstream));
-	buf_appendf(b, ",\"tries\":%d}\n", r->tries);
+	buf_appendf(b, ",\"tries\":%d", r->tries);
+	if (r->tunnel) {
+		al_str(b, "protocol", r->tunnel_protocol,
+		    strlen(r->tunnel_protocol));
+		buf_appendf(b, ",\"bytes_received\":%llu",
+		    (unsigned long long)r->tunnel_bytes_in);
+		if (r->tunnel_close != NULL)
+			al_str(b, "tunnel_close", r->tunnel_close,
+			    strlen(r->tunnel_close));
+	} else {
+		/* An HTTP/1.0 client's request says so. */
+		const char *proto = r->carrier == &h1_carrier &&
+		    r->head.method != NULL && r->head.minor == 0 ? "HTTP/1.0" :
+		    r->carrier->protocol;
+
+		al_str(b, "protocol", proto, strlen(proto));
+	}
+	buf_append(b, "}\n", 2);
 	if (buf_pending(b) >= BATCH_BYTES)
 		accesslog_flush();
 	else

@@ -23,6 +23,7 @@
 #include "worker/path.h"
 #include "worker/proxy_proto.h"
 #include "worker/tls.h"
+#include "worker/tunnel.h"
 #include "worker/worker.h"
 
 #define SMALL_POOL_MAX	128	/* 512 KiB kept at most */
@@ -128,8 +129,9 @@ conn_set_state(struct conn *c, enum conn_state to)
 		[CS_IDLE] = B(CS_HEAD) | B(CS_CLOSED),
 		[CS_HEAD] = B(CS_ACTIVE) | B(CS_CLOSED),
 		[CS_ACTIVE] = B(CS_IDLE) | B(CS_HEAD) | B(CS_LINGER) |
-		    B(CS_CLOSED),
+		    B(CS_TUNNEL) | B(CS_CLOSED),
 		[CS_LINGER] = B(CS_CLOSED),
+		[CS_TUNNEL] = B(CS_CLOSED),
 		[CS_CLOSED] = 0,
 	};
 
@@ -154,6 +156,9 @@ conn_set_state(struct conn *c, enum conn_state to)
 	case CS_LINGER:
 		tlist_add(&worker.t_linger, &c->timer);
 		break;
+	case CS_TUNNEL:
+		tlist_add(&worker.t_tunnel, &c->timer);
+		break;
 	case CS_ACTIVE:
 		/* The body timeout: idle_timeout between two reads of a
 		 * body (nginx's client_body_timeout), so a trickle cannot
@@ -166,7 +171,7 @@ conn_set_state(struct conn *c, enum conn_state to)
 	}
 }
 
-static void
+void
 conn_start_reading(struct conn *c)
 {
 	if (!c->reading && event_add(&c->ev_read, NULL) == 0)
@@ -176,7 +181,7 @@ conn_start_reading(struct conn *c)
 		event_active(&c->ev_read, EV_READ, 0);
 }
 
-static void
+void
 conn_stop_reading(struct conn *c)
 {
 	if (c->reading && event_del(&c->ev_read) == 0)
@@ -191,7 +196,8 @@ static bool
 conn_clean_end(const struct conn *c)
 {
 	static const char *const clean[] = { "done", "client closed",
-	    "idle timeout", "lingering close done", "worker exiting", NULL };
+	    "idle timeout", "lingering close done", "worker exiting",
+	    "upstream closed", "tunnel timeout", "drain timeout", NULL };
 	size_t i;
 
 	if (c->close_why == NULL)
@@ -369,6 +375,8 @@ conn_close_now(struct conn *c)
 	}
 	conn_set_state(c, CS_CLOSED);
 	c->closing = true;
+	if (c->tun != NULL)
+		tunnel_close(c->tun);
 	if (r != NULL) {
 		if (r->hooks != NULL && r->hooks->abort != NULL &&
 		    !r->resp_done)
@@ -391,6 +399,8 @@ conn_close_now(struct conn *c)
 		tls_close(c->ssl, c->tls_ready && !c->tls_notified &&
 		    !c->tls_broken && conn_clean_end(c));
 	close(c->fd);
+	if (c->tun != NULL)
+		tunnel_free(c->tun);
 	rbuf_put(c);
 	buf_free(&c->out);
 	TAILQ_REMOVE(&conns, c, link);
@@ -540,6 +550,11 @@ conn_flush(struct conn *c)
 	struct request *r;
 	int rc;
 
+	if (c->state == CS_TUNNEL) {
+		if (conn_write_out(c) == 0)
+			tunnel_client_drained(c->tun);
+		return;
+	}
 	if (c->req != NULL && !c->req->resp_done)
 		conn_nodelay(c);	/* streaming: pieces follow */
 	if ((rc = conn_write_out(c)) == -1)
@@ -870,6 +885,10 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (c->closing)
 			return;
 	}
+	if (c->state == CS_TUNNEL) {
+		tunnel_client_readable(c->tun);
+		return;
+	}
 	if (c->rbuf == NULL) {
 		conn_read_fresh(c);
 		return;
@@ -967,6 +986,9 @@ conn_timeout(struct tnode *n)
 	case CS_IDLE:
 		conn_fail(c, "idle timeout");
 		break;
+	case CS_TUNNEL:
+		tunnel_timeout(c->tun);
+		break;
 	case CS_ACTIVE:
 		if (buf_pending(&c->out) > 0) {
 			conn_fail(c, "send timeout");	/* the client reads not */
@@ -1005,6 +1027,8 @@ conn_init_worker(void)
 	    conn_timeout);
 	tlist_init(&worker.t_linger, worker.base, LINGER_MS, conn_timeout);
 	tlist_init(&worker.t_grace, worker.base, grace, conn_timeout);
+	tlist_init(&worker.t_tunnel, worker.base, s->tunnel_timeout_ms,
+	    conn_timeout);
 }
 
 void
@@ -1027,4 +1051,38 @@ conn_close_all(const char *why)
 		c->close_why = why;
 		conn_close_now(c);
 	}
+}
+
+void
+conn_close_all_but_tunnels(const char *why)
+{
+	struct conn *c, *next;
+
+	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->state == CS_TUNNEL && !c->closing)
+			continue;
+		c->close_why = why;
+		conn_close_now(c);
+	}
+}
+
+int
+conn_to_tunnel(struct conn *c, struct buf *early, char **head)
+{
+	char *h;
+
+	if (c->rlen > c->body_off && buf_append(early, c->rbuf + c->body_off,
+	    c->rlen - c->body_off) == -1)
+		return -1;
+	if ((h = malloc(c->head_len > 0 ? c->head_len : 1)) == NULL)
+		return -1;
+	memcpy(h, c->rbuf, c->head_len);
+	request_rebase(c->req, c->rbuf, c->head_len, h);
+	*head = h;
+	rbuf_put(c);
+	conn_set_state(c, CS_TUNNEL);
+	/* Messages are small and each is a write: no Nagle delay. */
+	conn_nodelay(c);
+	return 0;
 }

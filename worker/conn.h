@@ -26,8 +26,9 @@ struct listener;
  *   PROXY -> HEAD | CLOSED
  *   IDLE -> HEAD | CLOSED
  *   HEAD -> ACTIVE | CLOSED
- *   ACTIVE -> IDLE | HEAD | LINGER | CLOSED
+ *   ACTIVE -> IDLE | HEAD | LINGER | TUNNEL | CLOSED
  *   LINGER -> CLOSED
+ *   TUNNEL -> CLOSED
  */
 enum conn_state {
 	CS_NEW,		/* accepted; nothing read yet */
@@ -36,6 +37,7 @@ enum conn_state {
 	CS_HEAD,	/* reading a request head */
 	CS_ACTIVE,	/* a request is being served */
 	CS_LINGER,	/* last response sent, write side shut; draining input */
+	CS_TUNNEL,	/* joined to an upstream after a 101 (tunnel.c) */
 	CS_CLOSED
 };
 
@@ -78,6 +80,7 @@ struct conn {
 	size_t			 body_off;
 	struct buf		 out;
 	struct request		*req;
+	struct tunnel		*tun;		/* CS_TUNNEL */
 	struct listener		*lst;
 	union sockaddr_any	 peer;		/* 28 bytes, not 128 */
 	char			 peer_str[48];
@@ -106,6 +109,17 @@ void	conn_drain_all(void);
 void	conn_close_all(const char *why);
 /* Whether c may keep its connection after the current response. */
 bool	conn_keepalive(const struct conn *);
+void	conn_start_reading(struct conn *);
+void	conn_stop_reading(struct conn *);
+/*
+ * The connection carries a tunnel from now on: the client's unread
+ * bytes are appended to early, the request head is copied to *head (the
+ * request points there; the caller frees it after the log line), and
+ * the read buffer is given back.  0, or -1 (memory).
+ */
+int	conn_to_tunnel(struct conn *, struct buf *early, char **head);
+/* drain_timeout: closes every connection but the tunnels saying bye. */
+void	conn_close_all_but_tunnels(const char *why);
 
 /*
  * Read buffers start small (most request heads are well under 1 KiB) and

@@ -33,6 +33,7 @@
 
 struct conn;
 struct request;
+struct req_upgrade;
 struct route_cfg;
 
 /*
@@ -82,6 +83,11 @@ struct req_carrier {
 	ssize_t	(*read)(struct request *, char *dst, size_t n);
 	/* Skips the rest of the body if it is all here; false if not. */
 	bool	(*discard)(struct request *);
+	/* Answers 101 and joins the client to an upstream (req_upgrade()). */
+	int	(*upgrade)(struct request *, const char *hdrs, size_t hdrs_len,
+		    const struct req_upgrade *);
+	/* For the access log: "HTTP/1.1". */
+	const char *protocol;
 };
 
 struct req_hooks {
@@ -153,6 +159,12 @@ struct request {
 	const char		*upstream;	/* server URL of the last try */
 	int			 tries;
 
+	/* A tunnel after a 101 (worker/tunnel.c), for the log line. */
+	bool			 tunnel;
+	char			 tunnel_protocol[16];	/* "websocket" */
+	const char		*tunnel_close;	/* why it closed */
+	uint64_t		 tunnel_bytes_in;	/* from the client */
+
 	/* Identity, for headers and the access log. */
 	char			 id[REQ_ID_MAX + 1];
 	size_t			 id_len;
@@ -208,6 +220,29 @@ bool	req_output_full(struct request *);
 void	req_body_unwanted(struct request *);
 /* Sends "100 Continue" if the client asked for it and it is not sent. */
 void	req_continue(struct request *);
+
+/* -- upgrading --------------------------------------------------------- */
+
+/* An upstream connection that answered 101 Switching Protocols. */
+struct req_upgrade {
+	int		 fd;		/* its socket, non-blocking */
+	const char	*early;		/* bytes it sent after the 101 head */
+	size_t		 early_len;
+	const char	*protocol;	/* the Upgrade token ("websocket") */
+	size_t		 protocol_len;
+	bool		 websocket;	/* RFC 6455: close frames at the end */
+};
+
+/*
+ * Answers 101 with hdrs (end-to-end lines, the Upgrade field among them;
+ * Connection is added) and joins the client to u->fd byte for byte until
+ * either side closes, the tunnel is idle both ways for tunnel_timeout, or
+ * a drain runs out.  From here the request is the tunnel's (set hooks to
+ * NULL first): it is logged when the tunnel closes.  u->fd is taken in
+ * every case.  0, or -1 if the client is gone.
+ */
+int	req_upgrade(struct request *, const char *hdrs, size_t hdrs_len,
+	    const struct req_upgrade *);
 
 /* -- reading ----------------------------------------------------------- */
 

@@ -13,6 +13,7 @@
 
 #include "lib/log.h"
 #include "worker/conn.h"
+#include "worker/tunnel.h"
 #include "worker/worker.h"
 
 /* Appends the decimal or hex form of v. */
@@ -269,6 +270,13 @@ h1_cont(struct request *r)
 	conn_mark_dirty(c);
 }
 
+static int
+h1_upgrade(struct request *r, const char *hdrs, size_t hdrs_len,
+    const struct req_upgrade *u)
+{
+	return tunnel_open(r->conn, hdrs, hdrs_len, u);
+}
+
 const struct req_carrier h1_carrier = {
 	.start = h1_start,
 	.write = h1_write,
@@ -280,6 +288,8 @@ const struct req_carrier h1_carrier = {
 	.cont = h1_cont,
 	.read = h1_read_body,
 	.discard = request_discard_body,
+	.upgrade = h1_upgrade,
+	.protocol = "HTTP/1.1",
 };
 
 /* -- what every carrier shares ------------------------------------------- */
@@ -417,4 +427,15 @@ req_error(struct request *r, int status, const char *msg,
 	}
 	req_respond(r, status, "application/json", b.data, b.len, extra);
 	buf_free(&b);
+}
+
+int
+req_upgrade(struct request *r, const char *hdrs, size_t hdrs_len,
+    const struct req_upgrade *u)
+{
+	if (r->carrier->upgrade == NULL) {
+		close(u->fd);
+		return -1;
+	}
+	return r->carrier->upgrade(r, hdrs, hdrs_len, u);
 }

@@ -31,6 +31,7 @@
 #include "offload/offload.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"
+#include "worker/tunnel.h"
 #include "worker/worker.h"
 
 #define ACCEPT_BATCH	64
@@ -139,11 +140,36 @@ worker_conn_closed(void)
 /* -- stopping ---------------------------------------------------------- */
 
 static void
+bye_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	worker_stop_loop(0);
+}
+
+/*
+ * drain_timeout has passed: connections still open are closed, except
+ * that tunnels first say goodbye (WebSocket clients get a close frame
+ * 1001, "going away") and get up to TUNNEL_BYE_MS to close their side.
+ */
+static void
 drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct timeval tv = { TUNNEL_BYE_MS / 1000,
+	    (TUNNEL_BYE_MS % 1000) * 1000 };
+
 	log_info("worker: drain_timeout reached; closing %d connection%s",
 	    worker.nconns, log_plural(worker.nconns));
-	worker_stop_loop(0);
+	if (tunnel_bye_all() == 0) {
+		worker_stop_loop(0);
+		return;
+	}
+	conn_close_all_but_tunnels("drain timeout");
+	if (worker.nconns == 0) {
+		worker_stop_loop(0);
+		return;
+	}
+	evtimer_del(&worker.stop_ev);
+	evtimer_assign(&worker.stop_ev, worker.base, bye_timeout_cb, NULL);
+	evtimer_add(&worker.stop_ev, &tv);
 }
 
 static void

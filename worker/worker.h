@@ -86,6 +86,7 @@ struct worker {
 	struct tlist		 t_send;
 	struct tlist		 t_linger;
 	struct tlist		 t_grace;
+	struct tlist		 t_tunnel;	/* tunnel_timeout */
 };
 
 extern struct worker worker;

@@ -220,7 +220,8 @@ struct route_seg {
 /* What answers a route once its stages pass (gateway/stage.c). */
 enum route_content {
 	CONTENT_PROXY,		/* upstream: */
-	CONTENT_FANOUT		/* fanout: */
+	CONTENT_FANOUT,		/* fanout: */
+	CONTENT_TUNNEL		/* an Upgrade on a proxy route, per request */
 };
 
 struct route_cfg {
@@ -238,6 +239,7 @@ struct route_cfg {
 	bool			 compress_gzip;
 	uint64_t		 compress_min;
 	uint64_t		 hedge_after_ms;	/* 0: off */
+	bool			 websocket;	/* Upgrade requests tunnelled */
 	struct rate_limit_cfg	 rate_limit;
 	struct auth_cfg		 auth;
 	struct cors_cfg		 cors;
@@ -265,6 +267,7 @@ struct server_sect {
 	int			 max_connections;
 	uint64_t		 header_timeout_ms;
 	uint64_t		 idle_timeout_ms;
+	uint64_t		 tunnel_timeout_ms;	/* idle both ways */
 	uint64_t		 max_header_size;
 	uint64_t		 max_body_size;	/* 0: unlimited */
 };

@@ -31,6 +31,7 @@ config_defaults(struct config *cfg)
 	s->max_connections = 10000;
 	s->header_timeout_ms = 10000;
 	s->idle_timeout_ms = 60000;
+	s->tunnel_timeout_ms = 3600 * 1000;
 	s->max_header_size = 16 * 1024;
 	s->max_body_size = 10 * 1024 * 1024;
 	cfg->log_level = LOG_LVL_INFO;

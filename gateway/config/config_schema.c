@@ -280,6 +280,8 @@ static const struct cfg_key server_keys[] = {
 	    offsetof(struct server_sect, header_timeout_ms), MS(1), HOUR },
 	{ "idle_timeout", CT_DURATION,
 	    offsetof(struct server_sect, idle_timeout_ms), MS(1), DAY },
+	{ "tunnel_timeout", CT_DURATION,
+	    offsetof(struct server_sect, tunnel_timeout_ms), MS(1), 7 * DAY },
 	{ "max_header_size", CT_SIZE,
 	    offsetof(struct server_sect, max_header_size), KIB(1), MIB(1) },
 	{ "max_body_size", CT_SIZE,
@@ -1055,6 +1057,7 @@ static const struct cfg_key route_keys[] = {
 	    0, GIB(1) },
 	{ "hedge_after", CT_DURATION,
 	    offsetof(struct route_cfg, hedge_after_ms), MS(1), HOUR },
+	{ "websocket", CT_BOOL, offsetof(struct route_cfg, websocket) },
 	{ "rate_limit", CT_SECTION, offsetof(struct route_cfg, rate_limit),
 	    .aux = rate_limit_keys,
 	    .off2 = offsetof(struct route_cfg, rate_limit.enabled),
@@ -1080,6 +1083,7 @@ static void
 route_defaults(struct route_cfg *r)
 {
 	r->compress_min = 1024;
+	r->websocket = true;
 	r->rate_limit.key = RL_KEY_CLIENT_IP;
 	r->rate_limit.backend = RL_BACKEND_LOCAL;
 	r->auth.api_keys_header = "X-Api-Key";

@@ -91,6 +91,9 @@ struct m_stripe {
 	_Atomic uint32_t generation;
 	_Atomic int32_t	 index;
 	_Atomic uint32_t connections;
+	_Atomic uint32_t tunnels;
+	counter		 tunnels_ended[MT_COUNT];
+	counter		 tunnel_bytes[2];	/* to the upstream, client */
 	counter		 lag[LAG_BUCKETS];
 	counter		 lag_sum_us;
 	counter		 requests;
@@ -265,6 +268,7 @@ metrics_stripe_release(int i)
 	atomic_store(&s->lag_sum_us, 0);
 	atomic_store(&s->requests, 0);
 	atomic_store(&s->connections, 0);
+	atomic_store(&s->tunnels, 0);
 	atomic_store(&s->off_queued, 0);
 	atomic_store(&s->off_running, 0);
 	for (j = 0; j < M_UPSTREAMS; j++) {
@@ -363,6 +367,39 @@ metrics_connections(int n)
 	if (me != NULL)
 		atomic_store_explicit(&me->connections, (uint32_t)n,
 		    memory_order_relaxed);
+}
+
+static const char *const tunnel_end_names[MT_COUNT] = {
+	[MT_CLIENT_CLOSED] = "client_closed",
+	[MT_UPSTREAM_CLOSED] = "upstream_closed",
+	[MT_IDLE_TIMEOUT] = "idle_timeout",
+	[MT_DRAINED] = "drained",
+	[MT_ERROR] = "error",
+};
+
+const char *
+m_tunnel_end_name(enum m_tunnel_end e)
+{
+	return e < MT_COUNT ? tunnel_end_names[e] : "error";
+}
+
+void
+metrics_tunnels(int n)
+{
+	if (me != NULL)
+		atomic_store_explicit(&me->tunnels, (uint32_t)n,
+		    memory_order_relaxed);
+}
+
+void
+metrics_tunnel_closed(enum m_tunnel_end e, uint64_t to_upstream,
+    uint64_t to_client)
+{
+	if (me == NULL || e >= MT_COUNT)
+		return;
+	inc(&me->tunnels_ended[e], 1);
+	inc(&me->tunnel_bytes[0], to_upstream);
+	inc(&me->tunnel_bytes[1], to_client);
 }
 
 void
@@ -763,6 +800,40 @@ prom_upstream_gauges(struct buf *b, const struct config *cfg)
 	}
 }
 
+/* Tunnels after a 101 (WebSocket): open now, ended, bytes carried. */
+static void
+prom_tunnels(struct buf *b)
+{
+	static const char *const dir[2] = { "to_upstream", "to_client" };
+	uint64_t ended[MT_COUNT] = { 0 }, bytes[2] = { 0 };
+	int i, k;
+
+	help(b, "agate_tunnels_open", "gauge", "Open tunnels (WebSocket and "
+	    "other Upgrades), by worker (its pid).");
+	for (i = 0; i < hwm(); i++) {
+		struct m_stripe *s = &seg->stripes[i];
+		int pid = atomic_load(&s->pid);
+
+		for (k = 0; k < MT_COUNT; k++)
+			ended[k] += get(&s->tunnels_ended[k]);
+		bytes[0] += get(&s->tunnel_bytes[0]);
+		bytes[1] += get(&s->tunnel_bytes[1]);
+		if (pid > 0)
+			buf_appendf(b, "agate_tunnels_open{worker=\"%d\"} %u\n",
+			    pid, atomic_load(&s->tunnels));
+	}
+	help(b, "agate_tunnels_total", "counter", "Tunnels closed, by how "
+	    "they ended.");
+	for (k = 0; k < MT_COUNT; k++)
+		buf_appendf(b, "agate_tunnels_total{outcome=\"%s\"} %llu\n",
+		    tunnel_end_names[k], (unsigned long long)ended[k]);
+	help(b, "agate_tunnel_bytes_total", "counter", "Bytes carried by "
+	    "closed tunnels, by direction.");
+	for (k = 0; k < 2; k++)
+		buf_appendf(b, "agate_tunnel_bytes_total{direction=\"%s\"} "
+		    "%llu\n", dir[k], (unsigned long long)bytes[k]);
+}
+
 static void
 prom_workers(struct buf *b)
 {
@@ -779,6 +850,7 @@ prom_workers(struct buf *b)
 			buf_appendf(b, "agate_connections{worker=\"%d\"} %u\n",
 			    pid, atomic_load(&s->connections));
 	}
+	prom_tunnels(b);
 	help(b, "agate_event_loop_lag_seconds", "histogram", "How late a "
 	    "100 ms timer fires on each worker's loop, by worker (its pid).");
 	for (i = 0; i < hwm(); i++) {
@@ -1014,11 +1086,11 @@ status_workers(struct buf *b)
 		for (k = 0; k < LAG_BUCKETS; k++)
 			samples += get(&s->lag[k]);
 		buf_appendf(b, "%s{\"pid\":%d,\"generation\":%u,\"index\":%d,"
-		    "\"connections\":%u,\"requests\":%llu,"
+		    "\"connections\":%u,\"tunnels\":%u,\"requests\":%llu,"
 		    "\"loop_lag_mean_ms\":%.3f,\"offload_queued\":%u,"
 		    "\"offload_running\":%u}", n++ ? "," : "", pid,
 		    atomic_load(&s->generation), atomic_load(&s->index),
-		    atomic_load(&s->connections),
+		    atomic_load(&s->connections), atomic_load(&s->tunnels),
 		    (unsigned long long)get(&s->requests), samples ?
 		    (double)get(&s->lag_sum_us) / 1e3 / (double)samples : 0.0,
 		    atomic_load(&s->off_queued), atomic_load(&s->off_running));

@@ -24,6 +24,16 @@ enum m_outcome {
 	MO_COUNT
 };
 
+/* How a tunnel ended (agate_tunnels_total). */
+enum m_tunnel_end {
+	MT_CLIENT_CLOSED, MT_UPSTREAM_CLOSED, MT_IDLE_TIMEOUT, MT_DRAINED,
+	MT_ERROR,
+	MT_COUNT
+};
+
+/* "client_closed"... as in the metric and the access log. */
+const char *m_tunnel_end_name(enum m_tunnel_end);
+
 /* -- the supervisor ------------------------------------------------------ */
 
 /* Maps the segment.  0, or -1 (metrics are then off). */
@@ -48,6 +58,11 @@ void	metrics_request(const struct request *);
 void	metrics_try(int upstream, int server, enum m_outcome, uint64_t us,
 	    bool retry);
 void	metrics_connections(int n);
+/* Tunnels open in this worker now. */
+void	metrics_tunnels(int n);
+/* A tunnel closed, with the bytes it carried each way. */
+void	metrics_tunnel_closed(enum m_tunnel_end, uint64_t to_upstream,
+	    uint64_t to_client);
 /* A sample of event-loop lag. */
 void	metrics_lag(uint64_t us);
 void	metrics_upstream_queue(int upstream, uint32_t waiting,

@@ -371,7 +371,7 @@ call_decide(struct call *c, enum try_fail why, int status)
 	static struct log_window w;
 	uint64_t wait;
 
-	if (c->tries >= rc->attempts || c->head_sent ||
+	if (c->spec->upgrade || c->tries >= rc->attempts || c->head_sent ||
 	    !retry_condition(rc, why, status) || !call_method_retryable(c))
 		return false;
 	wait = retry_backoff_ms(rc, c->tries, upstream_random());
@@ -672,8 +672,17 @@ call_transport(struct call *c, int k)
 	t->arg = NULL;
 	upstream_begin(up, t->server);
 	call_tell_server(c, k);
-	if (up->servers[t->server].native)
+	/* An Upgrade needs the connection itself once it switches: agate's
+	 * own client gives it up; libcurl's does not. */
+	if (up->servers[t->server].native || (c->spec->upgrade &&
+	    !up->servers[t->server].cfg->https))
 		native_start(c, k);
+	else if (c->spec->upgrade) {
+		call_log_failure(c, k, "cannot tunnel", "tunnels to https:// "
+		    "servers are not supported");
+		call_try_failed(c, k, TRY_LOCAL, 502, "tunnels to https:// "
+		    "servers are not supported");
+	}
 	else
 		curlproxy_start(c, k);
 }

@@ -91,6 +91,15 @@ struct call_spec {
 	uint64_t	 deadline;
 	bool		 owner_deadline;
 	uint64_t	 hedge_after_ms;	/* 0: no hedging */
+	/*
+	 * An Upgrade (WebSocket) handshake: one try, never retried or
+	 * hedged, on a connection of its own.  A 101 answer is checked by
+	 * check_switch (NULL: fine; else why it is not, and the try fails
+	 * as an invalid answer), then handed to the sink's switched().
+	 */
+	bool		 upgrade;
+	const char	*(*check_switch)(const struct call *,
+			    const char *fields, size_t fields_len);
 };
 
 /*
@@ -116,6 +125,14 @@ struct call_sink {
 	 * error answer (Retry-After) or are NULL. */
 	void	(*done)(void *arg, int status, const char *error,
 		    const char *extra_headers);
+	/*
+	 * Upgrade calls: the server switched protocols (101).  fields as
+	 * for head(), with its Upgrade field; fd is its connection, now the
+	 * sink's in every case, and early what it sent after the head.
+	 * Returns 0, or -1 if the client is gone.  done(NULL) follows.
+	 */
+	int	(*switched)(void *arg, const char *fields, size_t fields_len,
+		    int fd, const char *early, size_t early_len);
 };
 
 /* What a transport's try answers to while it runs. */
@@ -207,6 +224,15 @@ call_commit(struct call *c, size_t n)
 	c->sink->commit(c->sink_arg, n);
 }
 
+/* The sink takes the upgraded connection (call_sink.switched). */
+static inline int
+call_switched(struct call *c, const char *fields, size_t fields_len, int fd,
+    const char *early, size_t early_len)
+{
+	return c->sink->switched(c->sink_arg, fields, fields_len, fd, early,
+	    early_len);
+}
+
 /* Whether the sink wants the transfer paused. */
 static inline bool
 call_full(const struct call *c)
@@ -249,8 +275,24 @@ void	curlproxy_free(void);
 /* -- proxy.c: a route's request to its upstream, answered to the client */
 
 void	proxy_start(struct request *);
+/* The same for an Upgrade request that tunnel.c has checked. */
+void	proxy_start_upgrade(struct request *);
 void	proxy_free(void);
 /* The path an upstream receives (strip_prefix applied) and the query. */
 int	proxy_target(const struct request *, struct buf *);
+
+/* -- upgrade.c: Upgrade (WebSocket) requests, tunnelled ---------------- */
+
+/* Whether r asks to switch protocols (HTTP/1.1, Connection: upgrade). */
+bool	upgrade_wanted(const struct request *);
+/* The content handler: checks the handshake, then proxies it. */
+void	upgrade_start(struct request *);
+/* For the call: its header fields, its check of the 101, its tunnel. */
+int	upgrade_headers(const struct call *, call_emit_fn, void *,
+	    struct buf *);
+const char *upgrade_check_switch(const struct call *, const char *fields,
+	    size_t len);
+int	upgrade_switched(struct request *, const char *fields,
+	    size_t fields_len, int fd, const char *early, size_t early_len);
 
 #endif

@@ -501,6 +501,47 @@ native_framing(struct native *x)
 	return RB_CLOSE;
 }
 
+/*
+ * An Upgrade's 101 is at in[0..end): once the caller's check passes,
+ * the connection is the sink's (a tunnel), with whatever the server sent
+ * after the head.  Returns -1: x is gone either way.
+ */
+static int
+native_switch(struct native *x, size_t end)
+{
+	struct call *c = x->call;
+	struct request *r = x->req;
+	const char *why;
+	int slot = x->slot, fd, rc;
+
+	if (headers_upgrade_response(x->rh.fields, x->rh.fields_len, r->id,
+	    r->id_len, &x->chead) == -1) {
+		native_fail(x, TRY_INVALID, 502, "upstream sent an invalid "
+		    "response head", "header fields");
+		return -1;
+	}
+	if (c->spec->check_switch != NULL && (why = c->spec->check_switch(c,
+	    x->rh.fields, x->rh.fields_len)) != NULL) {
+		native_fail(x, TRY_INVALID, 502, why, "101");
+		return -1;
+	}
+	if (!call_accept(c, slot, 101)) {
+		native_detach(x);
+		native_put(x, false);
+		call_try_failed(c, slot, TRY_STATUS, 101, "");
+		return -1;
+	}
+	fd = upconn_take_fd(x->uc);
+	x->uc = NULL;
+	/* The sink copies the early bytes before `in` is given back. */
+	rc = call_switched(c, x->chead.data, x->chead.len, fd, x->in + end,
+	    x->in_len - end);
+	native_detach(x);
+	native_put(x, false);
+	call_try_end(c, slot, rc == 0);
+	return -1;
+}
+
 /* A complete head is at in[0..end): check it and start the response.
  * Returns 1 when the head was handled, -1 if x is gone. */
 static int
@@ -516,6 +557,8 @@ native_head(struct native *x, size_t end)
 		return -1;
 	}
 	if (x->rh.status == 101) {
+		if (x->call->spec->upgrade)
+			return native_switch(x, end);
 		native_fail(x, TRY_INVALID, 502, "upstream switched protocols, "
 		    "which is not proxied", "101");
 		return -1;

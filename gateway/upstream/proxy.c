@@ -23,6 +23,7 @@ struct proxy {
 	struct call		*call;
 	struct call_spec	 spec;
 	struct buf		 target;
+	bool			 switched;	/* the request went to a tunnel */
 	struct proxy		*next_free;
 };
 
@@ -43,6 +44,7 @@ proxy_get(void)
 		return NULL;
 	buf_reset(&p->target);
 	p->call = NULL;
+	p->switched = false;
 	return p;
 }
 
@@ -165,14 +167,31 @@ sink_done(void *arg, int status, const char *error, const char *extra)
 {
 	struct proxy *p = arg;
 	struct request *r = p->req;
+	bool switched = p->switched;
 
+	proxy_put(p);
+	if (switched)
+		return;			/* the tunnel has the request */
 	r->gw = NULL;
 	r->hooks = NULL;
-	proxy_put(p);
 	if (error == NULL)
 		req_end_response(r);
 	else if (!r->resp_done)	/* a bad body was answered already */
 		req_error(r, status, error, extra);
+}
+
+static int
+sink_switched(void *arg, const char *fields, size_t fields_len, int fd,
+    const char *early, size_t early_len)
+{
+	struct proxy *p = arg;
+	struct request *r = p->req;
+
+	/* The request is the tunnel's now, whatever happens to it. */
+	p->switched = true;
+	r->gw = NULL;
+	r->hooks = NULL;
+	return upgrade_switched(r, fields, fields_len, fd, early, early_len);
 }
 
 static const struct call_sink proxy_sink = {
@@ -183,6 +202,7 @@ static const struct call_sink proxy_sink = {
 	.full = sink_full,
 	.tried = sink_tried,
 	.done = sink_done,
+	.switched = sink_switched,
 };
 
 /* The request's own header fields, as the upstream gets them. */
@@ -193,8 +213,9 @@ proxy_headers(const struct call *c, call_emit_fn emit, void *arg,
 	return headers_upstream_request(c->spec->req, emit, arg, scratch);
 }
 
-void
-proxy_start(struct request *r)
+/* Starts r's call; an upgrade is a handshake for a tunnel (upgrade.c). */
+static void
+proxy_begin(struct request *r, bool upgrade)
 {
 	const struct upstream_cfg *u = r->route->upstream;
 	struct upstream_rt *up = upstream_rt(u);
@@ -228,13 +249,31 @@ proxy_start(struct request *r)
 		.client_body = true,
 		.deadline = r->route->timeout_ms == 0 ? 0 :
 		    now_ms() - req_elapsed_ms(r) + r->route->timeout_ms,
-		.hedge_after_ms = r->route->hedge_after_ms,
+		.hedge_after_ms = upgrade ? 0 : r->route->hedge_after_ms,
 	};
+	if (upgrade) {
+		p->spec.upgrade = true;
+		p->spec.client_body = false;	/* refused if it had one */
+		p->spec.headers = upgrade_headers;
+		p->spec.check_switch = upgrade_check_switch;
+	}
 	r->gw = p;
 	r->hooks = &proxy_hooks;
 	/* NULL: over already, and p went with it (sink_done()). */
 	if ((c = call_start(up, &p->spec, &proxy_sink, p)) != NULL)
 		p->call = c;
+}
+
+void
+proxy_start(struct request *r)
+{
+	proxy_begin(r, false);
+}
+
+void
+proxy_start_upgrade(struct request *r)
+{
+	proxy_begin(r, true);
 }
 
 int

@@ -173,7 +173,8 @@ upconn_release(struct upconn *uc)
 {
 	upconn_want_read(uc, false);
 	upconn_want_write(uc, false);
-	close(uc->fd);
+	if (uc->fd >= 0)
+		close(uc->fd);
 	if (nfree < UPCONN_FREE_MAX) {
 		uc->next_free = free_list;
 		free_list = uc;
@@ -197,6 +198,18 @@ upconn_close(struct upconn *uc)
 	if (uc->owner == NULL)
 		upconn_unpool(uc);
 	upconn_release(uc);
+}
+
+int
+upconn_take_fd(struct upconn *uc)
+{
+	int fd = uc->fd;
+
+	if (uc->owner == NULL)
+		upconn_unpool(uc);
+	uc->fd = -1;
+	upconn_release(uc);
+	return fd;
 }
 
 void

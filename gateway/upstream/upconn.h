@@ -60,6 +60,8 @@ void	upconn_want_read(struct upconn *, bool);
 /* Back to the pool, or closed if the pool is full. */
 void	upconn_put(struct upconn *);
 void	upconn_close(struct upconn *);
+/* Lets go of uc but not of its socket, which is returned (a 101). */
+int	upconn_take_fd(struct upconn *);
 void	upconn_close_idle(struct server_rt *);
 /* The keepalive list's timer: an idle connection timed out. */
 void	upconn_expire(struct tnode *);

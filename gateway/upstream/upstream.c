@@ -99,9 +99,10 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 		else
 			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s:%u",
 			    s->cfg->host, s->cfg->port);
-		if (s->native)
+		/* Upgrades to a plain-http server go native in any case. */
+		if (!s->cfg->https)
 			server_resolve(s);
-		else
+		if (!s->native)
 			u->any_curl = true;
 	}
 	tlist_init(&u->keepalive, base, cfg->keepalive_timeout_ms,

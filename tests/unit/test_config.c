@@ -518,6 +518,7 @@ test_minimal_defaults(void **state)
 	assert_int_equal(cfg->server.max_connections, 10000);
 	assert_int_equal(cfg->server.header_timeout_ms, 10000);
 	assert_int_equal(cfg->server.idle_timeout_ms, 60000);
+	assert_int_equal(cfg->server.tunnel_timeout_ms, 3600 * 1000);
 	assert_int_equal(cfg->server.max_header_size, 16 * 1024);
 	assert_int_equal(cfg->server.max_body_size, 10 * 1024 * 1024);
 	assert_false(cfg->admin_enabled);
@@ -577,6 +578,7 @@ test_minimal_defaults(void **state)
 	assert_false(r->compress_gzip);
 	assert_int_equal(r->compress_min, 1024);
 	assert_int_equal(r->hedge_after_ms, 0);
+	assert_true(r->websocket);
 	assert_false(r->rate_limit.enabled);
 	assert_false(r->auth.enabled);
 	assert_false(r->auth.jwt_enabled);
@@ -670,6 +672,7 @@ test_other_values(void **state)
 	    "  max_body_size: 0\n"
 	    "  max_header_size: 1m\n"
 	    "  shutdown_delay: 1m30s\n"
+	    "  tunnel_timeout: 90s\n"
 	    "log:\n"
 	    "  level: debug\n"
 	    "  error: logs/error.log\n"
@@ -697,6 +700,7 @@ test_other_values(void **state)
 	    "      jwt: {keys: " ABS_JWKS ", audience: [a, b]}\n"
 	    "  - path: /slow\n"
 	    "    upstream: app\n"
+	    "    websocket: false\n"
 	    "    rate_limit: {rate: 30/min}\n"
 	    "  - path: /dash/{u}\n"
 	    "    timeout: 3s\n"
@@ -730,6 +734,9 @@ test_other_values(void **state)
 	assert_int_equal(cfg->server.max_body_size, 0);
 	assert_int_equal(cfg->server.max_header_size, 1048576);
 	assert_int_equal(cfg->server.shutdown_delay_ms, 90000);
+	assert_int_equal(cfg->server.tunnel_timeout_ms, 90000);
+	assert_true(cfg->routes[0].websocket);
+	assert_false(cfg->routes[1].websocket);
 	assert_int_equal(cfg->log_level, LOG_LVL_DEBUG);
 	assert_string_equal(cfg->log_error, in_dir(p, sizeof(p),
 	    "logs/error.log"));
@@ -896,7 +903,7 @@ static const struct err_case err_cases[] = {
 	    "    backend_timeout: 1s\n",
 	    "6:5: unknown key 'backend_timeout' in route (expected one of: "
 	    "path, methods, upstream, strip_prefix, timeout, compress, "
-	    "compress_min, hedge_after, rate_limit, auth, cors, "
+	    "compress_min, hedge_after, websocket, rate_limit, auth, cors, "
 	    "verify_signature, fanout)" },
 
 	/* duplicate keys */
@@ -953,6 +960,19 @@ static const struct err_case err_cases[] = {
 	    "    upstream: a\n"
 	    "    methods: {GET: true}\n",
 	    "6:14: methods: expected a list, got a mapping" },
+	{ "websocket not a boolean",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: [\"http://127.0.0.1:1\"]\n"
+	    "routes:\n"
+	    "  - path: /ws/\n"
+	    "    upstream: a\n"
+	    "    websocket: sometimes\n",
+	    "7:16: websocket: expected true or false, got 'sometimes'" },
+	{ "tunnel_timeout of zero",
+	    "server:\n"
+	    "  tunnel_timeout: 0s\n",
+	    "2:19: tunnel_timeout: '0s' is out of range (1ms..604800000ms)" },
 	{ "retry budget without %",
 	    "upstreams:\n"
 	    "  a:\n"

@@ -1,0 +1,503 @@
+/*
+ * Tunnels (tunnel.h): after an upstream answered 101, the client's
+ * connection and the upstream's are joined byte for byte until one side
+ * closes, the tunnel has been idle both ways for tunnel_timeout, or a
+ * drain runs out of time.
+ *
+ * Each direction reads into the worker's scratch buffer and writes at
+ * once to the other socket; only what the other side does not take is
+ * kept (the client's in its connection's output queue, the upstream's in
+ * `to_up`), and while anything is kept the reading side waits.  So a slow
+ * reader pauses the other end (the kernel's socket buffers are the
+ * window), an idle tunnel holds no buffer at all, and a message costs one
+ * read and one write.  Nothing is parsed but WebSocket frame headers,
+ * counted past so that a close frame of ours (a drain, an idle cut) never
+ * lands in the middle of someone else's frame.
+ *
+ * The request stays with its connection for the tunnel's life: its log
+ * line is written when the tunnel closes, with bytes each way and the
+ * duration.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "gateway/metrics/metrics.h"
+#include "lib/log.h"
+#include "lib/websocket.h"
+#include "worker/conn.h"
+#include "worker/tls.h"
+#include "worker/tunnel.h"
+#include "worker/worker.h"
+
+#define SCRATCH_SIZE	(64 * 1024)
+
+struct tunnel {
+	struct conn	*c;		/* the client's side */
+	int		 fd;		/* the upstream's */
+	struct event	 rev;		/* persistent */
+	struct event	 wev;		/* only while to_up holds bytes */
+	bool		 reading;	/* rev is added */
+	bool		 writing;	/* wev is added */
+	bool		 up_eof;	/* the upstream closed: flush, end */
+	bool		 client_eof;	/* the client closed: flush, end */
+	bool		 bye;		/* saying goodbye: nothing relayed */
+	bool		 websocket;
+	enum m_tunnel_end end;		/* why it ends (the first reason) */
+	bool		 ended;
+	struct buf	 to_up;		/* client bytes the upstream has not
+					 * taken */
+	struct ws_track	 down;		/* upstream -> client */
+	struct ws_track	 up;		/* client -> upstream */
+	char		*head;		/* the request head, kept for the log */
+};
+
+static char	*scratch;
+static int	 ntunnels;
+
+static void	tunnel_up_read_cb(evutil_socket_t, short, void *);
+static void	tunnel_up_write_cb(evutil_socket_t, short, void *);
+
+static const char *const end_why[] = {
+	[MT_CLIENT_CLOSED] = "client closed",
+	[MT_UPSTREAM_CLOSED] = "upstream closed",
+	[MT_IDLE_TIMEOUT] = "tunnel timeout",
+	[MT_DRAINED] = "drain timeout",
+	[MT_ERROR] = "tunnel error",
+};
+
+/* -- ending ------------------------------------------------------------- */
+
+/* Ends the tunnel for why (the first reason counts): the connection
+ * closes in the flush pass, and tunnel_close() follows. */
+static void
+tunnel_end(struct tunnel *t, enum m_tunnel_end why)
+{
+	if (!t->ended) {
+		t->ended = true;
+		t->end = why;
+	}
+	conn_fail(t->c, end_why[why]);
+}
+
+static void
+tunnel_up_reading(struct tunnel *t, bool on)
+{
+	if (on && !t->reading && event_add(&t->rev, NULL) == 0)
+		t->reading = true;
+	else if (!on && t->reading && event_del(&t->rev) == 0)
+		t->reading = false;
+}
+
+static void
+tunnel_up_writing(struct tunnel *t, bool on)
+{
+	if (on && !t->writing && event_add(&t->wev, NULL) == 0)
+		t->writing = true;
+	else if (!on && t->writing && event_del(&t->wev) == 0)
+		t->writing = false;
+}
+
+/* Traffic either way: the idle clock starts again. */
+static void
+tunnel_active(struct tunnel *t)
+{
+	if (!t->bye)
+		tlist_add(&worker.t_tunnel, &t->c->timer);
+}
+
+/* -- client -> upstream ----------------------------------------------------- */
+
+/*
+ * Writes what the upstream takes of to_up.  Returns 0 when all is out,
+ * 1 when it waits for the socket, -1 when the tunnel ended.
+ */
+static int
+tunnel_up_flush(struct tunnel *t)
+{
+	ssize_t n;
+
+	while (buf_pending(&t->to_up) > 0) {
+		n = write(t->fd, buf_head(&t->to_up), buf_pending(&t->to_up));
+		if (n > 0) {
+			buf_consume(&t->to_up, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			tunnel_up_writing(t, true);
+			return 1;
+		}
+		tunnel_end(t, MT_UPSTREAM_CLOSED);
+		return -1;
+	}
+	tunnel_up_writing(t, false);
+	buf_free(&t->to_up);		/* idle tunnels hold no buffer */
+	return 0;
+}
+
+/* Bytes for the upstream: written now, the rest kept (and the client
+ * paused) until the upstream takes them.  -1 when the tunnel ended. */
+static int
+tunnel_to_upstream(struct tunnel *t, const char *p, size_t n)
+{
+	ssize_t w = 0;
+
+	if (buf_pending(&t->to_up) == 0) {
+		do
+			w = write(t->fd, p, n);
+		while (w < 0 && errno == EINTR);
+		if (w < 0 && errno != EAGAIN) {
+			tunnel_end(t, MT_UPSTREAM_CLOSED);
+			return -1;
+		}
+		if (w < 0)
+			w = 0;
+		if ((size_t)w == n)
+			return 0;
+	}
+	if (buf_append(&t->to_up, p + w, n - (size_t)w) == -1) {
+		tunnel_end(t, MT_ERROR);
+		return -1;
+	}
+	conn_stop_reading(t->c);
+	tunnel_up_writing(t, true);
+	return 0;
+}
+
+void
+tunnel_client_readable(struct tunnel *t)
+{
+	struct conn *c = t->c;
+	ssize_t n;
+
+	if (buf_pending(&t->to_up) > 0) {
+		conn_stop_reading(c);	/* the upstream is behind */
+		return;
+	}
+	n = conn_recv(c, scratch, SCRATCH_SIZE);
+	if (n > 0) {
+		if (t->bye) {
+			/* Its answer to our close frame: done. */
+			tunnel_end(t, t->end);
+			return;
+		}
+		c->req->tunnel_bytes_in += (uint64_t)n;
+		if (t->websocket)
+			ws_track_feed(&t->up, (uint8_t *)scratch, (size_t)n);
+		tunnel_active(t);
+		tunnel_to_upstream(t, scratch, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (t->bye) {
+		tunnel_end(t, t->end);
+		return;
+	}
+	/* The client is done: what it sent before goes out first. */
+	t->client_eof = true;
+	conn_stop_reading(c);
+	if (!t->ended) {
+		t->ended = true;
+		t->end = n == 0 ? MT_CLIENT_CLOSED : MT_ERROR;
+	}
+	if (buf_pending(&t->to_up) == 0)
+		tunnel_end(t, t->end);
+}
+
+static void
+tunnel_up_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tunnel *t = arg;
+
+	if (tunnel_up_flush(t) != 0)
+		return;
+	if (t->client_eof) {
+		tunnel_end(t, t->end);
+		return;
+	}
+	conn_start_reading(t->c);
+}
+
+/* -- upstream -> client ----------------------------------------------------- */
+
+/*
+ * Bytes for the client: sent now, the rest queued on its connection (and
+ * the upstream paused) until it drains.  -1 when the connection failed.
+ */
+static int
+tunnel_to_client(struct tunnel *t, const char *p, size_t n)
+{
+	struct conn *c = t->c;
+	ssize_t w = 0;
+
+	if (buf_pending(&c->out) == 0) {
+		do
+			w = conn_send(c, p, n);
+		while (w < 0 && errno == EINTR);
+		if (w < 0 && errno != EAGAIN) {
+			if (!t->ended) {
+				t->ended = true;
+				t->end = MT_CLIENT_CLOSED;
+			}
+			conn_fail(c, "write error");
+			return -1;
+		}
+		if (w < 0)
+			w = 0;
+		if ((size_t)w == n)
+			return 0;
+	}
+	if (buf_append(&c->out, p + w, n - (size_t)w) == -1) {
+		tunnel_end(t, MT_ERROR);
+		return -1;
+	}
+	tunnel_up_reading(t, false);
+	/* Arms the write event (or waits for TLS to read). */
+	return conn_write_out(c) == -1 ? -1 : 0;
+}
+
+static void
+tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tunnel *t = arg;
+	struct conn *c = t->c;
+	ssize_t n;
+
+	if (c->closing)
+		return;
+	if (buf_pending(&c->out) > 0) {
+		tunnel_up_reading(t, false);	/* the client is behind */
+		return;
+	}
+	n = read(t->fd, scratch, SCRATCH_SIZE);
+	if (n > 0) {
+		if (t->bye)
+			return;		/* after our close frame: dropped */
+		c->req->resp_bytes += (uint64_t)n;
+		if (t->websocket)
+			ws_track_feed(&t->down, (uint8_t *)scratch, (size_t)n);
+		tunnel_active(t);
+		tunnel_to_client(t, scratch, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	tunnel_up_reading(t, false);
+	if (t->bye)
+		return;
+	t->up_eof = true;
+	if (!t->ended) {
+		t->ended = true;
+		t->end = n == 0 ? MT_UPSTREAM_CLOSED : MT_ERROR;
+	}
+	if (buf_pending(&c->out) == 0)
+		tunnel_end(t, t->end);
+}
+
+void
+tunnel_client_drained(struct tunnel *t)
+{
+	struct conn *c = t->c;
+
+	buf_free(&c->out);		/* idle tunnels hold no buffer */
+	if (t->bye) {
+		/* Our close frame is out: no more from us. */
+		if (c->ssl != NULL && c->tls_ready && !c->tls_notified) {
+			tls_notify(c->ssl);
+			c->tls_notified = true;
+		}
+		shutdown(c->fd, SHUT_WR);
+		return;
+	}
+	if (t->up_eof) {
+		tunnel_end(t, t->end);
+		return;
+	}
+	tunnel_up_reading(t, true);
+}
+
+/* -- goodbyes ------------------------------------------------------------- */
+
+/*
+ * Closes the tunnel as a server going away: a WebSocket endpoint gets a
+ * close frame 1001 where its stream stands between frames (and none if
+ * a close has gone its way already), then the connection lingers up to
+ * TUNNEL_BYE_MS for the client's answer.  Other protocols just close.
+ */
+static void
+tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
+{
+	struct conn *c = t->c;
+	uint8_t frame[WS_CLOSE_MAX], mask[4];
+	size_t n;
+
+	if (!t->ended) {
+		t->ended = true;
+		t->end = why;
+	}
+	if (!t->websocket || c->closing) {
+		tunnel_end(t, why);
+		return;
+	}
+	t->bye = true;
+	tunnel_up_reading(t, false);
+	if (ws_track_boundary(&t->up) && !t->up.closed &&
+	    buf_pending(&t->to_up) == 0) {
+		/* A client's frames are masked (RFC 6455 section 5.3). */
+		if (RAND_bytes(mask, sizeof(mask)) != 1)
+			memset(mask, 0x5a, sizeof(mask));
+		n = ws_close_frame(frame, WS_GOING_AWAY, mask);
+		(void)!write(t->fd, frame, n);	/* best effort */
+	}
+	tunnel_up_writing(t, false);
+	shutdown(t->fd, SHUT_WR);
+	if (!ws_track_boundary(&t->down) || t->down.closed) {
+		tunnel_end(t, why);	/* mid-frame: no close frame fits */
+		return;
+	}
+	n = ws_close_frame(frame, WS_GOING_AWAY, NULL);
+	if (buf_append(&c->out, (char *)frame, n) == -1) {
+		tunnel_end(t, MT_ERROR);
+		return;
+	}
+	tlist_add(&worker.t_linger, &c->timer);
+	conn_start_reading(c);
+	if (conn_write_out(c) == 0)
+		tunnel_client_drained(t);
+}
+
+void
+tunnel_timeout(struct tunnel *t)
+{
+	if (t->bye) {
+		tunnel_end(t, t->end);	/* no answer in time */
+		return;
+	}
+	log_debug("tunnel %s: idle for tunnel_timeout; closing",
+	    t->c->peer_str);
+	tunnel_bye(t, MT_IDLE_TIMEOUT);
+}
+
+int
+tunnel_bye_all(void)
+{
+	struct conn *c;
+	int n = 0;
+
+	TAILQ_FOREACH(c, &conns, link) {
+		if (c->state != CS_TUNNEL || c->closing)
+			continue;
+		tunnel_bye(c->tun, MT_DRAINED);
+		if (!c->closing)
+			n++;
+	}
+	return n;
+}
+
+/* -- opening and closing ---------------------------------------------------- */
+
+static void
+tunnel_count(int delta)
+{
+	ntunnels += delta;
+	metrics_tunnels(ntunnels);
+}
+
+int
+tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
+    const struct req_upgrade *u)
+{
+	struct request *r = c->req;
+	struct tunnel *t;
+	struct buf *o = &c->out;
+	int rc = 0;
+
+	if (c->closing || (scratch == NULL &&
+	    (scratch = malloc(SCRATCH_SIZE)) == NULL) ||
+	    (t = calloc(1, sizeof(*t))) == NULL) {
+		close(u->fd);
+		if (!c->closing)
+			conn_fail(c, "out of memory");
+		return -1;
+	}
+	t->c = c;
+	t->fd = u->fd;
+	t->websocket = u->websocket;
+	event_assign(&t->rev, worker.base, t->fd, EV_READ | EV_PERSIST,
+	    tunnel_up_read_cb, t);
+	event_assign(&t->wev, worker.base, t->fd, EV_WRITE | EV_PERSIST,
+	    tunnel_up_write_cb, t);
+	c->tun = t;
+	r->status = 101;
+	r->resp_started = true;
+	r->tunnel = true;
+	snprintf(r->tunnel_protocol, sizeof(r->tunnel_protocol), "%.*s",
+	    (int)u->protocol_len, u->protocol);
+	tunnel_count(1);
+	/* The client's unread bytes go first, and its head is kept for
+	 * the log: its read buffer is given back. */
+	if (conn_to_tunnel(c, &t->to_up, &t->head) == -1) {
+		conn_fail(c, "out of memory");
+		return -1;
+	}
+	rc |= buf_append(o, "HTTP/1.1 101 Switching Protocols\r\n", 34);
+	rc |= buf_append(o, hdrs, hdrs_len);
+	if (r->resp_extra_len > 0)
+		rc |= buf_append(o, r->resp_extra, r->resp_extra_len);
+	rc |= buf_append(o, "Connection: upgrade\r\n\r\n", 23);
+	if (rc != 0) {
+		tunnel_end(t, MT_ERROR);
+		return -1;
+	}
+	if (t->websocket) {
+		ws_track_feed(&t->up, (uint8_t *)buf_head(&t->to_up),
+		    buf_pending(&t->to_up));
+		ws_track_feed(&t->down, (const uint8_t *)u->early,
+		    u->early_len);
+	}
+	r->resp_bytes += u->early_len;
+	if (u->early_len > 0 && buf_append(o, u->early, u->early_len) == -1) {
+		tunnel_end(t, MT_ERROR);
+		return -1;
+	}
+	if (tunnel_up_flush(t) == -1)
+		return -1;
+	if (buf_pending(&t->to_up) > 0)
+		conn_stop_reading(c);
+	else
+		conn_start_reading(c);
+	tunnel_up_reading(t, true);
+	conn_mark_dirty(c);
+	return 0;
+}
+
+void
+tunnel_close(struct tunnel *t)
+{
+	struct request *r = t->c->req;
+
+	tunnel_up_reading(t, false);
+	tunnel_up_writing(t, false);
+	close(t->fd);
+	t->fd = -1;
+	if (!t->ended)
+		t->end = MT_ERROR;	/* closed from outside: worker exit */
+	r->tunnel_close = m_tunnel_end_name(t->end);
+	metrics_tunnel_closed(t->end, r->tunnel_bytes_in, r->resp_bytes);
+	tunnel_count(-1);
+}
+
+void
+tunnel_free(struct tunnel *t)
+{
+	buf_free(&t->to_up);
+	free(t->head);
+	free(t);
+}
