@@ -35,6 +35,7 @@ struct conn;
 struct request;
 struct req_upgrade;
 struct route_cfg;
+struct ssl_st;
 
 /*
  * A body filter (gzip): sees the response the gateway produces before it
@@ -226,6 +227,7 @@ void	req_continue(struct request *);
 /* An upstream connection that answered 101 Switching Protocols. */
 struct req_upgrade {
 	int		 fd;		/* its socket, non-blocking */
+	struct ssl_st	*ssl;		/* TLS on it (https), or NULL */
 	const char	*early;		/* bytes it sent after the 101 head */
 	size_t		 early_len;
 	const char	*protocol;	/* the Upgrade token ("websocket") */
@@ -238,8 +240,8 @@ struct req_upgrade {
  * Connection is added) and joins the client to u->fd byte for byte until
  * either side closes, the tunnel is idle both ways for tunnel_timeout, or
  * a drain runs out.  From here the request is the tunnel's (set hooks to
- * NULL first): it is logged when the tunnel closes.  u->fd is taken in
- * every case.  0, or -1 if the client is gone.
+ * NULL first): it is logged when the tunnel closes.  u->fd (and u->ssl)
+ * are taken in every case.  0, or -1 if the client is gone.
  */
 int	req_upgrade(struct request *, const char *hdrs, size_t hdrs_len,
 	    const struct req_upgrade *);

@@ -13,6 +13,7 @@
 
 #include "lib/log.h"
 #include "worker/conn.h"
+#include "worker/tls.h"
 #include "worker/tunnel.h"
 #include "worker/worker.h"
 
@@ -434,6 +435,8 @@ req_upgrade(struct request *r, const char *hdrs, size_t hdrs_len,
     const struct req_upgrade *u)
 {
 	if (r->carrier->upgrade == NULL) {
+		if (u->ssl != NULL)
+			tls_close(u->ssl, false);
 		close(u->fd);
 		return -1;
 	}

@@ -39,6 +39,9 @@
 struct tunnel {
 	struct conn	*c;		/* the client's side */
 	int		 fd;		/* the upstream's */
+	SSL		*ssl;		/* TLS on it (https servers) */
+	bool		 read_wants_write;	/* TLS turned a wait */
+	bool		 write_wants_read;	/* around */
 	struct event	 rev;		/* persistent */
 	struct event	 wev;		/* only while to_up holds bytes */
 	bool		 reading;	/* rev is added */
@@ -102,6 +105,70 @@ tunnel_up_writing(struct tunnel *t, bool on)
 		t->writing = false;
 }
 
+/*
+ * read(2) and write(2) on the upstream's socket, through TLS for an
+ * https server: a count, 0 at the end, or -1 with errno (EAGAIN: the
+ * events say when to try again).
+ */
+static ssize_t
+tunnel_up_recv(struct tunnel *t, void *p, size_t n)
+{
+	int want = 0;
+	ssize_t r;
+
+	if (t->ssl == NULL)
+		return read(t->fd, p, n);
+	r = tls_read(t->ssl, p, n, &want);
+	if (r > 0) {
+		if (tls_pending(t->ssl))
+			event_active(&t->rev, EV_READ, 0);
+		return r;
+	}
+	if (r == TLS_CLOSED)
+		return 0;
+	if (r == TLS_AGAIN) {
+		if (want == TLS_WANT_WRITE) {
+			t->read_wants_write = true;
+			tunnel_up_writing(t, true);
+		}
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = EPROTO;
+	return -1;
+}
+
+static ssize_t
+tunnel_up_send(struct tunnel *t, const void *p, size_t n)
+{
+	int want = 0;
+	ssize_t r;
+
+	if (t->ssl == NULL)
+		return write(t->fd, p, n);
+	r = tls_write(t->ssl, p, n, &want);
+	if (r > 0)
+		return r;
+	if (r == TLS_AGAIN) {
+		/* Wanting to read: the read callback flushes again. */
+		t->write_wants_read = want == TLS_WANT_READ;
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = r == TLS_CLOSED ? EPIPE : EPROTO;
+	return -1;
+}
+
+/* No more from us to the upstream (after a close frame, or the
+ * client's end). */
+static void
+tunnel_up_shut(struct tunnel *t)
+{
+	if (t->ssl != NULL)
+		tls_notify(t->ssl);
+	shutdown(t->fd, SHUT_WR);
+}
+
 /* Traffic either way: the idle clock starts again. */
 static void
 tunnel_active(struct tunnel *t)
@@ -122,7 +189,8 @@ tunnel_up_flush(struct tunnel *t)
 	ssize_t n;
 
 	while (buf_pending(&t->to_up) > 0) {
-		n = write(t->fd, buf_head(&t->to_up), buf_pending(&t->to_up));
+		n = tunnel_up_send(t, buf_head(&t->to_up),
+		    buf_pending(&t->to_up));
 		if (n > 0) {
 			buf_consume(&t->to_up, (size_t)n);
 			continue;
@@ -130,13 +198,14 @@ tunnel_up_flush(struct tunnel *t)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
-			tunnel_up_writing(t, true);
+			tunnel_up_writing(t, !t->write_wants_read);
 			return 1;
 		}
 		tunnel_end(t, MT_UPSTREAM_CLOSED);
 		return -1;
 	}
-	tunnel_up_writing(t, false);
+	if (!t->read_wants_write)
+		tunnel_up_writing(t, false);
 	buf_free(&t->to_up);		/* idle tunnels hold no buffer */
 	return 0;
 }
@@ -150,7 +219,7 @@ tunnel_to_upstream(struct tunnel *t, const char *p, size_t n)
 
 	if (buf_pending(&t->to_up) == 0) {
 		do
-			w = write(t->fd, p, n);
+			w = tunnel_up_send(t, p, n);
 		while (w < 0 && errno == EINTR);
 		if (w < 0 && errno != EAGAIN) {
 			tunnel_end(t, MT_UPSTREAM_CLOSED);
@@ -166,7 +235,7 @@ tunnel_to_upstream(struct tunnel *t, const char *p, size_t n)
 		return -1;
 	}
 	conn_stop_reading(t->c);
-	tunnel_up_writing(t, true);
+	tunnel_up_writing(t, !t->write_wants_read);
 	return 0;
 }
 
@@ -216,6 +285,14 @@ tunnel_up_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tunnel *t = arg;
 
+	if (t->read_wants_write) {
+		t->read_wants_write = false;
+		if (buf_pending(&t->to_up) == 0)
+			tunnel_up_writing(t, false);
+		tunnel_up_read_cb(fd, EV_READ, t);
+		if (t->c->closing || buf_pending(&t->to_up) == 0)
+			return;
+	}
 	if (tunnel_up_flush(t) != 0)
 		return;
 	if (t->client_eof) {
@@ -272,11 +349,17 @@ tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (c->closing)
 		return;
+	if (t->write_wants_read) {
+		t->write_wants_read = false;
+		tunnel_up_write_cb(fd, EV_WRITE, t);
+		if (c->closing)
+			return;
+	}
 	if (buf_pending(&c->out) > 0) {
 		tunnel_up_reading(t, false);	/* the client is behind */
 		return;
 	}
-	n = read(t->fd, scratch, SCRATCH_SIZE);
+	n = tunnel_up_recv(t, scratch, SCRATCH_SIZE);
 	if (n > 0) {
 		if (t->bye)
 			return;		/* after our close frame: dropped */
@@ -354,10 +437,10 @@ tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
 		if (RAND_bytes(mask, sizeof(mask)) != 1)
 			memset(mask, 0x5a, sizeof(mask));
 		n = ws_close_frame(frame, WS_GOING_AWAY, mask);
-		(void)!write(t->fd, frame, n);	/* best effort */
+		(void)!tunnel_up_send(t, frame, n);	/* best effort */
 	}
 	tunnel_up_writing(t, false);
-	shutdown(t->fd, SHUT_WR);
+	tunnel_up_shut(t);
 	if (!ws_track_boundary(&t->down) || t->down.closed) {
 		tunnel_end(t, why);	/* mid-frame: no close frame fits */
 		return;
@@ -422,6 +505,8 @@ tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
 	if (c->closing || (scratch == NULL &&
 	    (scratch = malloc(SCRATCH_SIZE)) == NULL) ||
 	    (t = calloc(1, sizeof(*t))) == NULL) {
+		if (u->ssl != NULL)
+			tls_close(u->ssl, false);
 		close(u->fd);
 		if (!c->closing)
 			conn_fail(c, "out of memory");
@@ -429,6 +514,7 @@ tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
 	}
 	t->c = c;
 	t->fd = u->fd;
+	t->ssl = u->ssl;
 	t->websocket = u->websocket;
 	event_assign(&t->rev, worker.base, t->fd, EV_READ | EV_PERSIST,
 	    tunnel_up_read_cb, t);
@@ -485,6 +571,9 @@ tunnel_close(struct tunnel *t)
 
 	tunnel_up_reading(t, false);
 	tunnel_up_writing(t, false);
+	if (t->ssl != NULL)
+		tls_close(t->ssl, !t->up_eof);
+	t->ssl = NULL;
 	close(t->fd);
 	t->fd = -1;
 	if (!t->ended)

@@ -673,16 +673,10 @@ call_transport(struct call *c, int k)
 	upstream_begin(up, t->server);
 	call_tell_server(c, k);
 	/* An Upgrade needs the connection itself once it switches: agate's
-	 * own client gives it up; libcurl's does not. */
-	if (up->servers[t->server].native || (c->spec->upgrade &&
-	    !up->servers[t->server].cfg->https))
+	 * own client gives it up (with TLS of its own for https); libcurl's
+	 * does not. */
+	if (up->servers[t->server].native || c->spec->upgrade)
 		native_start(c, k);
-	else if (c->spec->upgrade) {
-		call_log_failure(c, k, "cannot tunnel", "tunnels to https:// "
-		    "servers are not supported");
-		call_try_failed(c, k, TRY_LOCAL, 502, "tunnels to https:// "
-		    "servers are not supported");
-	}
 	else
 		curlproxy_start(c, k);
 }

@@ -128,11 +128,13 @@ struct call_sink {
 	/*
 	 * Upgrade calls: the server switched protocols (101).  fields as
 	 * for head(), with its Upgrade field; fd is its connection, now the
-	 * sink's in every case, and early what it sent after the head.
+	 * sink's in every case (with ssl, its TLS state, for an https
+	 * server; else NULL), and early what it sent after the head.
 	 * Returns 0, or -1 if the client is gone.  done(NULL) follows.
 	 */
 	int	(*switched)(void *arg, const char *fields, size_t fields_len,
-		    int fd, const char *early, size_t early_len);
+		    int fd, struct ssl_st *ssl, const char *early,
+		    size_t early_len);
 };
 
 /* What a transport's try answers to while it runs. */
@@ -227,10 +229,10 @@ call_commit(struct call *c, size_t n)
 /* The sink takes the upgraded connection (call_sink.switched). */
 static inline int
 call_switched(struct call *c, const char *fields, size_t fields_len, int fd,
-    const char *early, size_t early_len)
+    struct ssl_st *ssl, const char *early, size_t early_len)
 {
-	return c->sink->switched(c->sink_arg, fields, fields_len, fd, early,
-	    early_len);
+	return c->sink->switched(c->sink_arg, fields, fields_len, fd, ssl,
+	    early, early_len);
 }
 
 /* Whether the sink wants the transfer paused. */
@@ -293,6 +295,7 @@ int	upgrade_headers(const struct call *, call_emit_fn, void *,
 const char *upgrade_check_switch(const struct call *, const char *fields,
 	    size_t len);
 int	upgrade_switched(struct request *, const char *fields,
-	    size_t fields_len, int fd, const char *early, size_t early_len);
+	    size_t fields_len, int fd, struct ssl_st *ssl, const char *early,
+	    size_t early_len);
 
 #endif

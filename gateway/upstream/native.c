@@ -419,7 +419,8 @@ native_send(struct native *x)
 
 	while (x->send == NS_SENDING) {
 		if (x->wpos < o->len) {
-			n = write(x->uc->fd, o->data + x->wpos, o->len - x->wpos);
+			n = upconn_write(x->uc, o->data + x->wpos,
+			    o->len - x->wpos);
 			if (n > 0) {
 				x->wpos += (size_t)n;
 				continue;
@@ -511,6 +512,7 @@ native_switch(struct native *x, size_t end)
 {
 	struct call *c = x->call;
 	struct request *r = x->req;
+	struct ssl_st *ssl;
 	const char *why;
 	int slot = x->slot, fd, rc;
 
@@ -531,11 +533,11 @@ native_switch(struct native *x, size_t end)
 		call_try_failed(c, slot, TRY_STATUS, 101, "");
 		return -1;
 	}
-	fd = upconn_take_fd(x->uc);
+	fd = upconn_take_fd(x->uc, &ssl);
 	x->uc = NULL;
 	/* The sink copies the early bytes before `in` is given back. */
-	rc = call_switched(c, x->chead.data, x->chead.len, fd, x->in + end,
-	    x->in_len - end);
+	rc = call_switched(c, x->chead.data, x->chead.len, fd, ssl,
+	    x->in + end, x->in_len - end);
 	native_detach(x);
 	native_put(x, false);
 	call_try_end(c, slot, rc == 0);
@@ -717,7 +719,7 @@ native_recv_direct(struct native *x)
 		return 0;
 	if (room > want)
 		room = want;
-	n = read(x->uc->fd, dst, room);
+	n = upconn_read(x->uc, dst, room);
 	if (n > 0) {
 		call_commit(x->call, (size_t)n);
 		x->rb_left -= n;
@@ -755,7 +757,7 @@ native_recv(struct native *x)
 		native_parse(x);
 		return;
 	}
-	n = read(x->uc->fd, x->in + x->in_len, IN_SIZE - x->in_len);
+	n = upconn_read(x->uc, x->in + x->in_len, IN_SIZE - x->in_len);
 	if (n > 0) {
 		x->in_len += (size_t)n;
 		x->got_bytes = true;
@@ -773,11 +775,12 @@ native_recv(struct native *x)
 static void
 native_connected(struct native *x)
 {
-	int err = upconn_connect_error(x->uc);
+	const char *detail;
+	int err = upconn_connect_error(x->uc, &detail);
 
 	if (err != 0) {
 		native_fail(x, TRY_CONNECT, 502, "upstream connection failed",
-		    strerror(err));
+		    detail);
 		return;
 	}
 	native_set_send(x, NS_SENDING);

@@ -182,7 +182,7 @@ sink_done(void *arg, int status, const char *error, const char *extra)
 
 static int
 sink_switched(void *arg, const char *fields, size_t fields_len, int fd,
-    const char *early, size_t early_len)
+    struct ssl_st *ssl, const char *early, size_t early_len)
 {
 	struct proxy *p = arg;
 	struct request *r = p->req;
@@ -191,7 +191,8 @@ sink_switched(void *arg, const char *fields, size_t fields_len, int fd,
 	p->switched = true;
 	r->gw = NULL;
 	r->hooks = NULL;
-	return upgrade_switched(r, fields, fields_len, fd, early, early_len);
+	return upgrade_switched(r, fields, fields_len, fd, ssl, early,
+	    early_len);
 }
 
 static const struct call_sink proxy_sink = {

@@ -8,11 +8,13 @@
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "gateway/upstream/upconn.h"
 #include "lib/log.h"
+#include "worker/tls.h"
 #include "worker/worker.h"
 
 #define UPCONN_FREE_MAX	64
@@ -22,13 +24,61 @@ static size_t		 nfree;
 
 static void	upconn_unpool(struct upconn *);
 
+/* The TCP connect, then the TLS handshake, before the owner hears
+ * EV_WRITE ("connected"): it sees a plain connection either way. */
+static void
+upconn_tls_step(struct upconn *uc)
+{
+	socklen_t len = sizeof(uc->error);
+	int want = 0, rc;
+
+	if (uc->ssl == NULL) {
+		if (getsockopt(uc->fd, SOL_SOCKET, SO_ERROR, &uc->error,
+		    &len) == -1)
+			uc->error = errno;
+		if (uc->error != 0)
+			goto told;
+		if ((uc->ssl = uptls_new(uc->up, uc->srv, uc->fd)) == NULL) {
+			uc->error = EPROTO;
+			uc->error_detail = "cannot set up TLS";
+			goto told;
+		}
+	}
+	rc = tls_handshake(uc->ssl, &want);
+	if (rc == TLS_AGAIN) {
+		upconn_want_write(uc, want == TLS_WANT_WRITE);
+		upconn_want_read(uc, true);
+		return;
+	}
+	if (rc != TLS_DONE) {
+		uc->error = EPROTO;
+		uc->error_detail = uptls_failure(uc->ssl);
+	}
+told:
+	uc->tls_pending = false;
+	uc->on_ready(uc->owner, EV_WRITE);
+}
+
 static void
 upconn_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct upconn *uc = arg;
 	char b;
 
+	if (uc->tls_pending && uc->owner != NULL) {
+		upconn_tls_step(uc);
+		return;
+	}
 	if (uc->owner != NULL) {
+		/* TLS may read to write, or write to read. */
+		if ((what & EV_WRITE) && uc->read_wants_write) {
+			uc->read_wants_write = false;
+			what |= EV_READ;
+		}
+		if ((what & EV_READ) && uc->write_wants_read) {
+			uc->write_wants_read = false;
+			what |= EV_WRITE;
+		}
 		uc->on_ready(uc->owner, what);
 		return;
 	}
@@ -88,6 +138,11 @@ upconn_connect(struct upstream_rt *up, struct server_rt *srv)
 	uc->idle_timer.list = NULL;
 	uc->reading = uc->writing = false;
 	uc->connecting = true;
+	uc->ssl = NULL;
+	uc->tls_pending = srv->cfg->https;
+	uc->read_wants_write = uc->write_wants_read = false;
+	uc->error = 0;
+	uc->error_detail = NULL;
 	event_assign(&uc->rev, worker.base, fd, EV_READ | EV_PERSIST,
 	    upconn_cb, uc);
 	event_assign(&uc->wev, worker.base, fd, EV_WRITE | EV_PERSIST,
@@ -120,15 +175,68 @@ upconn_own(struct upconn *uc, void *owner, void (*on_ready)(void *, short))
 }
 
 int
-upconn_connect_error(struct upconn *uc)
+upconn_connect_error(struct upconn *uc, const char **detail)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
 
 	uc->connecting = false;
-	if (getsockopt(uc->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
-		return errno;
+	if (uc->error != 0)
+		err = uc->error;
+	else if (getsockopt(uc->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	*detail = uc->error_detail != NULL ? uc->error_detail : strerror(err);
 	return err;
+}
+
+ssize_t
+upconn_read(struct upconn *uc, void *p, size_t n)
+{
+	int want = 0;
+	ssize_t r;
+
+	if (uc->ssl == NULL)
+		return read(uc->fd, p, n);
+	r = tls_read(uc->ssl, p, n, &want);
+	if (r > 0) {
+		/* Decrypted bytes epoll cannot see: read again soon. */
+		if (tls_pending(uc->ssl))
+			event_active(&uc->rev, EV_READ, 0);
+		return r;
+	}
+	if (r == TLS_CLOSED)
+		return 0;
+	if (r == TLS_AGAIN) {
+		if (want == TLS_WANT_WRITE) {
+			uc->read_wants_write = true;
+			upconn_want_write(uc, true);
+		}
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = EPROTO;
+	return -1;
+}
+
+ssize_t
+upconn_write(struct upconn *uc, const void *p, size_t n)
+{
+	int want = 0;
+	ssize_t r;
+
+	if (uc->ssl == NULL)
+		return write(uc->fd, p, n);
+	r = tls_write(uc->ssl, p, n, &want);
+	if (r > 0)
+		return r;
+	if (r == TLS_AGAIN) {
+		/* Waiting to read: the read event is on already. */
+		uc->write_wants_read = want == TLS_WANT_READ;
+		errno = EAGAIN;
+		return -1;
+	}
+	errno = r == TLS_CLOSED ? EPIPE : EPROTO;
+	return -1;
 }
 
 void
@@ -154,7 +262,8 @@ upconn_put(struct upconn *uc)
 {
 	struct upstream_rt *up = uc->up;
 
-	if (up->cfg->keepalive == 0 || worker.phase == WP_DRAINING) {
+	if (up->cfg->keepalive == 0 || worker.phase == WP_DRAINING ||
+	    uc->ssl != NULL) {
 		upconn_close(uc);
 		return;
 	}
@@ -173,6 +282,9 @@ upconn_release(struct upconn *uc)
 {
 	upconn_want_read(uc, false);
 	upconn_want_write(uc, false);
+	if (uc->ssl != NULL)
+		tls_close(uc->ssl, false);
+	uc->ssl = NULL;
 	if (uc->fd >= 0)
 		close(uc->fd);
 	if (nfree < UPCONN_FREE_MAX) {
@@ -201,12 +313,14 @@ upconn_close(struct upconn *uc)
 }
 
 int
-upconn_take_fd(struct upconn *uc)
+upconn_take_fd(struct upconn *uc, struct ssl_st **ssl)
 {
 	int fd = uc->fd;
 
 	if (uc->owner == NULL)
 		upconn_unpool(uc);
+	*ssl = uc->ssl;
+	uc->ssl = NULL;
 	uc->fd = -1;
 	upconn_release(uc);
 	return fd;

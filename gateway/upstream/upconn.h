@@ -19,6 +19,13 @@
 
 struct upconn {
 	int			 fd;
+	/* https (Upgrade calls only): TLS on fd, never pooled. */
+	struct ssl_st		*ssl;
+	bool			 tls_pending;	/* handshake still to do */
+	bool			 read_wants_write;	/* TLS turned a wait */
+	bool			 write_wants_read;	/* around */
+	int			 error;		/* connect or handshake */
+	const char		*error_detail;
 	struct event		 rev;		/* EV_READ, persistent */
 	struct event		 wev;		/* EV_WRITE, only when needed */
 	bool			 reading;
@@ -53,15 +60,28 @@ struct upconn *upconn_get(struct upstream_rt *, struct server_rt *,
 	    bool *reused);
 void	upconn_own(struct upconn *, void *owner,
 	    void (*on_ready)(void *, short));
-/* Whether a connect finished well (after the owner saw EV_WRITE). */
-int	upconn_connect_error(struct upconn *);
+/* Whether a connect (and TLS handshake) finished well, after the owner
+ * saw EV_WRITE: 0, or an errno, with words for the log in *detail. */
+int	upconn_connect_error(struct upconn *, const char **detail);
+/* read(2) and write(2), through TLS where it is on: a count, 0 at the
+ * end, or -1 with errno (EAGAIN: the owner hears when to retry). */
+ssize_t	upconn_read(struct upconn *, void *, size_t);
+ssize_t	upconn_write(struct upconn *, const void *, size_t);
 void	upconn_want_write(struct upconn *, bool);
 void	upconn_want_read(struct upconn *, bool);
 /* Back to the pool, or closed if the pool is full. */
 void	upconn_put(struct upconn *);
 void	upconn_close(struct upconn *);
-/* Lets go of uc but not of its socket, which is returned (a 101). */
-int	upconn_take_fd(struct upconn *);
+/* Lets go of uc but not of its socket, which is returned with its TLS
+ * state, if any, in *ssl (a 101: the tunnel's now). */
+int	upconn_take_fd(struct upconn *, struct ssl_st **ssl);
+
+/* uptls.c: TLS to https servers for connections agate drives itself. */
+struct ssl_st *uptls_new(struct upstream_rt *, const struct server_rt *,
+	    int fd);
+/* Why a handshake failed, for the log. */
+const char *uptls_failure(struct ssl_st *);
+void	uptls_free(struct upstream_rt *);
 void	upconn_close_idle(struct server_rt *);
 /* The keepalive list's timer: an idle connection timed out. */
 void	upconn_expire(struct tnode *);

@@ -163,11 +163,12 @@ upgrade_check_switch(const struct call *c, const char *fields, size_t len)
 
 int
 upgrade_switched(struct request *r, const char *fields, size_t fields_len,
-    int fd, const char *early, size_t early_len)
+    int fd, struct ssl_st *ssl, const char *early, size_t early_len)
 {
 	const struct http_header *u = req_header(r, "upgrade");
 	struct req_upgrade up = {
 		.fd = fd,
+		.ssl = ssl,
 		.early = early,
 		.early_len = early_len,
 		.websocket = upgrade_websocket(r),

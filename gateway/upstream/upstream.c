@@ -42,8 +42,9 @@ rand_below(unsigned n)
 }
 
 /*
- * A native server's address, resolved once per config load as nginx
- * does (libcurl resolves per request instead).  A name that does not
+ * A server's address for agate's own client (native requests, and
+ * Upgrades to any server), resolved once per config load as nginx does
+ * (libcurl resolves per request instead).  A name that does not
  * resolve leaves the server unusable (its requests get 502), logged.
  */
 static void
@@ -99,9 +100,9 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 		else
 			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s:%u",
 			    s->cfg->host, s->cfg->port);
-		/* Upgrades to a plain-http server go native in any case. */
-		if (!s->cfg->https)
-			server_resolve(s);
+		/* Upgrades go native in any case (TLS of their own for
+		 * https): every server has its address. */
+		server_resolve(s);
 		if (!s->native)
 			u->any_curl = true;
 	}
@@ -142,6 +143,7 @@ upstream_free(void)
 			upconn_close_idle(&ups[i].servers[j]);
 		tlist_free(&ups[i].keepalive);
 		tlist_free(&ups[i].excess);
+		uptls_free(&ups[i]);
 		free(ups[i].servers);
 	}
 	free(ups);

@@ -42,6 +42,7 @@ struct upstream_rt {
 	bool			 any_curl;	/* a server uses libcurl */
 	struct limiter		 limit;		/* max_concurrent, max_queue */
 	struct retry_budget	 budget;
+	struct ssl_ctx_st	*tls_ctx;	/* uptls.c, made on first use */
 };
 
 int	upstream_init(struct event_base *, const struct config *);
