@@ -112,6 +112,22 @@ ws_track_feed(struct ws_track *t, const uint8_t *p, size_t n)
 	}
 }
 
+size_t
+ws_track_to_boundary(struct ws_track *t, const uint8_t *p, size_t n)
+{
+	size_t used = 0, step;
+
+	while (used < n && !ws_track_boundary(t) && !t->broken) {
+		/* A payload in one go; a header (14 bytes at most) a byte at
+		 * a time, so the feed stops right where the frame ends. */
+		step = t->left > 0 ? (t->left < n - used ? (size_t)t->left :
+		    n - used) : 1;
+		ws_track_feed(t, p + used, step);
+		used += step;
+	}
+	return used;
+}
+
 bool
 ws_track_boundary(const struct ws_track *t)
 {

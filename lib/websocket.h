@@ -39,6 +39,9 @@ struct ws_track {
 };
 
 void	ws_track_feed(struct ws_track *, const uint8_t *p, size_t n);
+/* Feeds p[0..n) up to the end of the frame under way (nothing if the
+ * stream is between frames or broken); returns the bytes that took. */
+size_t	ws_track_to_boundary(struct ws_track *, const uint8_t *p, size_t n);
 /* Between two frames, so a frame of ours may be put here. */
 bool	ws_track_boundary(const struct ws_track *);
 

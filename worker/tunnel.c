@@ -49,6 +49,8 @@ struct tunnel {
 	bool		 up_eof;	/* the upstream closed: flush, end */
 	bool		 client_eof;	/* the client closed: flush, end */
 	bool		 bye;		/* saying goodbye: nothing relayed */
+	bool		 finishing;	/* ... but the upstream's frame under
+					 * way, before our close frame */
 	bool		 websocket;
 	enum m_tunnel_end end;		/* why it ends (the first reason) */
 	bool		 ended;
@@ -63,6 +65,7 @@ static char	*scratch;
 static int	 ntunnels;
 
 static void	tunnel_up_read_cb(evutil_socket_t, short, void *);
+static void	tunnel_bye_finish(struct tunnel *, size_t);
 static void	tunnel_up_write_cb(evutil_socket_t, short, void *);
 
 static const char *const end_why[] = {
@@ -252,8 +255,10 @@ tunnel_client_readable(struct tunnel *t)
 	n = conn_recv(c, scratch, SCRATCH_SIZE);
 	if (n > 0) {
 		if (t->bye) {
-			/* Its answer to our close frame: done. */
-			tunnel_end(t, t->end);
+			/* Dropped, until its answer to our close frame. */
+			ws_track_feed(&t->up, (uint8_t *)scratch, (size_t)n);
+			if (t->up.closed && !t->finishing)
+				tunnel_end(t, t->end);
 			return;
 		}
 		c->req->tunnel_bytes_in += (uint64_t)n;
@@ -360,6 +365,10 @@ tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	n = tunnel_up_recv(t, scratch, SCRATCH_SIZE);
+	if (n > 0 && t->finishing) {
+		tunnel_bye_finish(t, (size_t)n);
+		return;
+	}
 	if (n > 0) {
 		if (t->bye)
 			return;		/* after our close frame: dropped */
@@ -373,8 +382,11 @@ tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	tunnel_up_reading(t, false);
-	if (t->bye)
+	if (t->bye) {
+		if (t->finishing)
+			tunnel_end(t, t->end);	/* no frame end now */
 		return;
+	}
 	t->up_eof = true;
 	if (!t->ended) {
 		t->ended = true;
@@ -390,6 +402,10 @@ tunnel_client_drained(struct tunnel *t)
 	struct conn *c = t->c;
 
 	buf_free(&c->out);		/* idle tunnels hold no buffer */
+	if (t->finishing) {
+		tunnel_up_reading(t, true);
+		return;
+	}
 	if (t->bye) {
 		/* Our close frame is out: no more from us. */
 		if (c->ssl != NULL && c->tls_ready && !c->tls_notified) {
@@ -408,11 +424,49 @@ tunnel_client_drained(struct tunnel *t)
 
 /* -- goodbyes ------------------------------------------------------------- */
 
+/* Our close frame to the client, then up to TUNNEL_BYE_MS for its
+ * answer. */
+static void
+tunnel_bye_client(struct tunnel *t)
+{
+	struct conn *c = t->c;
+	uint8_t frame[WS_CLOSE_MAX];
+	size_t n;
+
+	tunnel_up_reading(t, false);
+	n = ws_close_frame(frame, WS_GOING_AWAY, NULL);
+	if (buf_append(&c->out, (char *)frame, n) == -1) {
+		tunnel_end(t, MT_ERROR);
+		return;
+	}
+	conn_start_reading(c);
+	if (conn_write_out(c) == 0)
+		tunnel_client_drained(t);
+}
+
+/* n bytes came from the upstream while its last frame finishes: that
+ * frame's rest goes to the client, then our close frame. */
+static void
+tunnel_bye_finish(struct tunnel *t, size_t n)
+{
+	size_t k = ws_track_to_boundary(&t->down, (uint8_t *)scratch, n);
+
+	t->c->req->resp_bytes += k;
+	if (k > 0 && tunnel_to_client(t, scratch, k) == -1)
+		return;
+	if (!ws_track_boundary(&t->down))
+		return;
+	t->finishing = false;
+	tunnel_bye_client(t);
+}
+
 /*
- * Closes the tunnel as a server going away: a WebSocket endpoint gets a
- * close frame 1001 where its stream stands between frames (and none if
- * a close has gone its way already), then the connection lingers up to
- * TUNNEL_BYE_MS for the client's answer.  Other protocols just close.
+ * Closes the tunnel as a server going away.  A WebSocket endpoint gets
+ * a close frame 1001 between two frames of its stream: the upstream's
+ * frame under way (if any) is let through first, then ours, then the
+ * client has up to TUNNEL_BYE_MS to answer.  The upstream gets a masked
+ * close frame if its stream stands between frames.  None is sent where
+ * a close went that way already; other protocols just close.
  */
 static void
 tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
@@ -425,12 +479,13 @@ tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
 		t->ended = true;
 		t->end = why;
 	}
-	if (!t->websocket || c->closing) {
+	if (!t->websocket || c->closing || t->down.closed ||
+	    t->down.broken) {
 		tunnel_end(t, why);
 		return;
 	}
 	t->bye = true;
-	tunnel_up_reading(t, false);
+	tlist_add(&worker.t_linger, &c->timer);
 	if (ws_track_boundary(&t->up) && !t->up.closed &&
 	    buf_pending(&t->to_up) == 0) {
 		/* A client's frames are masked (RFC 6455 section 5.3). */
@@ -441,19 +496,12 @@ tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
 	}
 	tunnel_up_writing(t, false);
 	tunnel_up_shut(t);
-	if (!ws_track_boundary(&t->down) || t->down.closed) {
-		tunnel_end(t, why);	/* mid-frame: no close frame fits */
+	if (!ws_track_boundary(&t->down)) {
+		t->finishing = true;
+		tunnel_up_reading(t, buf_pending(&c->out) == 0);
 		return;
 	}
-	n = ws_close_frame(frame, WS_GOING_AWAY, NULL);
-	if (buf_append(&c->out, (char *)frame, n) == -1) {
-		tunnel_end(t, MT_ERROR);
-		return;
-	}
-	tlist_add(&worker.t_linger, &c->timer);
-	conn_start_reading(c);
-	if (conn_write_out(c) == 0)
-		tunnel_client_drained(t);
+	tunnel_bye_client(t);
 }
 
 void

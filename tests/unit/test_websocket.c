@@ -150,6 +150,29 @@ test_track_mid_frame(void **state)
 }
 
 static void
+test_track_to_boundary(void **state)
+{
+	/* A frame of 3 payload bytes, then the header of the next. */
+	static const uint8_t s[] = { 0x82, 0x03, 'a', 'b', 'c', 0x81, 0x05 };
+	struct ws_track t = { 0 };
+	size_t k;
+
+	(void)state;
+	assert_int_equal(ws_track_to_boundary(&t, s, sizeof(s)), 0);
+	ws_track_feed(&t, s, 3);		/* header and 'a' */
+	assert_false(ws_track_boundary(&t));
+	k = ws_track_to_boundary(&t, s + 3, sizeof(s) - 3);
+	assert_int_equal(k, 2);			/* "bc", not the next frame */
+	assert_true(ws_track_boundary(&t));
+	/* Mid-header: the rest of the header, of a 0-byte payload. */
+	memset(&t, 0, sizeof(t));
+	ws_track_feed(&t, (const uint8_t *)"\x89", 1);
+	k = ws_track_to_boundary(&t, (const uint8_t *)"\x00\x81\x01x", 4);
+	assert_int_equal(k, 1);
+	assert_true(ws_track_boundary(&t));
+}
+
+static void
 test_close_frame(void **state)
 {
 	static const uint8_t plain[] = { 0x88, 0x0c, 0x03, 0xe9, 'g', 'o',
@@ -187,6 +210,7 @@ main(void)
 		cmocka_unit_test(test_base64_encode),
 		cmocka_unit_test(test_track),
 		cmocka_unit_test(test_track_mid_frame),
+		cmocka_unit_test(test_track_to_boundary),
 		cmocka_unit_test(test_close_frame),
 	};
 
