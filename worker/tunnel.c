@@ -93,9 +93,12 @@ tunnel_end(struct tunnel *t, enum m_tunnel_end why)
 static void
 tunnel_up_reading(struct tunnel *t, bool on)
 {
-	if (on && !t->reading && event_add(&t->rev, NULL) == 0)
+	if (on && !t->reading && event_add(&t->rev, NULL) == 0) {
 		t->reading = true;
-	else if (!on && t->reading && event_del(&t->rev) == 0)
+		/* Bytes OpenSSL decrypted already: epoll will not tell. */
+		if (t->ssl != NULL && tls_pending(t->ssl))
+			event_active(&t->rev, EV_READ, 0);
+	} else if (!on && t->reading && event_del(&t->rev) == 0)
 		t->reading = false;
 }
 
@@ -153,8 +156,11 @@ tunnel_up_send(struct tunnel *t, const void *p, size_t n)
 	if (r > 0)
 		return r;
 	if (r == TLS_AGAIN) {
-		/* Wanting to read: the read callback flushes again. */
+		/* Wanting to read: the read callback flushes again (it is
+		 * on even while the client is behind). */
 		t->write_wants_read = want == TLS_WANT_READ;
+		if (t->write_wants_read)
+			tunnel_up_reading(t, true);
 		errno = EAGAIN;
 		return -1;
 	}
@@ -341,8 +347,13 @@ tunnel_to_client(struct tunnel *t, const char *p, size_t n)
 		return -1;
 	}
 	tunnel_up_reading(t, false);
-	/* Arms the write event (or waits for TLS to read). */
-	return conn_write_out(c) == -1 ? -1 : 0;
+	/* Arms the write event, or waits for TLS to read: then the read
+	 * callback flushes, even while the upstream is behind. */
+	if (conn_write_out(c) == -1)
+		return -1;
+	if (c->tls_write_wants_read)
+		conn_start_reading(c);
+	return 0;
 }
 
 static void

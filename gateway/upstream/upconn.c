@@ -251,9 +251,12 @@ upconn_want_write(struct upconn *uc, bool on)
 void
 upconn_want_read(struct upconn *uc, bool on)
 {
-	if (on && !uc->reading && event_add(&uc->rev, NULL) == 0)
+	if (on && !uc->reading && event_add(&uc->rev, NULL) == 0) {
 		uc->reading = true;
-	else if (!on && uc->reading && event_del(&uc->rev) == 0)
+		/* Bytes OpenSSL decrypted already: epoll will not tell. */
+		if (uc->ssl != NULL && tls_pending(uc->ssl))
+			event_active(&uc->rev, EV_READ, 0);
+	} else if (!on && uc->reading && event_del(&uc->rev) == 0)
 		uc->reading = false;
 }
 
