@@ -347,10 +347,17 @@ tunnel_to_client(struct tunnel *t, const char *p, size_t n)
 		return -1;
 	}
 	tunnel_up_reading(t, false);
-	/* Arms the write event, or waits for TLS to read: then the read
-	 * callback flushes, even while the upstream is behind. */
-	if (conn_write_out(c) == -1)
+	/* The rest may go at once (TLS writes a record at a time, so a
+	 * short write is no sign of a full socket): then reading goes on.
+	 * Else the write event is armed, or TLS waits to read: then the
+	 * read callback flushes, even while the upstream is behind. */
+	switch (conn_write_out(c)) {
+	case -1:
 		return -1;
+	case 0:
+		tunnel_client_drained(t);
+		return 0;
+	}
 	if (c->tls_write_wants_read)
 		conn_start_reading(c);
 	return 0;
