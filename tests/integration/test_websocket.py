@@ -119,9 +119,10 @@ def close_payload(code, reason=b""):
 
 
 def handshake_head(path, port, key=None, extra=(), version="13",
-                   method="GET", proto="HTTP/1.1"):
+                   method="GET", proto="HTTP/1.1", connection="Upgrade",
+                   upgrade="websocket"):
     lines = ["%s %s %s" % (method, path, proto), "Host: 127.0.0.1:%d" % port,
-             "Connection: Upgrade", "Upgrade: websocket"]
+             "Connection: " + connection, "Upgrade: " + upgrade]
     if key is not False:
         lines.append("Sec-WebSocket-Key: %s" % (key or new_key()))
     if version is not None:
@@ -140,13 +141,11 @@ def header(head, name):
 class RawWs:
     """A WebSocket client on a plain socket: byte-exact frames."""
 
-    def __init__(self, port, path, extra=(), timeout=5, wrap=None):
+    def __init__(self, port, path, extra=(), timeout=5, **head):
         self.sock = socket.create_connection(("127.0.0.1", port),
                                              timeout=timeout * SLOW)
-        if wrap:
-            self.sock = wrap(self.sock)
         self.key = new_key()
-        self.sock.sendall(handshake_head(path, port, self.key, extra))
+        self.sock.sendall(handshake_head(path, port, self.key, extra, **head))
         buf = b""
         while b"\r\n\r\n" not in buf:
             b = self.sock.recv(65536)
@@ -571,6 +570,19 @@ class EchoTest(WsTest):
         c.send(CLOSE, close_payload(1000))
         self.assertEqual(c.recv(), (True, CLOSE, close_payload(1000)))
         c.close()
+
+    def test_connection_and_upgrade_are_token_lists_any_case(self):
+        # Firefox says "Connection: keep-alive, Upgrade"; tokens are
+        # case-insensitive (RFC 6455 4.2.1, RFC 9110 7.6.1).
+        for conn, upg in (("keep-alive, Upgrade", "websocket"),
+                          ("UPGRADE", "WebSocket")):
+            c = RawWs(self.gw.port, "/ws/echo?tokens=1", connection=conn,
+                      upgrade=upg)
+            self.assertEqual(c.status, 101, (conn, upg, c.head))
+            self.assertTrue(c.accept_ok(), c.head)
+            c.send(TEXT, b"tok")
+            self.assertEqual(c.recv(), (True, TEXT, b"tok"))
+            c.close()
 
     def test_ping_and_pong_both_ways(self):
         async def t():
