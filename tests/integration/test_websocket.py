@@ -454,7 +454,7 @@ class EarlyUpstream:
         self.sock.close()
 
 
-def run(coro, timeout=30):
+def run(coro, timeout=20):
     """Runs a test's coroutine on a fresh loop, bounded in time."""
     return asyncio.run(asyncio.wait_for(coro, timeout * SLOW))
 
@@ -887,8 +887,16 @@ class HandshakeTest(WsTest):
                                ssl=client_ctx(), server_hostname="a.test")
             await ws.send("over tls")
             self.assertEqual(await ws.recv(), "over tls")
-            await ws.send(big)
-            self.assertEqual(await ws.recv(), big)
+            # Echoes bigger than a TLS record and than a 64 KiB read,
+            # one after another.
+            for data in (os.urandom(40000), os.urandom(40000), big):
+                await ws.send(data)
+                try:
+                    got = await asyncio.wait_for(ws.recv(), 5 * SLOW)
+                except asyncio.TimeoutError:
+                    self.fail("over TLS, the echo of a %d-byte message did "
+                              "not come back within 5 s" % len(data))
+                self.assertEqual(got, data)
             await ws.close(4000, "bye")
         run(t())
         ev = self.ws.wait("close", "/ws/echo?tls=1")[0]
