@@ -714,6 +714,9 @@ class EchoTest(WsTest):
         c.send(TEXT, b"end")
         self.assertEqual(c.recv(), (True, TEXT, str(mb << 20).encode()))
         c.close()
+        sys.stdout.write("backpressure: %d MiB sent while the upstream "
+                         "did not read; worker RSS %d -> peak %d KiB\n"
+                         % (stalled_at >> 20, base, peak))
         # The sender was held back while nobody read (flow control), and
         # the worker did not buffer the difference.
         self.assertLess(stalled_at, (mb - 16) << 20,
