@@ -315,6 +315,11 @@ def ws_upstream_main():
             subprotocols=["chat.v1", "chat.v2"], ping_interval=None,
             max_size=None, max_queue=2, close_timeout=2, backlog=4096)
         port = server.sockets[0].getsockname()[1]
+
+        def parent_gone():
+            if not os.read(0, 4096):
+                os._exit(0)     # the test ended without stopping us
+        asyncio.get_running_loop().add_reader(0, parent_gone)
         sys.stdout.write("listening 127.0.0.1:%d\n" % port)
         sys.stdout.flush()
         await asyncio.Future()
@@ -331,7 +336,8 @@ class WsUpstream:
         self.log = open(os.path.join(workdir, "wsup-%s.log" % name), "w+")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--ws-upstream"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            text=True)
         self.events = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
@@ -383,6 +389,7 @@ class WsUpstream:
                 self.proc.kill()
                 self.proc.wait(5)
         self.reader.join(5)
+        self.proc.stdin.close()
         self.proc.stdout.close()
         self.log.seek(0)
         text = self.log.read()
