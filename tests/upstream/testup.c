@@ -13,8 +13,21 @@
  * connection, and bodies in both directions are streamed with backpressure
  * so that memory stays small whatever their size.
  *
+ * It is also a WebSocket echo server (RFC 6455), the upstream of `make run`
+ * and of tests/bench/websocket.py: a GET on a path under /ws/ with
+ * "Upgrade: websocket", "Connection: upgrade", a Sec-WebSocket-Key and
+ * "Sec-WebSocket-Version: 13" gets 101 (the first Sec-WebSocket-Protocol
+ * offered, if any, is accepted; header= still applies); then every data
+ * frame is sent back as it comes, unmasked, with its opcode and FIN (so a
+ * fragmented message is echoed frame by frame), a ping gets a pong, and a
+ * close gets a close with the same code, after which the connection is
+ * closed.  A bad frame is answered with close 1002.  Frames are unmasked in
+ * the input buffer and moved to the output: nothing is allocated per
+ * message.  The fd limit is raised to the hard limit for 10,000+ tunnels.
+ *
  * Build: cc -std=c11 testup.c $(pkg-config --cflags --libs libevent_core
- * libcrypto); the body digest uses OpenSSL's EVP SHA-256.
+ * libcrypto); the body digest uses OpenSSL's EVP SHA-256, the WebSocket
+ * accept key EVP SHA-1 and base64.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -25,6 +38,7 @@
 
 #include <sys/types.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -76,6 +90,7 @@ enum state {
 	ST_DRIP,	/* waiting interval= between two pieces */
 	ST_FLUSH,	/* all queued, waiting for it to be written */
 	ST_LINGER,	/* output shut, draining input until the peer closes */
+	ST_WS,		/* a WebSocket after 101: echoing frames */
 };
 
 enum body { BODY_NONE, BODY_LENGTH, BODY_CHUNKED };
@@ -130,6 +145,16 @@ struct response {
 	int mid;
 };
 
+/* Where a WebSocket connection is in its input. */
+struct ws {
+	uint64_t remaining;		/* payload of the data frame in transit */
+	unsigned char mask[4];
+	unsigned moff;			/* payload bytes unmasked, mod 4 */
+	int in_frame;			/* its head is out, its payload follows */
+	int fragmented;			/* a message with FIN 0 is unfinished */
+	int paused;			/* output full: reading stopped */
+};
+
 struct conn {
 	struct conn *prev, *next;
 	struct bufferevent *bev;
@@ -141,6 +166,7 @@ struct conn {
 	char peer[64];
 	struct request req;
 	struct response resp;
+	struct ws ws;
 };
 
 static struct {
@@ -158,6 +184,9 @@ static char pattern[PIECE + PATTERN_LEN];
 static int conn_process(struct conn *);
 static int respond(struct conn *);
 static int start_echo(struct conn *);
+static int ws_wanted(struct request *);
+static int ws_handshake(struct conn *);
+static int ws_process(struct conn *);
 
 /* ---- small helpers ---- */
 
@@ -281,7 +310,7 @@ static const char *
 reason(int status)
 {
 	static const struct { int code; const char *text; } t[] = {
-		{ 200, "OK" }, { 201, "Created" }, { 202, "Accepted" },
+		{ 101, "Switching Protocols" }, { 200, "OK" }, { 201, "Created" }, { 202, "Accepted" },
 		{ 204, "No Content" }, { 206, "Partial Content" },
 		{ 301, "Moved Permanently" }, { 302, "Found" },
 		{ 303, "See Other" }, { 304, "Not Modified" },
@@ -290,6 +319,7 @@ reason(int status)
 		{ 403, "Forbidden" }, { 404, "Not Found" },
 		{ 405, "Method Not Allowed" }, { 408, "Request Timeout" },
 		{ 413, "Content Too Large" }, { 418, "I'm a teapot" },
+		{ 426, "Upgrade Required" },
 		{ 429, "Too Many Requests" },
 		{ 431, "Request Header Fields Too Large" },
 		{ 500, "Internal Server Error" }, { 501, "Not Implemented" },
@@ -878,9 +908,12 @@ send_fixed(struct conn *c, int status, struct evbuffer *b)
 	    evbuffer_get_length(b));
 }
 
-/* A plain JSON error; whatever else the query asked for is dropped. */
+/*
+ * A plain JSON error; whatever else the query asked for is dropped.  `hdr',
+ * when not NULL, is one more header line ("Name: value\r\n").
+ */
 static int
-refuse(struct conn *c, int status, const char *why)
+refuse_with(struct conn *c, int status, const char *why, const char *hdr)
 {
 	struct params *p = &c->req.p;
 	struct evbuffer *b = evbuffer_new();
@@ -888,6 +921,8 @@ refuse(struct conn *c, int status, const char *why)
 	if (p->headers != NULL)
 		evbuffer_free(p->headers);
 	memset(p, 0, sizeof(*p));
+	if (hdr != NULL && (p->headers = evbuffer_new()) != NULL)
+		evbuffer_add(p->headers, hdr, strlen(hdr));
 	if (status >= 500 || status == 431 || c->req.line == NULL)
 		c->req.keep = 0;
 	log_request(c, status, why);
@@ -899,6 +934,12 @@ refuse(struct conn *c, int status, const char *why)
 		evbuffer_add_printf(b, "}\n");
 	}
 	return send_fixed(c, status, b);
+}
+
+static int
+refuse(struct conn *c, int status, const char *why)
+{
+	return refuse_with(c, status, why, NULL);
 }
 
 static void
@@ -1202,6 +1243,8 @@ start_request(struct conn *c)
 		r->counted = 1;
 		srv.requests++;
 		parse_params(r);
+		if (ws_wanted(r))
+			return ws_handshake(c);
 	}
 	EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL);
 	if (r->expect && r->minor == 1 && r->body != BODY_NONE)
@@ -1241,6 +1284,318 @@ start_echo(struct conn *c)
 	return conn_process(c);
 }
 
+/* ---- WebSocket echo (RFC 6455) ---- */
+
+#define WS_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_KEY_LEN	24		/* base64 of 16 bytes */
+#define WS_MAX_CONTROL	125
+#define WS_MAX_HEAD	14		/* 2 + 8 length + 4 mask */
+#define WS_PROTOCOL_ERROR 1002
+
+enum {
+	WS_CONT = 0x0, WS_TEXT = 0x1, WS_BINARY = 0x2,
+	WS_CLOSE = 0x8, WS_PING = 0x9, WS_PONG = 0xa,
+};
+
+static const char *
+find_header(struct request *r, const char *name, int *count)
+{
+	const char *v = NULL;
+	size_t i;
+
+	*count = 0;
+	for (i = 0; i < r->nhdrs; i++)
+		if (strcasecmp(r->hdrs[i].name, name) == 0 && (*count)++ == 0)
+			v = r->hdrs[i].value;
+	return v;
+}
+
+/* A GET under /ws/ asking for "Upgrade: websocket" is a handshake. */
+static int
+ws_wanted(struct request *r)
+{
+	const char *v;
+	size_t i;
+
+	if (r->path_len < 4 || strncmp(r->target, "/ws/", 4) != 0)
+		return 0;
+	for (i = 0; i < r->nhdrs; i++) {
+		v = r->hdrs[i].value;
+		if (strcasecmp(r->hdrs[i].name, "Upgrade") == 0 &&
+		    has_token(v, "websocket"))
+			return 1;
+	}
+	return 0;
+}
+
+/* 22 base64 characters and "==": 16 bytes once decoded. */
+static int
+ws_key_ok(const char *key)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t i;
+
+	if (key == NULL || strlen(key) != WS_KEY_LEN ||
+	    strcmp(key + WS_KEY_LEN - 2, "==") != 0)
+		return 0;
+	for (i = 0; i < WS_KEY_LEN - 2; i++)
+		if (strchr(b64, key[i]) == NULL)
+			return 0;
+	return 1;
+}
+
+/* The first subprotocol offered: its length, 0 if none or not a token. */
+static size_t
+ws_first_protocol(const char *v, const char **start)
+{
+	size_t n;
+
+	if (v == NULL)
+		return 0;
+	v += strspn(v, " \t,");
+	n = strcspn(v, " \t,");
+	*start = v;
+	for (size_t i = 0; i < n; i++)
+		if (strchr("()<>@;:\\\"/[]?={}", v[i]) != NULL ||
+		    (unsigned char)v[i] <= 0x20 || v[i] == 0x7f)
+			return 0;
+	return n;
+}
+
+static int
+ws_handshake(struct conn *c)
+{
+	struct request *r = &c->req;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	const char *key, *version, *conn, *proto = NULL;
+	char buf[WS_KEY_LEN + sizeof(WS_GUID)], accept[4 * 21 / 3 + 4];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	size_t plen;
+	int nkey, nversion, nconn, nproto;
+
+	key = find_header(r, "Sec-WebSocket-Key", &nkey);
+	version = find_header(r, "Sec-WebSocket-Version", &nversion);
+	conn = find_header(r, "Connection", &nconn);
+	plen = ws_first_protocol(find_header(r, "Sec-WebSocket-Protocol",
+	    &nproto), &proto);
+	r->keep = 0;		/* whatever happens, no next HTTP request */
+	if (strcmp(r->method, "GET") != 0 || r->minor != 1 ||
+	    r->body != BODY_NONE)
+		return refuse(c, 400, "websocket: not a bodiless HTTP/1.1 GET");
+	if (conn == NULL || nconn != 1 || !has_token(conn, "upgrade"))
+		return refuse(c, 400, "websocket: no Connection: upgrade");
+	if (nkey != 1 || !ws_key_ok(key))
+		return refuse(c, 400, "websocket: bad Sec-WebSocket-Key");
+	if (nversion != 1 || strcmp(version, "13") != 0)
+		return refuse_with(c, 426, "websocket: version 13 only",
+		    "Sec-WebSocket-Version: 13\r\n");
+	if (r->p.error != NULL)
+		return refuse(c, 400, r->p.error);
+
+	memcpy(buf, key, WS_KEY_LEN);
+	memcpy(buf + WS_KEY_LEN, WS_GUID, sizeof(WS_GUID) - 1);
+	if (!EVP_Digest(buf, WS_KEY_LEN + sizeof(WS_GUID) - 1, md, &mdlen,
+	    EVP_sha1(), NULL) || mdlen != 20) {
+		r->done = 1;
+		conn_close(c, "websocket: SHA-1 failed");
+		return -1;
+	}
+	EVP_EncodeBlock((unsigned char *)accept, md, (int)mdlen);
+	evbuffer_add_printf(out, "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+	    "Sec-WebSocket-Accept: %s\r\n", accept);
+	if (plen > 0)
+		evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %.*s\r\n",
+		    (int)plen, proto);
+	evbuffer_add_printf(out, "X-Upstream: %s\r\n", srv.name);
+	if (r->p.headers != NULL)
+		evbuffer_add_buffer(out, r->p.headers);
+	evbuffer_add(out, "\r\n", 2);
+	log_request(c, 101, "websocket");
+	r->done = 1;
+	request_reset(c);
+	memset(&c->ws, 0, sizeof(c->ws));
+	c->state = ST_WS;
+	bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+	return conn_process(c);		/* frames sent with the handshake */
+}
+
+static void
+ws_frame_head(struct evbuffer *out, unsigned b0, uint64_t len)
+{
+	unsigned char h[10];
+	size_t n = 2;
+	int i;
+
+	h[0] = (unsigned char)b0;
+	if (len <= WS_MAX_CONTROL)
+		h[1] = (unsigned char)len;
+	else if (len <= 0xffff) {
+		h[1] = 126;
+		h[2] = (unsigned char)(len >> 8);
+		h[3] = (unsigned char)len;
+		n = 4;
+	} else {
+		h[1] = 127;
+		for (i = 0; i < 8; i++)
+			h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+		n = 10;
+	}
+	evbuffer_add(out, h, n);
+}
+
+/* Our close frame, then the end of the connection once it is written. */
+static int
+ws_close(struct conn *c, int code, const char *why)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	unsigned char b[2];
+
+	ws_frame_head(out, 0x80 | WS_CLOSE, code ? 2 : 0);
+	if (code) {
+		b[0] = (unsigned char)(code >> 8);
+		b[1] = (unsigned char)code;
+		evbuffer_add(out, b, 2);
+	}
+	c->req.done = 1;
+	bufferevent_disable(c->bev, EV_READ);
+	return close_after_flush(c, why);
+}
+
+/*
+ * Unmasks, in the input buffer, up to n bytes at its start (as many as the
+ * first chains hold); returns how many.
+ */
+static size_t
+ws_unmask(struct ws *w, struct evbuffer *in, size_t n)
+{
+	struct evbuffer_iovec v[8];
+	unsigned char *p;
+	size_t done = 0, k, j;
+	unsigned moff = w->moff;
+	int i, m;
+
+	m = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, 8);
+	for (i = 0; i < m && i < 8 && done < n; i++) {
+		p = v[i].iov_base;
+		k = v[i].iov_len < n - done ? v[i].iov_len : n - done;
+		for (j = 0; j < k; j++)
+			p[j] ^= w->mask[(moff + j) & 3];
+		moff = (unsigned)((moff + k) & 3);
+		done += k;
+	}
+	w->moff = moff;
+	return done;
+}
+
+/* A whole control frame (its head drained) is at the start of the input. */
+static int
+ws_control(struct conn *c, int op, size_t len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	unsigned char p[WS_MAX_CONTROL];
+	size_t j;
+
+	evbuffer_remove(in, p, len);
+	for (j = 0; j < len; j++)
+		p[j] ^= c->ws.mask[j & 3];
+	if (op == WS_PING) {
+		ws_frame_head(out, 0x80 | WS_PONG, len);
+		evbuffer_add(out, p, len);
+	} else if (op == WS_CLOSE) {
+		if (len == 1)
+			return ws_close(c, WS_PROTOCOL_ERROR,
+			    "websocket: close frame of 1 byte");
+		return ws_close(c, len ? p[0] << 8 | p[1] : 0,
+		    "websocket: closed by peer");
+	}
+	return 0;				/* a pong: nothing to do */
+}
+
+/* Echoes the frames in the input; 0 to wait for more, -1 when closed. */
+static int
+ws_process(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct ws *w = &c->ws;
+	unsigned char h[WS_MAX_HEAD];
+	size_t have, hlen, n;
+	uint64_t len;
+	int fin, op, i;
+
+	for (;;) {
+		if (evbuffer_get_length(out) >= OUT_HIGH) {
+			w->paused = 1;
+			bufferevent_disable(c->bev, EV_READ);
+			return 0;		/* write_cb resumes at OUT_LOW */
+		}
+		if (w->in_frame) {
+			n = evbuffer_get_length(in);
+			if (n > w->remaining)
+				n = (size_t)w->remaining;
+			if (n == 0)
+				return 0;
+			n = ws_unmask(w, in, n);
+			evbuffer_remove_buffer(in, out, n);
+			if ((w->remaining -= n) == 0)
+				w->in_frame = 0;
+			continue;
+		}
+		have = (size_t)evbuffer_copyout(in, h, sizeof(h));
+		if (have < 2)
+			return 0;
+		fin = h[0] & 0x80;
+		op = h[0] & 0x0f;
+		if (h[0] & 0x70)
+			return ws_close(c, WS_PROTOCOL_ERROR,
+			    "websocket: reserved bits set");
+		if (!(h[1] & 0x80))
+			return ws_close(c, WS_PROTOCOL_ERROR,
+			    "websocket: unmasked client frame");
+		len = h[1] & 0x7f;
+		hlen = len == 126 ? 4 : len == 127 ? 10 : 2;
+		if (have < hlen + 4)
+			return 0;
+		if (len == 126)
+			len = (uint64_t)h[2] << 8 | h[3];
+		else if (len == 127)
+			for (len = 0, i = 0; i < 8; i++)
+				len = len << 8 | h[2 + i];
+		if (len >> 63)
+			return ws_close(c, WS_PROTOCOL_ERROR,
+			    "websocket: frame length");
+		memcpy(w->mask, h + hlen, 4);
+		hlen += 4;
+		if (op >= WS_CLOSE) {
+			if (op > WS_PONG || !fin || len > WS_MAX_CONTROL)
+				return ws_close(c, WS_PROTOCOL_ERROR,
+				    "websocket: bad control frame");
+			if (evbuffer_get_length(in) < hlen + len)
+				return 0;
+			evbuffer_drain(in, hlen);
+			if (ws_control(c, op, (size_t)len) < 0)
+				return -1;	/* closed and freed */
+			if (c->state != ST_WS)
+				return 0;	/* our close is being written */
+			continue;
+		}
+		if (op > WS_BINARY || (op == WS_CONT) != w->fragmented)
+			return ws_close(c, WS_PROTOCOL_ERROR, op > WS_BINARY ?
+			    "websocket: unknown opcode" :
+			    "websocket: bad fragmentation");
+		w->fragmented = !fin;
+		evbuffer_drain(in, hlen);
+		ws_frame_head(out, (unsigned)(fin | op), len);
+		w->remaining = len;
+		w->moff = 0;
+		w->in_frame = len > 0;
+	}
+}
+
 /* ---- driving a connection ---- */
 
 /* Moves the connection on with the input there is; -1 when it closed. */
@@ -1276,6 +1631,8 @@ conn_process(struct conn *c)
 		case ST_LINGER:
 			evbuffer_drain(in, evbuffer_get_length(in));
 			return 0;
+		case ST_WS:
+			return ws_process(c);
 		default:
 			return 0;
 		}
@@ -1305,6 +1662,13 @@ write_cb(struct bufferevent *bev, void *arg)
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			flushed(c);
 		break;
+	case ST_WS:
+		if (c->ws.paused) {
+			c->ws.paused = 0;
+			enable_read(c);
+			conn_process(c);
+		}
+		break;
 	default:
 		break;
 	}
@@ -1332,7 +1696,8 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_close(c, evutil_socket_error_to_string(
 		    EVUTIL_SOCKET_ERROR()));
 	else
-		conn_close(c, c->state == ST_HEAD && c->req.line == NULL ?
+		conn_close(c, c->state == ST_WS ? "peer closed the websocket" :
+		    c->state == ST_HEAD && c->req.line == NULL ?
 		    "peer closed" : "peer closed mid-request");
 }
 
@@ -1519,6 +1884,7 @@ main(int argc, char **argv)
 	struct event *sigs[2];
 	const char **specs;
 	char bound[4096] = "";
+	struct rlimit rl;
 	int ch, i, n = 0, ok = 1;
 
 	srv.name = "testup";
@@ -1540,6 +1906,11 @@ main(int argc, char **argv)
 	if (n == 0)
 		specs[n++] = DEFAULT_LISTEN;
 	signal(SIGPIPE, SIG_IGN);
+	/* 10,000 WebSocket tunnels and more: as many fds as allowed. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	pattern_init();
 	if ((srv.base = event_base_new()) == NULL)
 		return 1;
