@@ -1232,6 +1232,10 @@ def report(ctx, wall):
                                   for k, v in SCENARIOS.items()) +
         "; (6) %s; (7) %s.\n" % (IDLE_TITLE, SHARE_TITLE),
     ]
+    # Written by tests/bench/websocket.py (make bench-websocket).
+    head.append("WebSocket tunnels (agate and nginx, `make "
+                "bench-websocket`): "
+                "[benchmarks-websocket.md](benchmarks-websocket.md).\n")
     if have_png:
         head.append("![ratios to nginx](%s)\n" % os.path.basename(png))
     md = os.path.join(a.out, name + ".md")
