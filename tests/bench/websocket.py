@@ -183,6 +183,22 @@ class AgateWS(ReadyWS, bench.Server):
         bench.Server.start(self)
 
 
+class Direct:
+    """wsload straight to the upstream: the ceiling without a gateway."""
+    name = "direct"
+    error = None
+
+    def __init__(self, upstream):
+        self.port = upstream.port
+        self.upstream = upstream
+
+    def workers(self):
+        return []
+
+    def error_log(self):
+        return self.upstream.logpath
+
+
 class Testup(bench.Server):
     """The echo upstream: one process, no workers."""
     binary_name = "testup"
@@ -365,8 +381,9 @@ def rtt_run(ctx, gw):
             snaps["measure start"], snaps["measure end"])
         wall = max(t1 - t0, 1e-6)
         n = res.get("round_trips") or 0
-        res["cpu_us_rt"] = ((g1 - g0) / CLK * 1e6 / n) if n else None
-        res["gw_pct"] = 100.0 * (g1 - g0) / CLK / wall
+        res["cpu_us_rt"] = ((g1 - g0) / CLK * 1e6 / n) if n and workers \
+            else None
+        res["gw_pct"] = 100.0 * (g1 - g0) / CLK / wall if workers else None
         res["up_pct"] = 100.0 * (u1 - u0) / CLK / wall
         res["load_pct"] = 100.0 * (l1 - l0) / CLK / wall
         ours = (g1 - g0) + (u1 - u0) + (l1 - l0)
@@ -455,7 +472,7 @@ def errors_text(runs):
 
 def rtt_rows(ctx):
     rows = []
-    for name in ctx.order:
+    for name in ctx.order + ["direct"]:
         allruns = ctx.rtt.get(name, [])
         runs = runs_of(ctx, name)
         if not runs:
@@ -466,8 +483,10 @@ def rtt_rows(ctx):
             continue
         rr = ratios(ctx, name)
         rows.append([
-            name, fmt(bench.med([r["rps"] for r in runs])),
-            "1.00" if name == "nginx" else fmt(bench.med(rr), "%.2f"),
+            "none (wsload → upstream)" if name == "direct" else name,
+            fmt(bench.med([r["rps"] for r in runs])),
+            "1.00" if name == "nginx" else "–" if name == "direct" else
+            fmt(bench.med(rr), "%.2f"),
             "%d µs" % bench.med([r["p50_us"] for r in runs]),
             "%d µs" % bench.med([r["p99_us"] for r in runs]),
             fmt(bench.med([r.get("cpu_us_rt") for r in runs]), "%.1f"),
@@ -498,8 +517,9 @@ def idle_rows(ctx):
             "1.00" if name == "nginx" else fmt(ratio, "%.2f"),
             fmt(r["bytes_pss"]),
             "%.1f s" % r["open_seconds"],
-            "%s fds (%s), upstream %s open" % (
-                r["fds1"], " + ".join(str(x) for x in r["fds_split"]),
+            "%s → %s fds (%s), upstream %s open" % (
+                r["fds0"], r["fds1"],
+                " + ".join(str(x) for x in r["fds_split"]),
                 r["up_open1"]),
             "RSS %.1f MiB, %s fds, upstream %s open; %s" % (
                 r["rss2"] / 1024.0, r["fds2"], r["up_open2"],
@@ -603,7 +623,9 @@ def report(ctx, wall):
                "read of its echo. CPU µs/round trip: utime+stime of the "
                "gateway's workers during the measured window / round "
                "trips. CPU gateway / upstream / wsload: share of one CPU "
-               "each (the machine has %d, shared by all three).\n"
+               "each (the machine has %d, shared by all three). The last "
+               "row is one run of wsload straight to the upstream, before "
+               "the rounds: the ceiling without a gateway.\n"
                % (a.rounds, a.duration, a.warmup, NCPU)]
     blocks += ["## (b) %s idle tunnels\n" % "{:,}".format(a.idle_conns),
                bench.md_table(["gateway", "tunnels open", "workers' RSS",
@@ -616,8 +638,9 @@ def report(ctx, wall):
                "the workers' summed VmRSS (Pss from smaps_rollup) between "
                "before the tunnels and %g s after the last was open, / "
                "tunnels open. Run first, on fresh gateways, after 20 "
-               "warm-up tunnels. \"while open\": the workers' fds (per "
-               "worker) and the upstream's open connections; \"after "
+               "warm-up tunnels. \"while open\": the workers' fds before "
+               "and while open (per worker) and the upstream's open "
+               "connections; \"after "
                "closing\": the same 1 s after wsload closed every tunnel "
                "with a close frame (and its own count: answered by a "
                "close frame, and how many of those the gateway did not "
@@ -691,7 +714,8 @@ def parse_args(argv):
     p.add_argument("--out", default=os.path.join(TOP, "docs"),
                    help="folder for benchmarks-websocket.md")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=6,
+                   help="even: each gateway goes first as often")
     p.add_argument("--duration", type=float, default=8,
                    help="measured seconds per round trip run")
     p.add_argument("--warmup", type=float, default=1)
@@ -808,6 +832,12 @@ def main(argv):
                     r["closed_line"]))
         log("(a) echo round trips, %d tunnels, %d round(s) of %g s" % (
             a.conns, a.rounds, a.duration))
+        if ctx.upstream.running():
+            r = rtt_run(ctx, Direct(ctx.upstream))
+            ctx.rtt["direct"] = [r]
+            log("  upstream alone  %9s rt/s  p50 %s µs  p99 %s µs" % (
+                fmt(r.get("rps")), r.get("p50_us", "–"),
+                r.get("p99_us", "–")))
         for rnd in range(a.rounds):
             order = list(live(ctx))
             if rnd % 2:
