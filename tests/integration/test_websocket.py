@@ -309,11 +309,17 @@ def ws_upstream_main():
                  reason=ws.close_reason)
 
     async def run():
+        tls = None
+        if sys.argv[2:3]:       # --ws-upstream CERT KEY: wss
+            import ssl
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(sys.argv[2], sys.argv[3])
         server = await websockets.serve(
             handler, "127.0.0.1", 0, create_protocol=Proto,
             process_request=process_request,
             subprotocols=["chat.v1", "chat.v2"], ping_interval=None,
-            max_size=None, max_queue=2, close_timeout=2, backlog=4096)
+            max_size=None, max_queue=2, close_timeout=2, backlog=4096,
+            ssl=tls)
         port = server.sockets[0].getsockname()[1]
 
         def parent_gone():
@@ -331,11 +337,12 @@ class WsUpstream:
     """The websockets upstream in a subprocess, with the events it
     printed."""
 
-    def __init__(self, workdir, name="ws"):
+    def __init__(self, workdir, name="ws", tls=None):
         self.name = name
         self.log = open(os.path.join(workdir, "wsup-%s.log" % name), "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--ws-upstream"],
+            [sys.executable, os.path.abspath(__file__), "--ws-upstream"] +
+            list(tls or ()),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             text=True)
         self.events = []
@@ -347,7 +354,8 @@ class WsUpstream:
         if not self.ready.wait(15) or not self.port:
             self.stop()
             raise RuntimeError("websockets upstream did not start")
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http",
+                                           self.port)
 
     def _read(self):
         for line in self.proc.stdout:
@@ -499,8 +507,8 @@ class WsTest(AgateTest):
         super().setUp()
         self.ws = self.ws_upstream()
 
-    def ws_upstream(self, name="ws"):
-        u = WsUpstream(self.dir, name)
+    def ws_upstream(self, name="ws", tls=None):
+        u = WsUpstream(self.dir, name, tls)
         self.addCleanup(u.stop)
         return u
 
@@ -914,6 +922,65 @@ class HandshakeTest(WsTest):
         seen = {k.lower(): v for k, v in
                 self.ws.wait("open", "/ws/echo?tls=1")[0]["headers"]}
         self.assertEqual(seen.get("x-forwarded-proto"), "https")
+
+
+class TlsUpstreamTest(WsTest):
+    """https:// servers: agate speaks TLS to them itself for the handshake
+    and the tunnel, verified as the upstream's tls: says."""
+
+    def setUp(self):
+        super().setUp()
+        from test_tls import make_cert
+        # The certificate names the address agate dials, and localhost.
+        crt, key = os.path.join(self.dir, "up.pem"), os.path.join(
+            self.dir, "up.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", crt, "-days", "2", "-subj",
+                        "/CN=up.test", "-addext",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True)
+        make_cert(self.dir, "other", "other.test", ["other.test"])
+        self.wss = self.ws_upstream("wss", tls=(crt, key))
+
+    def test_tunnel_to_an_https_server_verified_by_its_ca(self):
+        gw = self.gateway(
+            routes=[{"path": "/ws/", "upstream": "wss"}],
+            upstreams={"wss": {"servers": [self.wss.url],
+                               "tls": {"ca": "up.pem", "verify": True}}})
+        big = os.urandom(300000)
+
+        async def t():
+            ws = await connect(gw.port, "/ws/echo?up=tls",
+                               subprotocols=["chat.v2"])
+            self.assertEqual(ws.subprotocol, "chat.v2")
+            for data in ("over tls upstream", os.urandom(70000), big):
+                await ws.send(data)
+                got = await asyncio.wait_for(ws.recv(), 5 * SLOW)
+                self.assertEqual(got, data)
+            await ws.close(4000, "bye")
+        run(t())
+        ev = self.wss.wait("close", "/ws/echo?up=tls")[0]
+        self.assertEqual((ev["code"], ev["reason"]), (4000, "bye"))
+        line = [l for l in wait_until(lambda: [
+            l for l in gw.access_log() if l.get("status") == 101])][0]
+        self.assertEqual(line["upstream"], self.wss.url)
+        self.assertEqual(line["protocol"], "websocket")
+
+    def test_an_unverified_server_certificate_is_a_502(self):
+        # The server's certificate is not signed by the CA agate trusts.
+        gw = self.gateway(
+            routes=[{"path": "/ws/", "upstream": "wss"}],
+            upstreams={"wss": {"servers": [self.wss.url],
+                               "tls": {"ca": "other.pem", "verify": True}}})
+        c = RawWs(gw.port, "/ws/echo?up=bad-ca")
+        self.addCleanup(c.close)
+        self.assertEqual(c.status, 502, c.head)
+        self.assertEqual(self.wss.seen("open", "/ws/echo?up=bad-ca"), [])
+        wait_until(lambda: "certificate verify failed" in gw.error_log()
+                   or "self-signed certificate" in gw.error_log() or
+                   "unable to get local issuer" in gw.error_log(),
+                   what="the verification failure in agate's log")
 
 
 class EarlyFramesTest(WsTest):
