@@ -14,7 +14,8 @@ PACKAGES="build-essential autoconf automake libtool pkg-config \
 libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
 zlib1g-dev libcrypt-dev libhiredis-dev libcmocka-dev python3 curl \
 openssl nginx chromium chromium-driver \
-clang libclang-rt-14-dev valgrind redis-server python3-websockets"
+clang libclang-rt-14-dev valgrind redis-server python3-websockets \
+libnghttp2-dev nghttp2-client python3-h2"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""

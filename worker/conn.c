@@ -20,6 +20,7 @@
 #include "gateway/metrics/metrics.h"
 #include "lib/log.h"
 #include "worker/conn.h"
+#include "worker/h2.h"
 #include "worker/path.h"
 #include "worker/proxy_proto.h"
 #include "worker/tls.h"
@@ -127,11 +128,12 @@ conn_set_state(struct conn *c, enum conn_state to)
 		[CS_NEW] = B(CS_PROXY) | B(CS_HEAD),
 		[CS_PROXY] = B(CS_HEAD) | B(CS_CLOSED),
 		[CS_IDLE] = B(CS_HEAD) | B(CS_CLOSED),
-		[CS_HEAD] = B(CS_ACTIVE) | B(CS_CLOSED),
+		[CS_HEAD] = B(CS_ACTIVE) | B(CS_H2) | B(CS_CLOSED),
 		[CS_ACTIVE] = B(CS_IDLE) | B(CS_HEAD) | B(CS_LINGER) |
 		    B(CS_TUNNEL) | B(CS_CLOSED),
 		[CS_LINGER] = B(CS_CLOSED),
 		[CS_TUNNEL] = B(CS_CLOSED),
+		[CS_H2] = B(CS_CLOSED),
 		[CS_CLOSED] = 0,
 	};
 
@@ -297,6 +299,11 @@ conn_tls_handshake(struct conn *c)
 	}
 	if (rc == TLS_DONE) {
 		c->tls_ready = true;
+		if (c->lst->cfg->http2 && tls_alpn_h2(c->ssl) &&
+		    h2_start(c, NULL, 0) == -1) {
+			conn_fail(c, "out of memory");
+			return;
+		}
 		if (c->write_armed && buf_pending(&c->out) == 0) {
 			event_del(c->ev_write);
 			c->write_armed = false;
@@ -377,6 +384,7 @@ conn_close_now(struct conn *c)
 	c->closing = true;
 	if (c->tun != NULL)
 		tunnel_close(c->tun);
+	h2_close(c);
 	if (r != NULL) {
 		if (r->hooks != NULL && r->hooks->abort != NULL &&
 		    !r->resp_done)
@@ -555,6 +563,10 @@ conn_flush(struct conn *c)
 			tunnel_client_drained(c->tun);
 		return;
 	}
+	if (c->state == CS_H2) {
+		h2_flush(c);
+		return;
+	}
 	if (c->req != NULL && !c->req->resp_done)
 		conn_nodelay(c);	/* streaming: pieces follow */
 	if ((rc = conn_write_out(c)) == -1)
@@ -668,6 +680,19 @@ conn_head(struct conn *c)
 	int status;
 
 	conn_skip_blank_lines(c);
+	if (c->lst->cfg->http2 && c->ssl == NULL && c->nrequests == 0 &&
+	    c->rlen > 0 && c->rbuf[0] == 'P') {
+		switch (h2_preface(c->rbuf, c->rlen)) {
+		case 0:
+			return false;		/* a preface, coming */
+		case 1:
+			/* h2c with prior knowledge (RFC 9113 3.3). */
+			if (h2_start(c, c->rbuf, c->rlen) == -1)
+				conn_fail(c, "out of memory");
+			rbuf_put(c);
+			return false;
+		}
+	}
 	end = http_head_end(c->rbuf, c->rlen, &c->scan);
 	if (end == 0) {
 		status = http_head_too_big(c->rbuf, c->rlen,
@@ -889,6 +914,10 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		tunnel_client_readable(c->tun);
 		return;
 	}
+	if (c->state == CS_H2) {
+		h2_readable(c);
+		return;
+	}
 	if (c->rbuf == NULL) {
 		conn_read_fresh(c);
 		return;
@@ -989,6 +1018,9 @@ conn_timeout(struct tnode *n)
 	case CS_TUNNEL:
 		tunnel_timeout(c->tun);
 		break;
+	case CS_H2:
+		h2_timeout(c);
+		break;
 	case CS_ACTIVE:
 		if (buf_pending(&c->out) > 0) {
 			conn_fail(c, "send timeout");	/* the client reads not */
@@ -1039,6 +1071,8 @@ conn_drain_all(void)
 	TAILQ_FOREACH(c, &conns, link)
 		if (c->state == CS_IDLE && !c->closing)
 			tlist_add(&worker.t_grace, &c->timer);
+		else if (c->state == CS_H2 && !c->closing)
+			h2_drain(c);	/* GOAWAY; streams finish */
 }
 
 void
@@ -1085,4 +1119,12 @@ conn_to_tunnel(struct conn *c, struct buf *early, char **head)
 	/* Messages are small and each is a write: no Nagle delay. */
 	conn_nodelay(c);
 	return 0;
+}
+
+void
+conn_to_h2(struct conn *c)
+{
+	conn_set_state(c, CS_H2);
+	/* Streams answer in pieces: no Nagle delay between them. */
+	conn_nodelay(c);
 }

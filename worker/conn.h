@@ -25,10 +25,11 @@ struct listener;
  * Legal moves (conn_set_state checks them):
  *   PROXY -> HEAD | CLOSED
  *   IDLE -> HEAD | CLOSED
- *   HEAD -> ACTIVE | CLOSED
+ *   HEAD -> ACTIVE | H2 | CLOSED
  *   ACTIVE -> IDLE | HEAD | LINGER | TUNNEL | CLOSED
  *   LINGER -> CLOSED
  *   TUNNEL -> CLOSED
+ *   H2 -> CLOSED
  */
 enum conn_state {
 	CS_NEW,		/* accepted; nothing read yet */
@@ -38,6 +39,7 @@ enum conn_state {
 	CS_ACTIVE,	/* a request is being served */
 	CS_LINGER,	/* last response sent, write side shut; draining input */
 	CS_TUNNEL,	/* joined to an upstream after a 101 (tunnel.c) */
+	CS_H2,		/* speaks HTTP/2: a request per stream (h2.c) */
 	CS_CLOSED
 };
 
@@ -81,6 +83,7 @@ struct conn {
 	struct buf		 out;
 	struct request		*req;
 	struct tunnel		*tun;		/* CS_TUNNEL */
+	struct h2conn		*h2;		/* CS_H2 */
 	struct listener		*lst;
 	union sockaddr_any	 peer;		/* 28 bytes, not 128 */
 	char			 peer_str[48];
@@ -118,6 +121,8 @@ void	conn_stop_reading(struct conn *);
  * the read buffer is given back.  0, or -1 (memory).
  */
 int	conn_to_tunnel(struct conn *, struct buf *early, char **head);
+/* The connection speaks HTTP/2 from now (h2.c). */
+void	conn_to_h2(struct conn *);
 /* drain_timeout: closes every connection but the tunnels saying bye. */
 void	conn_close_all_but_tunnels(const char *why);
 
@@ -134,6 +139,9 @@ void	conn_close_all_but_tunnels(const char *why);
 void	request_rebase(struct request *, const char *old, size_t len,
 	    char *new_buf);
 struct request *request_new(struct conn *);
+/* The same for a request that its connection does not own alone (an
+ * HTTP/2 stream's): c->req stays. */
+struct request *request_new_on(struct conn *, const struct req_carrier *);
 /* After the head is parsed: X-Request-Id and the client address. */
 void	request_identify(struct request *);
 void	request_free(struct request *);

@@ -111,6 +111,7 @@ struct route_param {
 
 struct request {
 	const struct req_carrier *carrier;
+	void			*carrier_arg;	/* the carrier's (an h2 stream) */
 	/* The connection it came on (peer, TLS, listener); for HTTP/1.1
 	 * also its carrier. */
 	struct conn		*conn;

@@ -169,6 +169,16 @@ found:
 struct request *
 request_new(struct conn *c)
 {
+	struct request *r = request_new_on(c, &h1_carrier);
+
+	if (r != NULL)
+		c->req = r;
+	return r;
+}
+
+struct request *
+request_new_on(struct conn *c, const struct req_carrier *carrier)
+{
 	struct request *r = req_pool;
 
 	if (r != NULL) {
@@ -182,9 +192,8 @@ request_new(struct conn *c)
 	r->head.content_length = -1;
 	memset(&r->body_left, 0, offsetof(struct request, resp_extra) -
 	    offsetof(struct request, body_left));
-	r->carrier = &h1_carrier;
+	r->carrier = carrier;
 	r->conn = c;
-	c->req = r;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
 	request_make_id(r);
 	_Static_assert(sizeof(r->client) == sizeof(c->peer_str),

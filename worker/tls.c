@@ -10,7 +10,8 @@
  *
  * Policy (Mozilla's "intermediate"): TLS 1.2 and 1.3 only, ECDHE with
  * AES-GCM or ChaCha20-Poly1305 for 1.2, no compression, no
- * renegotiation; ALPN offers http/1.1 only.  Several certificates on one
+ * renegotiation; ALPN offers h2 (unless the listener says `http2:
+ * false`) and http/1.1.  Several certificates on one
  * listener are chosen by the client's SNI name (X509_check_host, so
  * wildcards work); the first is the default.
  *
@@ -41,19 +42,34 @@ struct tls_set {
 };
 
 static const unsigned char alpn_h1[] = "\x08http/1.1";
+static const unsigned char alpn_h2h1[] = "\x02h2\x08http/1.1";
 
-/* ALPN: http/1.1 if the client offers it; else no ALPN (as nginx). */
+/* ALPN: h2 (when the listener has http2) before http/1.1, whatever
+ * order the client offers them in; else no ALPN (as nginx). */
 static int
 alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     const unsigned char *in, unsigned int inlen, void *arg)
 {
+	const unsigned char *ours = arg != NULL ? alpn_h2h1 : alpn_h1;
+	size_t olen = arg != NULL ? sizeof(alpn_h2h1) - 1 :
+	    sizeof(alpn_h1) - 1;
 	unsigned char *sel;
 
-	if (SSL_select_next_proto(&sel, outlen, alpn_h1, sizeof(alpn_h1) - 1,
-	    in, inlen) != OPENSSL_NPN_NEGOTIATED)
+	if (SSL_select_next_proto(&sel, outlen, ours, (unsigned)olen, in,
+	    inlen) != OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_NOACK;
 	*out = sel;
 	return SSL_TLSEXT_ERR_OK;
+}
+
+bool
+tls_alpn_h2(SSL *ssl)
+{
+	const unsigned char *p;
+	unsigned int n;
+
+	SSL_get0_alpn_selected(ssl, &p, &n);
+	return n == 2 && memcmp(p, "h2", 2) == 0;
 }
 
 /* SNI: the first certificate whose names cover the asked-for host. */
@@ -91,8 +107,8 @@ ssl_error(char *err, size_t errlen, const char *what, const char *file)
 }
 
 static SSL_CTX *
-ctx_new(const struct tls_pair *p, struct tls_set *set, char *err,
-    size_t errlen)
+ctx_new(const struct tls_pair *p, struct tls_set *set, bool http2,
+    char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
@@ -126,7 +142,7 @@ ctx_new(const struct tls_pair *p, struct tls_set *set, char *err,
 		    p->cert);
 		goto fail;
 	}
-	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, http2 ? (void *)1 : NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
 	SSL_CTX_set_tlsext_servername_arg(ctx, set);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
@@ -152,8 +168,8 @@ tls_listener_load(struct listen_cfg *l, char *err, size_t errlen)
 	}
 	l->tls_ctx = set;
 	for (i = 0; i < l->ntls; i++) {
-		if ((set->ctx[i] = ctx_new(&l->tls_pairs[i], set, err,
-		    errlen)) == NULL)
+		if ((set->ctx[i] = ctx_new(&l->tls_pairs[i], set, l->http2,
+		    err, errlen)) == NULL)
 			return -1;		/* tls_listener_free() cleans */
 		set->n++;
 	}

@@ -30,6 +30,8 @@ SSL	*tls_new(const struct listen_cfg *, int fd);
 int	tls_handshake(SSL *, int *want);
 ssize_t	tls_read(SSL *, void *, size_t, int *want);
 ssize_t	tls_write(SSL *, const void *, size_t, int *want);
+/* Whether the handshake chose h2 by ALPN. */
+bool	tls_alpn_h2(SSL *);
 /* Decrypted bytes (or records) wait inside OpenSSL: epoll will not say. */
 bool	tls_pending(SSL *);
 /*

@@ -46,7 +46,16 @@ struct listen_cfg {
 	void			*tls_ctx;	/* worker/tls.c, made at load */
 	struct config_pos	 tls_pos;
 	bool			 admin;		/* the admin listener */
+	bool			 http2;		/* h2 by ALPN; h2c beside h1 */
 	struct config_pos	 pos;
+};
+
+/* server.http2: limits for HTTP/2 clients (RFC 9113). */
+struct http2_cfg {
+	int			 max_concurrent_streams;
+	uint64_t		 initial_window_size;
+	uint64_t		 max_header_list_size;
+	int			 max_resets_per_second;
 };
 
 struct cidr {
@@ -270,6 +279,7 @@ struct server_sect {
 	uint64_t		 tunnel_timeout_ms;	/* idle both ways */
 	uint64_t		 max_header_size;
 	uint64_t		 max_body_size;	/* 0: unlimited */
+	struct http2_cfg	 http2;
 };
 
 enum log_access_kind { ACCESS_STDOUT, ACCESS_OFF, ACCESS_FILE };

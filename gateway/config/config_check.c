@@ -32,6 +32,10 @@ config_defaults(struct config *cfg)
 	s->header_timeout_ms = 10000;
 	s->idle_timeout_ms = 60000;
 	s->tunnel_timeout_ms = 3600 * 1000;
+	s->http2.max_concurrent_streams = 128;
+	s->http2.initial_window_size = 65536;
+	s->http2.max_header_list_size = 32 * 1024;
+	s->http2.max_resets_per_second = 200;
 	s->max_header_size = 16 * 1024;
 	s->max_body_size = 10 * 1024 * 1024;
 	cfg->log_level = LOG_LVL_INFO;
@@ -81,6 +85,7 @@ check_listeners(struct cfg_ctx *ctx)
 		s->listen = cfg_alloc(ctx, sizeof(*s->listen));
 		s->nlisten = 1;
 		s->listen->address = cfg_strdup(ctx, "0.0.0.0:8080");
+		s->listen->http2 = true;
 		parse_address(s->listen->address, &s->listen->sa,
 		    &s->listen->salen);
 	}

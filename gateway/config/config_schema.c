@@ -194,6 +194,7 @@ static const struct cfg_key listen_keys[] = {
 	{ "tls", CT_CUSTOM, 0, .aux = val_listen_tls },
 	{ "proxy_protocol", CT_BOOL,
 	    offsetof(struct listen_cfg, proxy_protocol) },
+	{ "http2", CT_BOOL, offsetof(struct listen_cfg, http2) },
 	{ NULL }
 };
 
@@ -210,6 +211,8 @@ val_listen(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	for (i = 0; i < n; i++) {
 		yaml_node_t *item = cfg_list_item(ctx, val, i);
 		struct listen_cfg *l = &srv->listen[i];
+
+		l->http2 = true;
 
 		if (item->type == YAML_SCALAR_NODE) {
 			if (val_listen_address(ctx, item, l) == -1)
@@ -258,6 +261,18 @@ val_health_path(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	return 0;
 }
 
+static const struct cfg_key http2_keys[] = {
+	{ "max_concurrent_streams", CT_INT,
+	    offsetof(struct http2_cfg, max_concurrent_streams), 1, 100000 },
+	{ "initial_window_size", CT_SIZE,
+	    offsetof(struct http2_cfg, initial_window_size), 1, INT32_MAX },
+	{ "max_header_list_size", CT_SIZE,
+	    offsetof(struct http2_cfg, max_header_list_size), KIB(1), MIB(1) },
+	{ "max_resets_per_second", CT_INT,
+	    offsetof(struct http2_cfg, max_resets_per_second), 1, 1000000 },
+	{ NULL }
+};
+
 static const struct cfg_key server_keys[] = {
 	{ "workers", CT_CUSTOM, offsetof(struct server_sect, workers),
 	    .aux = val_workers },
@@ -286,6 +301,8 @@ static const struct cfg_key server_keys[] = {
 	    offsetof(struct server_sect, max_header_size), KIB(1), MIB(1) },
 	{ "max_body_size", CT_SIZE,
 	    offsetof(struct server_sect, max_body_size), 0, INT64_MAX },
+	{ "http2", CT_SECTION, offsetof(struct server_sect, http2),
+	    .aux = http2_keys },
 	{ NULL }
 };
 

@@ -54,10 +54,15 @@ upgrade_websocket(const struct request *r)
 bool
 upgrade_wanted(const struct request *r)
 {
+	const struct http_header *u = req_header(r, "upgrade");
+
 	/* An HTTP/1.0 request's Upgrade is ignored (RFC 9110 section
-	 * 7.8), and one that Connection does not name is not meant. */
-	return r->head.minor >= 1 && req_header(r, "upgrade") != NULL &&
-	    headers_connection_lists(&r->head, "upgrade");
+	 * 7.8), and one that Connection does not name is not meant.  h2c
+	 * is agate's to speak, with prior knowledge only (as nginx): an
+	 * Upgrade to it is served as HTTP/1.1. */
+	return r->head.minor >= 1 && u != NULL &&
+	    headers_connection_lists(&r->head, "upgrade") &&
+	    !list_has(u->value, u->value_len, "h2c");
 }
 
 /* The single field called name, or NULL if there is none or several. */

@@ -19,7 +19,7 @@ command -v "$cc" >/dev/null || {
 	exit 1
 }
 mkdir -p "$out/obj" "$out/crashes"
-pkgs="libevent libcurl openssl yaml-0.1 jansson zlib libcrypt hiredis"
+pkgs="libevent libcurl openssl yaml-0.1 jansson zlib libcrypt hiredis libnghttp2"
 flags="-g -O1 -fno-omit-frame-pointer -std=c11 \
 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 -D_GNU_SOURCE -DPACKAGE_VERSION=\"fuzz\" -DAGATE_CONF_PATH=\"/dev/null\" \

@@ -64,13 +64,15 @@ class TLSTest(AgateTest):
         self.b = make_cert(self.dir, "b", "b.test", ["b.test"], "rsa")
         self.up = self.upstream()
 
-    def tls_agate(self, proxy_protocol=False, **server):
+    def tls_agate(self, proxy_protocol=False, http2=None, **server):
         self.port = free_port()
         listen = {"address": "127.0.0.1:%d" % self.port,
                   "tls": [{"cert": "a.pem", "key": "a.key"},
                           {"cert": "b.pem", "key": "b.key"}]}
         if proxy_protocol:
             listen["proxy_protocol"] = True
+        if http2 is not None:
+            listen["http2"] = http2
         gw = self.agate({"u": {"servers": [self.up.url]}},
                         [{"path": "/", "upstream": "u"}], start=False,
                         **server)
@@ -106,7 +108,19 @@ class TLSTest(AgateTest):
             status, body = self.get(s, "/x")
             self.assertEqual(status, 200)
             s.close()
-        # A client that only offers h2 still gets HTTP/1.1, no ALPN.
+        # h2 first, whatever order the client offers (HTTP/2 is
+        # test_http2.py's).
+        for alpn in (("h2", "http/1.1"), ("http/1.1", "h2"), ("h2",)):
+            s = self.connect(client_ctx(alpn=alpn))
+            self.assertEqual(s.selected_alpn_protocol(), "h2", alpn)
+            s.close()
+
+    def test_http2_false_offers_http11_only(self):
+        self.tls_agate(http2=False)
+        s = self.connect(client_ctx(alpn=("h2", "http/1.1")))
+        self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+        s.close()
+        # A client that only offers h2 gets HTTP/1.1, no ALPN.
         s = self.connect(client_ctx(alpn=("h2",)))
         self.assertIsNone(s.selected_alpn_protocol())
         self.assertEqual(self.get(s)[0], 200)

@@ -519,6 +519,11 @@ test_minimal_defaults(void **state)
 	assert_int_equal(cfg->server.header_timeout_ms, 10000);
 	assert_int_equal(cfg->server.idle_timeout_ms, 60000);
 	assert_int_equal(cfg->server.tunnel_timeout_ms, 3600 * 1000);
+	assert_true(cfg->server.listen[0].http2);
+	assert_int_equal(cfg->server.http2.max_concurrent_streams, 128);
+	assert_int_equal(cfg->server.http2.initial_window_size, 65536);
+	assert_int_equal(cfg->server.http2.max_header_list_size, 32768);
+	assert_int_equal(cfg->server.http2.max_resets_per_second, 200);
 	assert_int_equal(cfg->server.max_header_size, 16 * 1024);
 	assert_int_equal(cfg->server.max_body_size, 10 * 1024 * 1024);
 	assert_false(cfg->admin_enabled);
@@ -666,6 +671,7 @@ test_other_values(void **state)
 	    "    - \":9000\"\n"
 	    "    - address: localhost:9001\n"
 	    "      proxy_protocol: yes\n"
+	    "      http2: false\n"
 	    "  trusted_proxies: [\"192.0.2.7\", \"2001:db8::/32\"]\n"
 	    "  pid_file: /run/agate.pid\n"
 	    "  health_path: off\n"
@@ -673,6 +679,11 @@ test_other_values(void **state)
 	    "  max_header_size: 1m\n"
 	    "  shutdown_delay: 1m30s\n"
 	    "  tunnel_timeout: 90s\n"
+	    "  http2:\n"
+	    "    max_concurrent_streams: 64\n"
+	    "    initial_window_size: 1m\n"
+	    "    max_header_list_size: 16k\n"
+	    "    max_resets_per_second: 50\n"
 	    "log:\n"
 	    "  level: debug\n"
 	    "  error: logs/error.log\n"
@@ -724,6 +735,12 @@ test_other_values(void **state)
 	assert_sa(&cfg->server.listen[2].sa, cfg->server.listen[2].salen,
 	    AF_INET, "127.0.0.1", 9001);
 	assert_true(cfg->server.listen[2].proxy_protocol);
+	assert_true(cfg->server.listen[0].http2);
+	assert_false(cfg->server.listen[2].http2);
+	assert_int_equal(cfg->server.http2.max_concurrent_streams, 64);
+	assert_int_equal(cfg->server.http2.initial_window_size, 1048576);
+	assert_int_equal(cfg->server.http2.max_header_list_size, 16384);
+	assert_int_equal(cfg->server.http2.max_resets_per_second, 50);
 	assert_null(cfg->server.listen[2].tls_cert);
 	assert_int_equal(cfg->server.ntrusted, 2);
 	assert_int_equal(cfg->server.trusted[0].bits, 32);
@@ -969,6 +986,11 @@ static const struct err_case err_cases[] = {
 	    "    upstream: a\n"
 	    "    websocket: sometimes\n",
 	    "7:16: websocket: expected true or false, got 'sometimes'" },
+	{ "http2 window over 2^31-1",
+	    "server:\n"
+	    "  http2: {initial_window_size: 4g}\n",
+	    "2:32: initial_window_size: '4g' is out of range "
+	    "(1..2147483647 bytes)" },
 	{ "tunnel_timeout of zero",
 	    "server:\n"
 	    "  tunnel_timeout: 0s\n",
