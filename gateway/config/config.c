@@ -593,6 +593,8 @@ config_upstream(const struct config *cfg, const char *name)
 bool
 config_server_native(const struct upstream_cfg *u, const struct server_cfg *s)
 {
+	if (s->h2c)
+		return false;		/* HTTP/2: libcurl's */
 	return u->transport == TRANSPORT_NATIVE ||
 	    (u->transport == TRANSPORT_AUTO && !s->https);
 }

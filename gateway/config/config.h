@@ -67,6 +67,8 @@ struct cidr {
 struct server_cfg {
 	char		*url;		/* scheme://host:port, no trailing / */
 	bool		 https;
+	bool		 h2c;		/* h2c://: HTTP/2 with prior knowledge */
+	char		*curl_url;	/* url as libcurl takes it (http://) */
 	char		*host;
 	uint16_t	 port;
 	int		 mslot;		/* metrics slot (metrics.c) */

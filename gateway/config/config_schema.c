@@ -413,7 +413,8 @@ static const struct cfg_key offload_keys[] = {
 
 /* -- upstreams -------------------------------------------------------- */
 
-/* "http://host[:port]" or "https://...", with nothing after but "/". */
+/* "http://host[:port]", "https://..." or "h2c://..." (HTTP/2 with prior
+ * knowledge, through libcurl), with nothing after but "/". */
 static int
 val_server(struct cfg_ctx *ctx, yaml_node_t *item, struct server_cfg *srv)
 {
@@ -430,9 +431,12 @@ val_server(struct cfg_ctx *ctx, yaml_node_t *item, struct server_cfg *srv)
 	} else if (strncmp(s, "https://", 8) == 0) {
 		h = s + 8;
 		srv->https = true;
+	} else if (strncmp(s, "h2c://", 6) == 0) {
+		h = s + 6;
+		srv->h2c = true;
 	} else
 		return cfg_error(ctx, item, "server '%s' must start with "
-		    "http:// or https://", s);
+		    "http://, https:// or h2c://", s);
 	end = h + strcspn(h, "/?#");
 	if (*end != '\0' && strcmp(end, "/") != 0)
 		return cfg_error(ctx, item, "server '%s': a server is "
@@ -461,6 +465,11 @@ val_server(struct cfg_ctx *ctx, yaml_node_t *item, struct server_cfg *srv)
 	n = (size_t)(end - s) + 1;
 	srv->url = cfg_alloc(ctx, n);
 	memcpy(srv->url, s, n - 1);
+	srv->curl_url = srv->url;
+	if (srv->h2c) {
+		srv->curl_url = cfg_alloc(ctx, n + 1);
+		snprintf(srv->curl_url, n + 1, "http://%s", srv->url + 6);
+	}
 	return 0;
 }
 
@@ -712,11 +721,11 @@ val_upstreams(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 			return -1;
 		for (j = 0; up->transport == TRANSPORT_NATIVE &&
 		    j < up->nservers; j++)
-			if (up->servers[j].https)
+			if (up->servers[j].https || up->servers[j].h2c)
 				return cfg_error(ctx, cfg_node(ctx, pair->value),
-				    "%s: transport native speaks plain HTTP; "
-				    "server %s needs auto or curl", up->name,
-				    up->servers[j].url);
+				    "%s: transport native speaks plain "
+				    "HTTP/1.1; server %s needs auto or curl",
+				    up->name, up->servers[j].url);
 		if (up->retry.backoff_ms > up->retry.max_backoff_ms)
 			return cfg_error(ctx, cfg_node(ctx, pair->value),
 			    "%s: retry backoff is larger than max_backoff",

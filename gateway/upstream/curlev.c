@@ -188,9 +188,17 @@ curlev_upstream(CURL *e, const struct upstream_cfg *u,
 	 * environment. */
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	/* HTTP/2 to https servers that offer it through ALPN (and several
-	 * requests on one connection); HTTP/1.1 otherwise. */
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->https ?
+	 * requests on one connection), and to h2c:// ones with prior
+	 * knowledge; HTTP/1.1 otherwise. */
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->h2c ?
+	    CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : srv->https ?
 	    CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
+	/* Debian 12's libcurl (7.88.1) breaks the second request on a
+	 * reused h2c prior-knowledge connection ("Error in the HTTP2
+	 * framing layer"; the curl command line does the same against
+	 * nginx): each h2c request gets a connection of its own. */
+	if (srv->h2c)
+		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);

@@ -524,7 +524,7 @@ proxy_build_url(struct proxy *p, const struct server_cfg *srv)
 {
 	int rc = 0;
 
-	rc |= buf_append(&p->url, srv->url, strlen(srv->url));
+	rc |= buf_append(&p->url, srv->curl_url, strlen(srv->curl_url));
 	rc |= buf_append(&p->url, p->call->spec->target,
 	    p->call->spec->target_len);
 	rc |= buf_append(&p->url, "", 1);	/* NUL for libcurl */

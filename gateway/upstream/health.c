@@ -167,7 +167,7 @@ health_init(struct event_base *base, const struct config *cfg, bool prober)
 			p->server = j;
 			p->sh = shared_server(cfg, u, j);
 			snprintf(p->url, sizeof(p->url), "%s%s",
-			    u->servers[j].url, u->health.path);
+			    u->servers[j].curl_url, u->health.path);
 			if ((p->easy = curl_easy_init()) == NULL)
 				return -1;
 			nprobes++;
