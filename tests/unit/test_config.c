@@ -1107,8 +1107,8 @@ static const struct err_case err_cases[] = {
 	    "upstreams:\n"
 	    "  a:\n"
 	    "    servers: [\"127.0.0.1:9001\"]\n",
-	    "3:15: server '127.0.0.1:9001' must start with http:// or "
-	    "https://" },
+	    "3:15: server '127.0.0.1:9001' must start with http://, "
+	    "https:// or h2c://" },
 	{ "server with a path",
 	    "upstreams:\n"
 	    "  a:\n"
