@@ -680,12 +680,17 @@ conn_head(struct conn *c)
 	int status;
 
 	conn_skip_blank_lines(c);
-	if (c->lst->cfg->http2 && c->ssl == NULL && c->nrequests == 0 &&
-	    c->rlen > 0 && c->rbuf[0] == 'P') {
+	if (c->ssl == NULL && c->nrequests == 0 && c->rlen > 0 &&
+	    c->rbuf[0] == 'P') {
 		switch (h2_preface(c->rbuf, c->rlen)) {
 		case 0:
 			return false;		/* a preface, coming */
 		case 1:
+			if (!c->lst->cfg->http2) {
+				conn_reject(c, 400, "HTTP/2 is off on this "
+				    "listener (http2: false)");
+				return true;
+			}
 			/* h2c with prior knowledge (RFC 9113 3.3). */
 			if (h2_start(c, c->rbuf, c->rlen) == -1)
 				conn_fail(c, "out of memory");

@@ -55,7 +55,14 @@ struct h2conn {
 	unsigned		 resets;	/* RST_STREAMs this second */
 	time_t			 reset_sec;
 	bool			 goaway;	/* draining: no new streams */
-	bool			 in_recv;	/* inside mem_recv */
+	bool			 refused;	/* a stream was refused: send the
+					 * RST_STREAM before the next frame */
+	/* Where the input stands (h2_frame_cut): the preface, then frames
+	 * of a 9-byte header and its payload. */
+	size_t			 preface_left;
+	uint8_t			 fhdr[9];
+	size_t			 fhlen;
+	size_t			 fleft;
 };
 
 struct h2stream {
@@ -63,6 +70,7 @@ struct h2stream {
 	int32_t			 id;
 	struct request		*r;		/* once the headers are in */
 	struct buf		 hdrs;		/* u16 len, name, u16 len, value */
+	struct buf		 cookie;	/* Cookie fields joined */
 	size_t			 hsize;		/* decoded size (RFC 9113 6.5.2) */
 	size_t			 nfields;
 	bool			 too_big;	/* over max_header_list_size */
@@ -107,18 +115,45 @@ h2_kick(struct h2conn *h)
 	conn_mark_dirty(h->c);
 }
 
+/* Whether some stream has answer bytes its window does not let out. */
+static bool
+h2_held(const struct h2conn *h)
+{
+	const struct h2stream *st;
+
+	TAILQ_FOREACH(st, &h->streams, link)
+		if (buf_pending(&st->out) > 0)
+			return true;
+	return false;
+}
+
+/*
+ * The connection's one timer, as for HTTP/1.1: with no stream, the idle
+ * timeout from the last byte read; with output waiting (the socket full,
+ * or a stream's window shut), idle_timeout from the last byte sent, so
+ * a client that stops reading or never opens a window cannot hold the
+ * connection; else none (the streams wait on their upstreams, whose
+ * timeouts apply).
+ */
 static void
-h2_timer(struct h2conn *h)
+h2_timer(struct h2conn *h, bool read, bool wrote)
 {
 	struct conn *c = h->c;
+	struct tlist *want = NULL;
 
-	if (buf_pending(&c->out) > 0)
-		tlist_add(&worker.t_send, &c->timer);	/* client reads? */
-	else if (h->nstreams == 0)
-		tlist_add(worker.phase == WP_DRAINING ? &worker.t_grace :
-		    &worker.t_idle, &c->timer);
-	else
-		tnode_del(&c->timer);	/* the streams' own timeouts */
+	if (buf_pending(&c->out) > 0 || h2_held(h)) {
+		want = &worker.t_send;
+		if (wrote)
+			read = true;	/* progress: start again */
+		else
+			read = false;
+	} else if (h->nstreams == 0)
+		want = worker.phase == WP_DRAINING ? &worker.t_grace :
+		    &worker.t_idle;
+	if (want == NULL)
+		tnode_del(&c->timer);
+	else if (read || c->timer.list != want)
+		tlist_add(want, &c->timer);
 }
 
 /* -- requests from streams ------------------------------------------------ */
@@ -166,6 +201,43 @@ h2_length(const char *v, size_t n)
 		x = x * 10 + (v[i] - '0');
 	}
 	return x;
+}
+
+/*
+ * An HTTP/2 client may split Cookie into several fields; an HTTP/1.1
+ * upstream must get one, joined with "; " (RFC 9113 section 8.2.3).
+ */
+static int
+h2_join_cookies(struct h2stream *st, struct http_head *hd)
+{
+	size_t i, first = SIZE_MAX, k = 0;
+
+	for (i = 0; i < hd->nheaders; i++)
+		if (http_token_eq(hd->headers[i].name,
+		    hd->headers[i].name_len, "cookie")) {
+			if (first == SIZE_MAX)
+				first = i;
+			k++;
+		}
+	if (k < 2)
+		return 0;
+	for (i = first; i < hd->nheaders; i++) {
+		const struct http_header *f = &hd->headers[i];
+
+		if (!http_token_eq(f->name, f->name_len, "cookie"))
+			continue;
+		if ((st->cookie.len > 0 && buf_append(&st->cookie, "; ", 2)) ||
+		    buf_append(&st->cookie, f->value, f->value_len))
+			return -1;
+	}
+	hd->headers[first].value = st->cookie.data;
+	hd->headers[first].value_len = (uint32_t)st->cookie.len;
+	for (i = k = first + 1; i < hd->nheaders; i++)
+		if (!http_token_eq(hd->headers[i].name,
+		    hd->headers[i].name_len, "cookie"))
+			hd->headers[k++] = hd->headers[i];
+	hd->nheaders = k;
+	return 0;
 }
 
 /*
@@ -233,6 +305,10 @@ h2_head(struct h2stream *st, struct request *r, const char **why)
 	if (authority != NULL) {
 		hd->host = authority;
 		hd->host_len = alen;
+	}
+	if (h2_join_cookies(st, hd) == -1) {
+		*why = "out of memory";
+		return 503;
 	}
 	if (hd->method == NULL || hd->path == NULL) {
 		/* CONNECT (no :path) is not proxied. */
@@ -639,6 +715,15 @@ cb_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 	if (f->hd.type != NGHTTP2_HEADERS ||
 	    f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	if (h->nstreams >= worker.cfg->server.http2.max_concurrent_streams) {
+		/* Beyond max_concurrent_streams: REFUSED_STREAM, a stream
+		 * error (RFC 9113 5.1.2), so the client may retry it. */
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE,
+		    f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+		h->refused = true;
+		h2_kick(h);
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
 	if ((st = calloc(1, sizeof(*st))) == NULL)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	st->h = h;
@@ -646,7 +731,7 @@ cb_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 	TAILQ_INSERT_TAIL(&h->streams, st, link);
 	h->nstreams++;
 	nghttp2_session_set_stream_user_data(s, st->id, st);
-	h2_timer(h);
+	h2_timer(h, false, false);
 	return 0;
 }
 
@@ -778,7 +863,7 @@ cb_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg)
 		return 0;
 	nghttp2_session_set_stream_user_data(s, id, NULL);
 	h2_stream_free(st);
-	h2_timer(h);
+	h2_timer(h, false, false);
 	return 0;
 }
 
@@ -806,12 +891,95 @@ h2_stream_free(struct h2stream *st)
 	TAILQ_REMOVE(&h->streams, st, link);
 	h->nstreams--;
 	buf_free(&st->hdrs);
+	buf_free(&st->cookie);
 	buf_free(&st->in);
 	buf_free(&st->out);
 	free(st);
 }
 
 /* -- the connection ----------------------------------------------------------- */
+
+/*
+ * How many bytes of p[0..n) take the input to the end of the frame under
+ * way (or of the preface), so that a feed can stop there; all n if the
+ * frame goes on beyond them.
+ */
+static size_t
+h2_frame_cut(struct h2conn *h, const uint8_t *p, size_t n)
+{
+	size_t used = 0, k;
+
+	while (used < n) {
+		if (h->preface_left > 0) {
+			k = h->preface_left < n - used ? h->preface_left :
+			    n - used;
+			h->preface_left -= k;
+			used += k;
+			if (h->preface_left == 0)
+				return used;
+			continue;
+		}
+		if (h->fhlen < sizeof(h->fhdr)) {
+			h->fhdr[h->fhlen++] = p[used++];
+			if (h->fhlen < sizeof(h->fhdr))
+				continue;
+			h->fleft = (size_t)h->fhdr[0] << 16 |
+			    (size_t)h->fhdr[1] << 8 | h->fhdr[2];
+		} else {
+			k = h->fleft < n - used ? h->fleft : n - used;
+			h->fleft -= k;
+			used += k;
+		}
+		if (h->fleft == 0) {
+			h->fhlen = 0;
+			return used;		/* a frame ends here */
+		}
+	}
+	return used;
+}
+
+/* Frames from the session into the connection's output queue. */
+static int
+h2_produce(struct h2conn *h)
+{
+	struct conn *c = h->c;
+	const uint8_t *data;
+	ssize_t n;
+
+	while (buf_pending(&c->out) < OUT_HIGH) {
+		n = nghttp2_session_mem_send(h->s, &data);
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		if (buf_append(&c->out, (const char *)data, (size_t)n) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Input to the session, a frame at a time while streams are refused. */
+static ssize_t
+h2_feed(struct h2conn *h, const char *p, size_t n)
+{
+	ssize_t rv;
+	size_t k;
+
+	while (n > 0) {
+		k = h2_frame_cut(h, (const uint8_t *)p, n);
+		rv = nghttp2_session_mem_recv(h->s, (const uint8_t *)p, k);
+		if (rv < 0)
+			return rv;
+		p += k;
+		n -= k;
+		if (h->refused) {
+			h->refused = false;
+			if (h2_produce(h) == -1)
+				return NGHTTP2_ERR_NOMEM;
+		}
+	}
+	return 0;
+}
 
 static ssize_t
 h2_send_unused(nghttp2_session *s, const uint8_t *d, size_t n, int fl,
@@ -833,6 +1001,7 @@ h2_start(struct conn *c, const char *early, size_t n)
 	    (h = calloc(1, sizeof(*h))) == NULL)
 		return -1;
 	h->c = c;
+	h->preface_left = H2_PREFACE_LEN;
 	TAILQ_INIT(&h->streams);
 	if (nghttp2_session_callbacks_new(&cbs) != 0 ||
 	    nghttp2_option_new(&opt) != 0)
@@ -858,9 +1027,20 @@ h2_start(struct conn *c, const char *early, size_t n)
 	nghttp2_option_del(opt);
 	cbs = NULL;
 	opt = NULL;
+	/*
+	 * libnghttp2 treats a stream beyond the limit it advertised as a
+	 * connection error once the client has acknowledged it (RFC 9113
+	 * section 5.1.2 wants a stream error), and a refused stream counts
+	 * until its RST_STREAM has gone.  So it advertises one more;
+	 * cb_begin_headers refuses every stream beyond the limit with
+	 * REFUSED_STREAM, and input is fed a frame at a time so that each
+	 * refusal is sent before the next HEADERS is read (h2_feed): never
+	 * more than the limit run, and a client that goes over loses
+	 * retryable streams, not the connection.
+	 */
 	iv[0] = (nghttp2_settings_entry){
 	    NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
-	    (uint32_t)hc->max_concurrent_streams };
+	    (uint32_t)hc->max_concurrent_streams + 1 };
 	iv[1] = (nghttp2_settings_entry){ NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE,
 	    (uint32_t)hc->initial_window_size };
 	iv[2] = (nghttp2_settings_entry){
@@ -872,9 +1052,8 @@ h2_start(struct conn *c, const char *early, size_t n)
 		goto fail;
 	c->h2 = h;
 	conn_to_h2(c);
-	h2_timer(h);
-	if (n > 0 && nghttp2_session_mem_recv(h->s, (const uint8_t *)early,
-	    n) < 0) {
+	h2_timer(h, true, false);
+	if (n > 0 && h2_feed(h, early, n) < 0) {
 		conn_fail(c, "HTTP/2 protocol error");
 		return 0;
 	}
@@ -908,14 +1087,13 @@ h2_readable(struct conn *c)
 		conn_fail(c, n == 0 ? "client closed" : "read error");
 		return;
 	}
-	h2_timer(h);
-	h->in_recv = true;
-	rv = nghttp2_session_mem_recv(h->s, (const uint8_t *)scratch,
-	    (size_t)n);
-	h->in_recv = false;
-	if (rv < 0) {
+	h2_timer(h, true, false);
+	if ((rv = h2_feed(h, scratch, (size_t)n)) < 0) {
 		log_debug("h2 %s: %s", c->peer_str, nghttp2_strerror((int)rv));
-		/* nghttp2 queued a GOAWAY when the peer broke the rules. */
+		/* The peer broke the rules (or flooded us): a GOAWAY says
+		 * so, if nghttp2 has not queued one already. */
+		nghttp2_session_terminate_session(h->s, rv == NGHTTP2_ERR_FLOODED
+		    ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
 		h2_flush(c);
 		conn_fail(c, "HTTP/2 protocol error");
 		return;
@@ -949,33 +1127,26 @@ void
 h2_flush(struct conn *c)
 {
 	struct h2conn *h = c->h2;
-	const uint8_t *data;
-	ssize_t n;
+	size_t queued;
+	bool sent;
 	int rc;
 
 	if (h == NULL)
 		return;
-	while (buf_pending(&c->out) < OUT_HIGH) {
-		n = nghttp2_session_mem_send(h->s, &data);
-		if (n < 0) {
-			conn_fail(c, "HTTP/2 session error");
-			return;
-		}
-		if (n == 0)
-			break;
-		if (buf_append(&c->out, (const char *)data, (size_t)n) == -1) {
-			conn_fail(c, "out of memory");
-			return;
-		}
+	if (h2_produce(h) == -1) {
+		conn_fail(c, "HTTP/2 session error");
+		return;
 	}
+	queued = buf_pending(&c->out);
 	if ((rc = conn_write_out(c)) == -1)
 		return;
+	sent = buf_pending(&c->out) < queued;
 	if (rc == 0 && buf_pending(&c->out) == 0)
 		buf_free(&c->out);
 	h2_wake(h);
 	if (!c->reading && buf_pending(&c->out) < OUT_LOW)
 		conn_start_reading(c);
-	h2_timer(h);
+	h2_timer(h, false, sent);
 	if (!nghttp2_session_want_read(h->s) &&
 	    !nghttp2_session_want_write(h->s) && buf_pending(&c->out) == 0)
 		conn_fail(c, h->goaway ? "done" : "HTTP/2 session ended");
@@ -1009,7 +1180,7 @@ h2_drain(struct conn *c)
 	    nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
 	    NULL, 0);
 	h2_kick(h);
-	h2_timer(h);
+	h2_timer(h, false, false);
 }
 
 void
