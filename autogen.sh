@@ -15,7 +15,7 @@ libevent-dev libcurl4-openssl-dev libssl-dev libyaml-dev libjansson-dev \
 zlib1g-dev libcrypt-dev libhiredis-dev libcmocka-dev python3 curl \
 openssl nginx chromium chromium-driver \
 clang libclang-rt-14-dev valgrind redis-server python3-websockets \
-libnghttp2-dev nghttp2-client python3-h2"
+libnghttp2-dev nghttp2-client python3-h2 python3-grpcio"
 
 if command -v dpkg-query >/dev/null 2>&1; then
 	missing=""

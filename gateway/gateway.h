@@ -82,6 +82,9 @@ int	headers_upstream_response(const char *raw, size_t len,
 	    int64_t *content_length);
 /* True for hop-by-hop fields (RFC 9110 section 7.6.1). */
 bool	headers_hop_by_hop(const char *name, size_t len);
+/* A gRPC request's grpc-timeout in ms (at least 1), or 0: none or
+ * malformed. */
+uint64_t headers_grpc_timeout_ms(const struct request *);
 /* Whether a Connection field of h lists token (any case). */
 bool	headers_connection_lists(const struct http_head *, const char *token);
 /* How many fields of a raw head are called name; the first's value. */

@@ -164,6 +164,10 @@ headers_upstream_request(const struct request *r, header_emit_fn emit,
 	}
 	if (emit_added(r, emit, arg) == -1)
 		return -1;
+	/* gRPC servers want to be told that trailers are read (RFC 9113
+	 * 8.2.2 allows this one TE value over HTTP/2). */
+	if (req_grpc(r) && emit(arg, "TE", 2, "trailers", 8) == -1)
+		return -1;
 	if (emit_xff(r, emit, arg, scratch) == -1 ||
 	    emit(arg, "X-Forwarded-Proto", 17, req_tls(r) ? "https" : "http",
 	    req_tls(r) ? 5 : 4) == -1)
@@ -404,4 +408,44 @@ headers_find_field(const char *raw, size_t len, const char *name,
 		}
 	}
 	return found;
+}
+
+uint64_t
+headers_grpc_timeout_ms(const struct request *r)
+{
+	const struct http_header *h = req_header(r, "grpc-timeout");
+	uint64_t v = 0, ms;
+	size_t i;
+
+	/* 1 to 8 digits and a unit: H, M, S, m, u or n (gRPC over HTTP/2). */
+	if (h == NULL || h->value_len < 2 || h->value_len > 9)
+		return 0;
+	for (i = 0; i + 1 < h->value_len; i++) {
+		if (h->value[i] < '0' || h->value[i] > '9')
+			return 0;
+		v = v * 10 + (uint64_t)(h->value[i] - '0');
+	}
+	switch (h->value[h->value_len - 1]) {
+	case 'H':
+		ms = v * 3600000;
+		break;
+	case 'M':
+		ms = v * 60000;
+		break;
+	case 'S':
+		ms = v * 1000;
+		break;
+	case 'm':
+		ms = v;
+		break;
+	case 'u':
+		ms = v / 1000;
+		break;
+	case 'n':
+		ms = v / 1000000;
+		break;
+	default:
+		return 0;
+	}
+	return ms > 0 ? ms : 1;		/* a deadline under 1 ms: 1 ms */
 }

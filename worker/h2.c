@@ -81,6 +81,7 @@ struct h2stream {
 	bool			 deferred;	/* the data source waits */
 	bool			 answered;	/* HEADERS submitted */
 	bool			 wake;		/* tell writable() after a send */
+	struct buf		 trailers;	/* "Name: value\r\n" lines */
 	TAILQ_ENTRY(h2stream)	 link;
 };
 
@@ -399,6 +400,28 @@ h2_request(struct h2stream *st, bool end_stream)
 
 /* -- the carrier -------------------------------------------------------------- */
 
+static size_t h2_nva_lines(nghttp2_nv *, size_t, size_t, char *, size_t *,
+	    const char *, size_t);
+
+/* The answer's last DATA is out: its trailers end the stream instead
+ * (allowed from inside the data source, as nghttp2 documents). */
+static void
+h2_eof(nghttp2_session *s, struct h2stream *st, uint32_t *flags)
+{
+	nghttp2_nv nva[64];
+	char lower[4096];
+	size_t n, lused = 0, len = st->trailers.len;
+
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	if (len == 0)
+		return;
+	if (len > sizeof(lower))
+		len = sizeof(lower);	/* names fit in lower */
+	n = h2_nva_lines(nva, 0, 64, lower, &lused, st->trailers.data, len);
+	if (n > 0 && nghttp2_submit_trailer(s, st->id, nva, n) == 0)
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+}
+
 static ssize_t
 h2_source(nghttp2_session *s, int32_t id, uint8_t *dst, size_t len,
     uint32_t *flags, nghttp2_data_source *src, void *arg)
@@ -408,7 +431,7 @@ h2_source(nghttp2_session *s, int32_t id, uint8_t *dst, size_t len,
 
 	if (n == 0) {
 		if (st->out_eof) {
-			*flags |= NGHTTP2_DATA_FLAG_EOF;
+			h2_eof(s, st, flags);
 			return 0;
 		}
 		st->deferred = true;
@@ -421,7 +444,7 @@ h2_source(nghttp2_session *s, int32_t id, uint8_t *dst, size_t len,
 	if (buf_pending(&st->out) == 0) {
 		buf_reset(&st->out);
 		if (st->out_eof)
-			*flags |= NGHTTP2_DATA_FLAG_EOF;
+			h2_eof(s, st, flags);
 	}
 	if (st->r != NULL && st->r->resp_paused &&
 	    buf_pending(&st->out) < H2_OUT_LOW)
@@ -440,11 +463,20 @@ h2_resume(struct h2stream *st)
 	h2_kick(st->h);
 }
 
+/*
+ * Whether the answer is its HEADERS frame alone: no body by its method
+ * or status, an empty one (Content-Length: 0), or a gRPC "Trailers-Only"
+ * answer (grpc-status among the headers: the status ends the stream).
+ */
 static bool
-h2_nobody(const struct request *r, int status)
+h2_nobody(const struct request *r, int status, int64_t content_length,
+    const char *hdrs, size_t len)
 {
-	return http_token_eq(r->head.method, r->head.method_len, "HEAD") ||
-	    status < 200 || status == 204 || status == 304;
+	if (http_token_eq(r->head.method, r->head.method_len, "HEAD") ||
+	    status < 200 || status == 204 || status == 304 ||
+	    content_length == 0)
+		return true;
+	return req_grpc(r) && memmem(hdrs, len, "grpc-status:", 12) != NULL;
 }
 
 /* Appends the lines of hdrs ("Name: value\r\n"...) to nva, names in
@@ -515,7 +547,7 @@ h2_start_resp(struct request *r, int status, const char *reason,
 		return -1;
 	r->status = status;
 	r->resp_started = true;
-	nobody = h2_nobody(r, status);
+	nobody = h2_nobody(r, status, content_length, hdrs, hdrs_len);
 	r->resp_nobody = nobody;
 	snprintf(code, sizeof(code), "%d", status);
 	nva[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)code, 7,
@@ -592,6 +624,16 @@ h2_commit(struct request *r, size_t n)
 	if (buf_pending(&st->out) >= H2_OUT_HIGH)
 		r->resp_paused = true;
 	h2_resume(st);
+}
+
+static int
+h2_trailers(struct request *r, const char *fields, size_t len)
+{
+	struct h2stream *st = h2_stream_of(r);
+
+	if (st == NULL || st->h->c->closing)
+		return -1;
+	return buf_append(&st->trailers, fields, len);
 }
 
 static void
@@ -701,6 +743,7 @@ const struct req_carrier h2_carrier = {
 	.read = h2_read,
 	.discard = h2_discard,
 	.upgrade = NULL,
+	.trailers = h2_trailers,
 	.protocol = "HTTP/2",
 };
 
@@ -892,6 +935,7 @@ h2_stream_free(struct h2stream *st)
 	h->nstreams--;
 	buf_free(&st->hdrs);
 	buf_free(&st->cookie);
+	buf_free(&st->trailers);
 	buf_free(&st->in);
 	buf_free(&st->out);
 	free(st);

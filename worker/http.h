@@ -87,6 +87,9 @@ struct req_carrier {
 	/* Answers 101 and joins the client to an upstream (req_upgrade()). */
 	int	(*upgrade)(struct request *, const char *hdrs, size_t hdrs_len,
 		    const struct req_upgrade *);
+	/* Trailer fields ("Name: value\r\n"...) to send after the body,
+	 * before end(); NULL: the carrier drops them (HTTP/1.1). */
+	int	(*trailers)(struct request *, const char *fields, size_t len);
 	/* For the access log: "HTTP/1.1". */
 	const char *protocol;
 };
@@ -222,6 +225,13 @@ bool	req_output_full(struct request *);
 void	req_body_unwanted(struct request *);
 /* Sends "100 Continue" if the client asked for it and it is not sent. */
 void	req_continue(struct request *);
+/* Trailer fields for the answer, before req_end_response(): passed on
+ * where the client's protocol carries them (HTTP/2; gRPC needs them),
+ * dropped elsewhere.  0, or -1 if the client is gone. */
+int	req_trailers(struct request *, const char *fields, size_t len);
+/* Whether the request is gRPC (content-type application/grpc...): its
+ * errors are answered the gRPC way (req_error()). */
+bool	req_grpc(const struct request *);
 
 /* -- upgrading --------------------------------------------------------- */
 

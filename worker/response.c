@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -405,6 +406,90 @@ req_respond(struct request *r, int status, const char *content_type,
 	req_end_response(r);
 }
 
+int
+req_trailers(struct request *r, const char *fields, size_t len)
+{
+	if (r->carrier->trailers == NULL || r->filter != NULL || len == 0)
+		return 0;
+	return r->carrier->trailers(r, fields, len);
+}
+
+bool
+req_grpc(const struct request *r)
+{
+	const struct http_header *h = req_header(r, "content-type");
+
+	return h != NULL && h->value_len >= 16 &&
+	    strncasecmp(h->value, "application/grpc", 16) == 0;
+}
+
+/* The gRPC status for one of agate's own HTTP errors (CONFIG.md; the
+ * rest as gRPC's own HTTP-to-gRPC table). */
+static int
+grpc_code(int status)
+{
+	switch (status) {
+	case 401:
+		return 16;		/* UNAUTHENTICATED */
+	case 403:
+		return 7;		/* PERMISSION_DENIED */
+	case 404:
+	case 405:
+	case 501:
+		return 12;		/* UNIMPLEMENTED */
+	case 408:
+	case 504:
+		return 4;		/* DEADLINE_EXCEEDED */
+	case 413:
+	case 429:
+	case 431:
+		return 8;		/* RESOURCE_EXHAUSTED */
+	case 502:
+	case 503:
+		return 14;		/* UNAVAILABLE */
+	case 400:
+	case 500:
+		return 13;		/* INTERNAL */
+	default:
+		return 2;		/* UNKNOWN */
+	}
+}
+
+/*
+ * agate's own error for a gRPC client: HTTP 200 with grpc-status and
+ * grpc-message and no body (a "Trailers-Only" answer: over HTTP/2 one
+ * HEADERS frame that ends the stream).  The message is percent-encoded
+ * as the gRPC protocol asks.
+ */
+static void
+req_grpc_error(struct request *r, int status, const char *msg)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	struct buf h = { 0 };
+	const unsigned char *p;
+	int rc = 0;
+
+	rc |= buf_appendf(&h, "grpc-status: %d\r\ngrpc-message: ",
+	    grpc_code(status));
+	for (p = (const unsigned char *)msg; *p != '\0'; p++) {
+		if (*p >= 0x20 && *p <= 0x7e && *p != '%')
+			rc |= buf_append(&h, (const char *)p, 1);
+		else {
+			char e[3] = { '%', hex[*p >> 4], hex[*p & 15] };
+
+			rc |= buf_append(&h, e, 3);
+		}
+	}
+	rc |= buf_append(&h, "\r\n", 2);
+	if (rc != 0) {
+		buf_free(&h);
+		req_fail(r, "out of memory");
+		return;
+	}
+	req_respond(r, 200, "application/grpc", "", 0, h.data);
+	buf_free(&h);
+}
+
 void
 req_error(struct request *r, int status, const char *msg,
     const char *extra)
@@ -414,6 +499,10 @@ req_error(struct request *r, int status, const char *msg,
 	if (r->resp_started) {
 		/* Too late for a status: the client sees a cut response. */
 		req_fail(r, msg);
+		return;
+	}
+	if (req_grpc(r)) {
+		req_grpc_error(r, status, msg);
 		return;
 	}
 	req_body_unwanted(r);

@@ -135,6 +135,9 @@ struct call_sink {
 	int	(*switched)(void *arg, const char *fields, size_t fields_len,
 		    int fd, struct ssl_st *ssl, const char *early,
 		    size_t early_len);
+	/* Optional: the answer's trailer fields ("Name: value\r\n"...),
+	 * after its body and before done(NULL). */
+	void	(*trailers)(void *arg, const char *fields, size_t len);
 };
 
 /* What a transport's try answers to while it runs. */
@@ -233,6 +236,14 @@ call_switched(struct call *c, const char *fields, size_t fields_len, int fd,
 {
 	return c->sink->switched(c->sink_arg, fields, fields_len, fd, ssl,
 	    early, early_len);
+}
+
+/* The answer's trailers, if the sink takes them. */
+static inline void
+call_trailers(struct call *c, const char *fields, size_t len)
+{
+	if (c->sink->trailers != NULL && len > 0)
+		c->sink->trailers(c->sink_arg, fields, len);
 }
 
 /* Whether the sink wants the transfer paused. */

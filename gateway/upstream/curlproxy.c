@@ -50,6 +50,7 @@ struct proxy {
 	struct buf		 url;
 	struct buf		 rhead;		/* upstream header lines */
 	struct buf		 chead;		/* filtered, for the client */
+	struct buf		 trailers;	/* after the body (gRPC) */
 	int			 status;
 	const char		*reason;
 	size_t			 reason_len;
@@ -103,6 +104,7 @@ proxy_get(void)
 	buf_reset(&p->url);
 	buf_reset(&p->rhead);
 	buf_reset(&p->chead);
+	buf_reset(&p->trailers);
 	p->status = 0;
 	p->reason = NULL;
 	p->in_head = p->head_done = false;
@@ -123,9 +125,11 @@ proxy_put(struct proxy *p)
 		buf_free(&p->url);
 		buf_free(&p->rhead);
 		buf_free(&p->chead);
+		buf_free(&p->trailers);
 		free(p);
 		return;
 	}
+	buf_trim(&p->trailers, 4096);
 	buf_trim(&p->rhead, 8192);
 	buf_trim(&p->chead, 8192);
 	p->next_free = proxy_pool;
@@ -210,6 +214,30 @@ proxy_head_end(struct proxy *p)
 	return 0;
 }
 
+/*
+ * A trailer field after the body (libcurl hands them to the header
+ * callback): kept for the sink, which passes them on where the client's
+ * protocol carries them (gRPC's grpc-status).  Framing and hop-by-hop
+ * fields are not trailers anyone may send; they are dropped.
+ */
+static size_t
+proxy_trailer(struct proxy *p, const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+
+	if (colon == NULL || colon == line)
+		return len;		/* the blank line */
+	if (headers_hop_by_hop(line, (size_t)(colon - line)) ||
+	    http_token_eq(line, (size_t)(colon - line), "content-length"))
+		return len;
+	if (p->trailers.len + len > UPSTREAM_HEAD_MAX ||
+	    buf_append(&p->trailers, line, len) != 0) {
+		p->fail = PF_BAD_HEAD;
+		return 0;
+	}
+	return len;
+}
+
 static size_t
 proxy_header_cb(char *line, size_t size, size_t n, void *arg)
 {
@@ -219,7 +247,7 @@ proxy_header_cb(char *line, size_t size, size_t n, void *arg)
 	if (p->req == NULL || p->fail != PF_NONE)
 		return 0;
 	if (p->head_done)
-		return len;		/* trailers: not passed on */
+		return proxy_trailer(p, line, len);
 	if (!p->in_head) {
 		proxy_status_line(p, line, len);
 		p->in_head = true;
@@ -439,6 +467,7 @@ proxy_done(struct curl_job *job, CURLcode rc)
 		return;
 	}
 	if (rc == CURLE_OK && p->head_done && p->fail == PF_NONE) {
+		call_trailers(c, p->trailers.data, p->trailers.len);
 		proxy_put(p);
 		call_try_end(c, slot, true);
 		return;

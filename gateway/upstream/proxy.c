@@ -195,6 +195,14 @@ sink_switched(void *arg, const char *fields, size_t fields_len, int fd,
 	    early_len);
 }
 
+static void
+sink_trailers(void *arg, const char *fields, size_t len)
+{
+	struct proxy *p = arg;
+
+	req_trailers(p->req, fields, len);
+}
+
 static const struct call_sink proxy_sink = {
 	.head = sink_head,
 	.body = sink_body,
@@ -204,6 +212,7 @@ static const struct call_sink proxy_sink = {
 	.tried = sink_tried,
 	.done = sink_done,
 	.switched = sink_switched,
+	.trailers = sink_trailers,
 };
 
 /* The request's own header fields, as the upstream gets them. */
@@ -212,6 +221,20 @@ proxy_headers(const struct call *c, call_emit_fn emit, void *arg,
     struct buf *scratch)
 {
 	return headers_upstream_request(c->spec->req, emit, arg, scratch);
+}
+
+/* A gRPC client's grpc-timeout caps the route's timeout (504, answered
+ * as DEADLINE_EXCEEDED). */
+static void
+proxy_grpc_deadline(struct request *r, struct call_spec *sp)
+{
+	uint64_t t, at;
+
+	if (!req_grpc(r) || (t = headers_grpc_timeout_ms(r)) == 0)
+		return;
+	at = now_ms() - req_elapsed_ms(r) + t;
+	if (sp->deadline == 0 || at < sp->deadline)
+		sp->deadline = at;
 }
 
 /* Starts r's call; an upgrade is a handshake for a tunnel (upgrade.c). */
@@ -252,6 +275,7 @@ proxy_begin(struct request *r, bool upgrade)
 		    now_ms() - req_elapsed_ms(r) + r->route->timeout_ms,
 		.hedge_after_ms = upgrade ? 0 : r->route->hedge_after_ms,
 	};
+	proxy_grpc_deadline(r, &p->spec);
 	if (upgrade) {
 		p->spec.upgrade = true;
 		p->spec.client_body = false;	/* refused if it had one */

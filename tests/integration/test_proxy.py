@@ -338,9 +338,10 @@ class TrustedProxyTest(AgateTest):
         gw.get("/a", headers={"X-Forwarded-For": "198.51.100.7, 10.1.2.3",
                               "X-Request-Id": "xff-1"})
         gw.get("/b", headers={"X-Request-Id": "xff-2"})
-        lines = wait_until(lambda: (lambda l: l if len(l) >= 2 else None)(
-            {l["request_id"]: l for l in gw.access_log()}),
-            what="two access log lines")
+        lines = wait_until(lambda: (lambda l: l if {"xff-1", "xff-2"} <=
+            set(l) else None)({l["request_id"]: l for l in
+                               gw.access_log()}),
+            what="the access log lines of xff-1 and xff-2")
         self.assertEqual(lines["xff-1"]["client"], "198.51.100.7")
         self.assertEqual(lines["xff-2"]["client"], "127.0.0.1")
         # A trusted peer's X-Forwarded-For is extended, not replaced.

@@ -1,0 +1,205 @@
+"""gRPC through agate: a python3-grpcio client on agate's h2c listener,
+a python3-grpcio server behind it as an h2c:// upstream.
+
+Covered: a unary call and a server-streaming call (the body streams, the
+grpc-status trailer passes end to end), an error status from the server
+(a Trailers-Only answer passed on), agate's own errors answered the gRPC
+way (HTTP 200 with grpc-status: an upstream that is down is UNAVAILABLE,
+a route that is not there UNIMPLEMENTED, a rate limit RESOURCE_EXHAUSTED,
+a missing API key UNAUTHENTICATED), and grpc-timeout capping the route's
+timeout (DEADLINE_EXCEEDED from agate, the upstream call cut).
+"""
+
+import os
+import sys
+
+try:
+    import grpc
+except ImportError:
+    # make check's python3 may lack Debian's python3-grpcio; the system
+    # python has it.  Never a skip: without it the import error fails.
+    if (os.path.realpath(sys.executable) !=
+            os.path.realpath("/usr/bin/python3") and
+            os.path.exists("/usr/bin/python3") and
+            not os.environ.get("AGATE_GRPC_REEXEC")):
+        os.environ["AGATE_GRPC_REEXEC"] = "1"
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
+
+import hashlib
+import subprocess
+import threading
+import time
+
+from harness import SLOW, AgateTest, free_port, main, wait_until
+
+SERVER = r'''
+import sys, time, threading
+from concurrent import futures
+import grpc
+
+calls = []
+lock = threading.Lock()
+
+def note(ctx, what):
+    with lock:
+        calls.append(what)
+    sys.stdout.write(what + "\n")
+    sys.stdout.flush()
+
+def say(req, ctx):
+    note(ctx, "say " + req.decode(errors="replace")[:40])
+    if req == b"slow":
+        for _ in range(40):          # up to 4 s, or until cancelled
+            if not ctx.is_active():
+                note(ctx, "cancelled")
+                return b""
+            time.sleep(0.1)
+    if req == b"fail":
+        ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+    meta = dict(ctx.invocation_metadata())
+    ctx.set_trailing_metadata((("x-served-by", "grpc-up"),))
+    return b"echo:" + req + b"|" + meta.get("x-tag", "").encode()
+
+def many(req, ctx):
+    note(ctx, "many " + req.decode())
+    for i in range(int(req)):
+        yield b"part%d" % i
+
+h = grpc.method_handlers_generic_handler("echo.Echo", {
+    "Say": grpc.unary_unary_rpc_method_handler(say),
+    "Many": grpc.unary_stream_rpc_method_handler(many)})
+s = grpc.server(futures.ThreadPoolExecutor(8))
+s.add_generic_rpc_handlers((h,))
+port = s.add_insecure_port("127.0.0.1:0")
+s.start()
+sys.stdout.write("listening %d\n" % port)
+sys.stdout.flush()
+sys.stdin.read()                     # until the test goes away
+s.stop(0)
+'''
+
+
+class GrpcUpstream:
+    """The grpcio server in a subprocess; the lines it printed."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER],
+                                     stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines = []
+        first = self.proc.stdout.readline()
+        if not first.startswith("listening "):
+            self.stop()
+            raise RuntimeError("grpc upstream did not start: %r" % first)
+        self.port = int(first.split()[1])
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class GrpcTest(AgateTest):
+    def setUp(self):
+        super().setUp()
+        self.g = GrpcUpstream()
+        self.addCleanup(self.g.stop)
+        dead = free_port()
+        keys = os.path.join(self.dir, "api-keys")
+        with open(keys, "w") as f:
+            f.write(hashlib.sha256(b"k3y").hexdigest() + "\n")
+        self.gw = self.agate(
+            {"g": {"servers": ["h2c://127.0.0.1:%d" % self.g.port]},
+             "down": {"servers": ["h2c://127.0.0.1:%d" % dead]}},
+            [{"path": "/echo.Echo/", "upstream": "g"},
+             {"path": "/down.Down/", "upstream": "down"},
+             {"path": "/limited.L/", "upstream": "g",
+              "rate_limit": {"rate": "1/m", "burst": 1}},
+             {"path": "/keyed.K/", "upstream": "g",
+              "auth": {"api_keys": {"file": keys}}}])
+        self.ch = grpc.insecure_channel("127.0.0.1:%d" % self.gw.port)
+        self.addCleanup(self.ch.close)
+
+    def call(self, method, req, timeout=5, metadata=None):
+        return self.ch.unary_unary(method)(req, timeout=timeout * SLOW,
+                                           metadata=metadata)
+
+    def error(self, method, req=b"x", timeout=5):
+        try:
+            self.call(method, req, timeout)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        self.fail("%s answered without an error" % method)
+
+    def test_unary_and_trailers_end_to_end(self):
+        resp, call = self.ch.unary_unary("/echo.Echo/Say").with_call(
+            b"hi", timeout=5 * SLOW, metadata=(("x-tag", "t1"),))
+        self.assertEqual(resp, b"echo:hi|t1")
+        self.assertEqual(call.code(), grpc.StatusCode.OK)
+        # A trailer the server set arrives after the body.
+        self.assertIn(("x-served-by", "grpc-up"),
+                      tuple(call.trailing_metadata()))
+        line = wait_until(lambda: [l for l in self.gw.access_log()
+                                   if l.get("path") == "/echo.Echo/Say"])
+        self.assertEqual((line[0]["protocol"], line[0]["status"]),
+                         ("HTTP/2", 200))
+
+    def test_server_streaming(self):
+        parts = list(self.ch.unary_stream("/echo.Echo/Many")(
+            b"50", timeout=5 * SLOW))
+        self.assertEqual(parts, [b"part%d" % i for i in range(50)])
+
+    def test_an_upstream_error_status_passes(self):
+        self.assertEqual(self.error("/echo.Echo/Say", b"fail"),
+                         (grpc.StatusCode.NOT_FOUND, "no such thing"))
+
+    def test_agates_own_errors_are_grpc_statuses(self):
+        code, details = self.error("/down.Down/X")
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("upstream", details)
+        self.assertEqual(self.error("/nowhere.N/X")[0],
+                         grpc.StatusCode.UNIMPLEMENTED)
+        # 401 from agate: the server would have said UNIMPLEMENTED.
+        self.assertEqual(self.error("/keyed.K/Say")[0],
+                         grpc.StatusCode.UNAUTHENTICATED)
+        self.assertNotEqual(self.error("/limited.L/Say")[0],
+                            grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertEqual(self.error("/limited.L/Say")[0],
+                         grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def test_grpc_timeout_caps_the_route(self):
+        # grpc-timeout: 400m from a client that keeps no deadline of its
+        # own (curl), on a call the server takes 4 s over: agate cuts it
+        # at 400 ms and answers DEADLINE_EXCEEDED (504's status).
+        msg = b"slow"
+        frame = b"\x00" + len(msg).to_bytes(4, "big") + msg
+        t0 = time.monotonic()
+        r = subprocess.run(
+            ["curl", "-s", "--http2-prior-knowledge", "--max-time", "10",
+             "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "-H", "grpc-timeout: 400m", "--data-binary", "@-",
+             "-D", "-", "-o", "/dev/null",
+             "http://127.0.0.1:%d/echo.Echo/Say" % self.gw.port],
+            input=frame, capture_output=True, timeout=15)
+        took = time.monotonic() - t0
+        head = r.stdout.decode(errors="replace").lower()
+        self.assertIn("http/2 200", head, r)
+        self.assertIn("grpc-status: 4\r\n", head, head)
+        self.assertLess(took, 2.0 * SLOW, head)
+        # The upstream call was cut, not left to run its 4 s.
+        wait_until(lambda: "cancelled" in self.g.lines, timeout=5,
+                   what="the server to see its call cancelled")
+
+if __name__ == "__main__":
+    main()
