@@ -480,7 +480,7 @@ req_grpc_error(struct request *r, int status, const char *msg)
 			rc |= buf_append(&h, e, 3);
 		}
 	}
-	rc |= buf_append(&h, "\r\n", 2);
+	rc |= buf_append(&h, "\r\n", 3);	/* and the NUL extra needs */
 	if (rc != 0) {
 		buf_free(&h);
 		req_fail(r, "out of memory");

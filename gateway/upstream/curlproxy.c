@@ -691,6 +691,7 @@ curlproxy_free(void)
 		buf_free(&p->url);
 		buf_free(&p->rhead);
 		buf_free(&p->chead);
+		buf_free(&p->trailers);
 		free(p);
 	}
 	proxy_pooled = 0;
