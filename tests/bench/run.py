@@ -1236,6 +1236,10 @@ def report(ctx, wall):
     head.append("WebSocket tunnels (agate and nginx, `make "
                 "bench-websocket`): "
                 "[benchmarks-websocket.md](benchmarks-websocket.md).\n")
+    # Written by tests/bench/http2.py (make bench-http2).
+    head.append("HTTP/2 clients, TLS h2 and h2c (agate and nginx, `make "
+                "bench-http2`): [benchmarks-http2.md](benchmarks-http2.md)."
+                "\n")
     if have_png:
         head.append("![ratios to nginx](%s)\n" % os.path.basename(png))
     md = os.path.join(a.out, name + ".md")
