@@ -695,11 +695,12 @@ def report(ctx, wall):
                "three). max latency / longest gap: the slowest request "
                "over the rounds, and the longest stretch of a measured "
                "window in which no request completed (a stall shows "
-               "there). errors: h2load's failed, errored and timed-out "
+               "there; tens of ms are the scheduler, with the gateway, "
+               "the upstream and h2load on %d CPUs). errors: h2load's failed, errored and timed-out "
                "requests and 3xx/4xx/5xx answers, summed over the "
                "rounds.\n"
                % (a.rounds, a.duration, a.warmup, a.conns, a.streams,
-                  min(a.h2load_threads, a.conns), NCPU)]
+                  min(a.h2load_threads, a.conns), NCPU, NCPU)]
     arows = answer_rows(ctx)
     if arows:
         blocks += ["## Answers\n",
