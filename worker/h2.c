@@ -82,7 +82,12 @@ h2_timer(struct h2conn *h, bool read, bool wrote)
 	struct conn *c = h->c;
 	struct tlist *want = NULL;
 
-	if (buf_pending(&c->out) > 0 || h2_held(h)) {
+	if (h->heading > 0) {
+		/* A header block under way: header_timeout from its start,
+		 * however slowly its frames come. */
+		want = &worker.t_header;
+		read = false;
+	} else if (buf_pending(&c->out) > 0 || h2_held(h)) {
 		want = &worker.t_send;
 		if (wrote)
 			read = true;	/* progress: start again */
@@ -123,6 +128,7 @@ cb_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 	st->id = f->hd.stream_id;
 	TAILQ_INSERT_TAIL(&h->streams, st, link);
 	h->nstreams++;
+	h->heading++;
 	nghttp2_session_set_stream_user_data(s, st->id, st);
 	h2_timer(h, false, false);
 	return 0;
@@ -161,7 +167,8 @@ cb_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
 {
 	struct h2stream *st = nghttp2_session_get_stream_user_data(s, id);
 
-	if (st == NULL || st->r == NULL || st->r->body_done) {
+	if (st == NULL || st->r == NULL || st->r->body_done ||
+	    st->r->rejected || st->r->resp_done) {
 		nghttp2_session_consume(s, id, len);	/* nobody reads it */
 		return 0;
 	}
@@ -333,6 +340,20 @@ h2_feed(struct h2conn *h, const char *p, size_t n)
 	return 0;
 }
 
+/* The peer broke the rules (or flooded us): a GOAWAY says so, if
+ * nghttp2 has not queued one already, then the connection closes. */
+static void
+h2_broken(struct h2conn *h, ssize_t rv)
+{
+	struct conn *c = h->c;
+
+	log_debug("h2 %s: %s", c->peer_str, nghttp2_strerror((int)rv));
+	nghttp2_session_terminate_session(h->s, rv == NGHTTP2_ERR_FLOODED ?
+	    NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
+	h2_flush(c);
+	conn_fail(c, "HTTP/2 protocol error");
+}
+
 static ssize_t
 h2_send_unused(nghttp2_session *s, const uint8_t *d, size_t n, int fl,
     void *arg)
@@ -348,6 +369,7 @@ h2_start(struct conn *c, const char *early, size_t n)
 	nghttp2_option *opt = NULL;
 	nghttp2_settings_entry iv[3];
 	struct h2conn *h;
+	ssize_t rv;
 
 	if ((scratch == NULL && (scratch = malloc(H2_READ_SIZE)) == NULL) ||
 	    (h = calloc(1, sizeof(*h))) == NULL)
@@ -405,8 +427,8 @@ h2_start(struct conn *c, const char *early, size_t n)
 	c->h2 = h;
 	conn_to_h2(c);
 	h2_timer(h, true, false);
-	if (n > 0 && h2_feed(h, early, n) < 0) {
-		conn_fail(c, "HTTP/2 protocol error");
+	if (n > 0 && (rv = h2_feed(h, early, n)) < 0) {
+		h2_broken(h, rv);
 		return 0;
 	}
 	h2_kick(h);
@@ -441,13 +463,7 @@ h2_readable(struct conn *c)
 	}
 	h2_timer(h, true, false);
 	if ((rv = h2_feed(h, scratch, (size_t)n)) < 0) {
-		log_debug("h2 %s: %s", c->peer_str, nghttp2_strerror((int)rv));
-		/* The peer broke the rules (or flooded us): a GOAWAY says
-		 * so, if nghttp2 has not queued one already. */
-		nghttp2_session_terminate_session(h->s, rv == NGHTTP2_ERR_FLOODED
-		    ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
-		h2_flush(c);
-		conn_fail(c, "HTTP/2 protocol error");
+		h2_broken(h, rv);
 		return;
 	}
 	h2_kick(h);
@@ -517,7 +533,7 @@ h2_timeout(struct conn *c)
 	}
 	nghttp2_session_terminate_session(h->s, NGHTTP2_NO_ERROR);
 	h2_flush(c);
-	conn_fail(c, "idle timeout");
+	conn_fail(c, h->heading > 0 ? "header timeout" : "idle timeout");
 }
 
 void

@@ -229,6 +229,8 @@ h2_request(struct h2stream *st, bool end_stream)
 	const char *why = NULL;
 	int status;
 
+	st->h->heading--;
+	st->headed = true;
 	if ((r = request_new_on(st->h->c, &h2_carrier)) == NULL) {
 		nghttp2_submit_rst_stream(st->h->s, NGHTTP2_FLAG_NONE, st->id,
 		    NGHTTP2_INTERNAL_ERROR);
@@ -275,23 +277,63 @@ h2_request(struct h2stream *st, bool end_stream)
 static size_t h2_nva_lines(nghttp2_nv *, size_t, size_t, char *, size_t *,
 	    const char *, size_t);
 
+/*
+ * Header lines (a, then b) as HTTP/2 fields after `reserve` entries the
+ * caller fills: names in lower case, connection fields left out.  The
+ * arrays are on the stack for the usual few fields and KiB, else on the
+ * heap (no field is ever dropped): h2_fields_done() frees them.
+ */
+struct h2_fields {
+	nghttp2_nv	*nva;
+	char		*names;
+	size_t		 n;
+	nghttp2_nv	 nva_small[48];
+	char		 names_small[2048];
+};
+
+static int
+h2_fields(struct h2_fields *f, size_t reserve, const char *a, size_t alen,
+    const char *b, size_t blen)
+{
+	size_t lines = reserve + 1, used = 0, i;
+
+	for (i = 0; i < alen; i++)
+		lines += a[i] == '\n';
+	for (i = 0; i < blen; i++)
+		lines += b[i] == '\n';
+	f->nva = lines <= 48 ? f->nva_small : malloc(lines * sizeof(*f->nva));
+	f->names = alen + blen < sizeof(f->names_small) ? f->names_small :
+	    malloc(alen + blen + 1);
+	if (f->nva == NULL || f->names == NULL)
+		return -1;
+	f->n = h2_nva_lines(f->nva, reserve, lines, f->names, &used, a, alen);
+	f->n = h2_nva_lines(f->nva, f->n, lines, f->names, &used, b, blen);
+	return 0;
+}
+
+static void
+h2_fields_done(struct h2_fields *f)
+{
+	if (f->nva != NULL && f->nva != f->nva_small)
+		free(f->nva);
+	if (f->names != NULL && f->names != f->names_small)
+		free(f->names);
+}
+
 /* The answer's last DATA is out: its trailers end the stream instead
  * (allowed from inside the data source, as nghttp2 documents). */
 static void
 h2_eof(nghttp2_session *s, struct h2stream *st, uint32_t *flags)
 {
-	nghttp2_nv nva[64];
-	char lower[4096];
-	size_t n, lused = 0, len = st->trailers.len;
+	struct h2_fields f;
 
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
-	if (len == 0)
+	if (st->trailers.len == 0)
 		return;
-	if (len > sizeof(lower))
-		len = sizeof(lower);	/* names fit in lower */
-	n = h2_nva_lines(nva, 0, 64, lower, &lused, st->trailers.data, len);
-	if (n > 0 && nghttp2_submit_trailer(s, st->id, nva, n) == 0)
+	if (h2_fields(&f, 0, st->trailers.data, st->trailers.len, NULL, 0) ==
+	    0 && f.n > 0 && nghttp2_submit_trailer(s, st->id, f.nva, f.n) == 0)
 		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	h2_fields_done(&f);
 }
 
 static ssize_t
@@ -399,19 +441,16 @@ h2_nva_lines(nghttp2_nv *nva, size_t n, size_t max, char *lower,
 	return n;
 }
 
-#define H2_MAX_NV	(HTTP_MAX_RESPONSE_FIELDS + 32)
-
 static int
 h2_start_resp(struct request *r, int status, const char *reason,
     size_t reason_len, const char *hdrs, size_t hdrs_len,
     int64_t content_length)
 {
 	struct h2stream *st = h2_stream_of(r);
-	nghttp2_nv nva[H2_MAX_NV];
 	nghttp2_data_provider prd = { .source.ptr = st,
 	    .read_callback = h2_source };
-	char code[8], clen[24], lower[8192];
-	size_t n = 0, lused = 0;
+	char code[8], clen[24];
+	struct h2_fields f;
 	bool nobody;
 	int rv;
 
@@ -421,26 +460,26 @@ h2_start_resp(struct request *r, int status, const char *reason,
 	r->resp_started = true;
 	nobody = h2_nobody(r, status, content_length, hdrs, hdrs_len);
 	r->resp_nobody = nobody;
+	/* :status first, content-length last: room for both. */
+	if (h2_fields(&f, 1, hdrs, hdrs_len, r->resp_extra,
+	    r->resp_extra_len) == -1) {
+		h2_fields_done(&f);
+		return -1;
+	}
 	snprintf(code, sizeof(code), "%d", status);
-	nva[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)code, 7,
+	f.nva[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)code, 7,
 	    strlen(code), NGHTTP2_NV_FLAG_NONE };
-	if (hdrs_len > sizeof(lower) / 2)
-		hdrs_len = sizeof(lower) / 2;	/* names fit in lower */
-	n = h2_nva_lines(nva, n, H2_MAX_NV - 2, lower, &lused, hdrs,
-	    hdrs_len);
-	if (r->resp_extra_len > 0)
-		n = h2_nva_lines(nva, n, H2_MAX_NV - 1, lower, &lused,
-		    r->resp_extra, r->resp_extra_len);
 	if (content_length >= 0 && status >= 200 && status != 204 &&
 	    status != 304) {
 		snprintf(clen, sizeof(clen), "%lld", (long long)content_length);
-		nva[n++] = (nghttp2_nv){ (uint8_t *)"content-length",
+		f.nva[f.n++] = (nghttp2_nv){ (uint8_t *)"content-length",
 		    (uint8_t *)clen, 14, strlen(clen), NGHTTP2_NV_FLAG_NONE };
 	}
 	(void)reason;
 	(void)reason_len;
-	rv = nghttp2_submit_response(st->h->s, st->id, nva, n,
+	rv = nghttp2_submit_response(st->h->s, st->id, f.nva, f.n,
 	    nobody ? NULL : &prd);
+	h2_fields_done(&f);
 	if (rv != 0)
 		return -1;
 	st->answered = true;
@@ -650,6 +689,12 @@ h2_stream_free(struct h2stream *st)
 		request_log(r);
 		request_free(r);
 	}
+	/* Body bytes nobody read still hold the connection's window
+	 * (WINDOW_UPDATE is ours to send): give them back. */
+	if (buf_pending(&st->in) > 0)
+		nghttp2_session_consume_connection(h->s, buf_pending(&st->in));
+	if (!st->headed)
+		h->heading--;
 	TAILQ_REMOVE(&h->streams, st, link);
 	h->nstreams--;
 	buf_free(&st->hdrs);

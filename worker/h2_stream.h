@@ -29,6 +29,7 @@ struct h2conn {
 	nghttp2_session		*s;
 	TAILQ_HEAD(, h2stream)	 streams;
 	int			 nstreams;
+	int			 heading;	/* of them, headers not whole yet */
 	unsigned		 resets;	/* RST_STREAMs this second */
 	time_t			 reset_sec;
 	bool			 goaway;	/* draining: no new streams */
@@ -51,6 +52,7 @@ struct h2stream {
 	size_t			 hsize;		/* decoded size (RFC 9113 6.5.2) */
 	size_t			 nfields;
 	bool			 too_big;	/* over max_header_list_size */
+	bool			 headed;	/* its headers were whole */
 	struct buf		 in;		/* body bytes not yet read */
 	bool			 in_eof;	/* END_STREAM received */
 	struct buf		 out;		/* answer bytes not yet framed */

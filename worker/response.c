@@ -462,7 +462,8 @@ grpc_code(int status)
  * as the gRPC protocol asks.
  */
 static void
-req_grpc_error(struct request *r, int status, const char *msg)
+req_grpc_error(struct request *r, int status, const char *msg,
+    const char *extra)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	struct buf h = { 0 };
@@ -480,7 +481,10 @@ req_grpc_error(struct request *r, int status, const char *msg)
 			rc |= buf_append(&h, e, 3);
 		}
 	}
-	rc |= buf_append(&h, "\r\n", 3);	/* and the NUL extra needs */
+	rc |= buf_append(&h, "\r\n", 2);
+	if (extra != NULL)	/* Retry-After, RateLimit-*: as for HTTP */
+		rc |= buf_append(&h, extra, strlen(extra));
+	rc |= buf_append(&h, "", 1);	/* the NUL req_respond() reads to */
 	if (rc != 0) {
 		buf_free(&h);
 		req_fail(r, "out of memory");
@@ -502,7 +506,7 @@ req_error(struct request *r, int status, const char *msg,
 		return;
 	}
 	if (req_grpc(r)) {
-		req_grpc_error(r, status, msg);
+		req_grpc_error(r, status, msg, extra);
 		return;
 	}
 	req_body_unwanted(r);

@@ -175,8 +175,14 @@ class GrpcTest(AgateTest):
                          grpc.StatusCode.UNAUTHENTICATED)
         self.assertNotEqual(self.error("/limited.L/Say")[0],
                             grpc.StatusCode.RESOURCE_EXHAUSTED)
-        self.assertEqual(self.error("/limited.L/Say")[0],
-                         grpc.StatusCode.RESOURCE_EXHAUSTED)
+        try:
+            self.call("/limited.L/Say", b"x")
+            self.fail("the rate limit let a second call through")
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            # The 429's Retry-After comes along, as over HTTP.
+            meta = dict(e.trailing_metadata() or ())
+            self.assertIn("retry-after", meta, meta)
 
     def test_grpc_timeout_caps_the_route(self):
         # grpc-timeout: 400m from a client that keeps no deadline of its

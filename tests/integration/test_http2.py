@@ -666,6 +666,29 @@ class H2ProxyTest(H2Test):
         super().setUp()
         self.gateway(admin=True)
 
+    def test_unread_bodies_give_the_connection_window_back(self):
+        # Bodies of requests agate answers without reading them (404)
+        # hold the connection's window until agate says so: 400 of
+        # 60 kB are 24 MB, over its 16 MiB window.  The connection must
+        # still carry a body after them.
+        c = self.client()
+        body = b"x" * 60000
+        for i in range(400):
+            s = c.request("POST", "/nowhere/%d" % i, body=body, timeout=5)
+            self.assertEqual(s.status, 404, (i, s))
+        s = c.request("POST", "/api/after?echo=body", body=body, timeout=5)
+        self.assertEqual((s.status, s.body), (200, body))
+
+    def test_many_large_response_headers_all_arrive(self):
+        # 30 headers of 200 bytes (6 kB) and a Set-Cookie after them.
+        q = "&".join("header=X-Big-%d:%s" % (i, "v" * 200)
+                     for i in range(30)) + "&header=Set-Cookie:sid%3D1"
+        s = self.client().get("/api/h?" + q)
+        self.assertEqual(s.status, 200)
+        for i in range(30):
+            self.assertEqual(s.header("x-big-%d" % i), "v" * 200, i)
+        self.assertEqual(s.header("set-cookie"), "sid=1")
+
     def test_prior_knowledge_beside_http1_on_the_same_port(self):
         self.assertEqual(self.gw.get("/api/h1?echo=1").json()["version"],
                          "HTTP/1.1")
@@ -1371,6 +1394,31 @@ class H2TimeoutTest(H2Test):
         s = c.wait(sid)
         self.assertEqual((s.status, s.json()["body_len"]), (200, 300), s)
         self.assertTrue(c.wait_closed(3))
+
+    def test_a_header_block_that_never_ends_is_closed(self):
+        # HEADERS without END_HEADERS, and no CONTINUATION ever: the
+        # stream exists, its request does not; header_timeout ends it.
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
+        self.addCleanup(s.close)
+        enc = hpack.Encoder()
+        block = enc.encode([(":method", "GET"), (":scheme", "http"),
+                            (":authority", "x"), (":path", "/api/x")])
+        t0 = time.monotonic()
+        s.sendall(PREFACE + settings_frame() +
+                  frame(HEADERS, END_STREAM, 1, block))
+        got = b""
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+        except socket.timeout:
+            self.fail("a never-ending header block: still open after 5 s")
+        except ConnectionResetError:
+            pass
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertIn(GOAWAY, [f[0] for f in split_frames(bytearray(got))])
 
     def test_no_preface_or_no_request_is_closed_at_header_timeout(self):
         for what, data in (("nothing", b""), ("half a preface", PREFACE[:10]),
