@@ -158,9 +158,6 @@ conn_set_state(struct conn *c, enum conn_state to)
 	case CS_LINGER:
 		tlist_add(&worker.t_linger, &c->timer);
 		break;
-	case CS_TUNNEL:
-		tlist_add(&worker.t_tunnel, &c->timer);
-		break;
 	case CS_ACTIVE:
 		/* The body timeout: idle_timeout between two reads of a
 		 * body (nginx's client_body_timeout), so a trickle cannot
@@ -559,8 +556,10 @@ conn_flush(struct conn *c)
 	int rc;
 
 	if (c->state == CS_TUNNEL) {
-		if (conn_write_out(c) == 0)
+		if (conn_write_out(c) == 0) {
+			buf_free(&c->out);	/* idle tunnels hold none */
 			tunnel_client_drained(c->tun);
+		}
 		return;
 	}
 	if (c->state == CS_H2) {
@@ -1020,9 +1019,6 @@ conn_timeout(struct tnode *n)
 	case CS_IDLE:
 		conn_fail(c, "idle timeout");
 		break;
-	case CS_TUNNEL:
-		tunnel_timeout(c->tun);
-		break;
 	case CS_H2:
 		h2_timeout(c);
 		break;
@@ -1064,8 +1060,11 @@ conn_init_worker(void)
 	    conn_timeout);
 	tlist_init(&worker.t_linger, worker.base, LINGER_MS, conn_timeout);
 	tlist_init(&worker.t_grace, worker.base, grace, conn_timeout);
+	/* A tunnel has a timer of its own (its client may be a stream). */
 	tlist_init(&worker.t_tunnel, worker.base, s->tunnel_timeout_ms,
-	    conn_timeout);
+	    tunnel_fire);
+	tlist_init(&worker.t_tunnel_bye, worker.base, TUNNEL_BYE_MS,
+	    tunnel_fire);
 }
 
 void

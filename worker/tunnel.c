@@ -19,6 +19,7 @@
  * duration.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -37,7 +38,12 @@
 #define SCRATCH_SIZE	(64 * 1024)
 
 struct tunnel {
-	struct conn	*c;		/* the client's side */
+	const struct tunnel_side *side;	/* the client's: a connection or
+					 * an HTTP/2 stream */
+	void		*sarg;		/* the side's (struct conn, stream) */
+	struct request	*r;		/* logged when the tunnel closes */
+	struct tnode	 timer;		/* tunnel_timeout, then the goodbye */
+	TAILQ_ENTRY(tunnel) link;	/* every tunnel of the worker */
 	int		 fd;		/* the upstream's */
 	SSL		*ssl;		/* TLS on it (https servers) */
 	bool		 read_wants_write;	/* TLS turned a wait */
@@ -63,6 +69,7 @@ struct tunnel {
 
 static char	*scratch;
 static int	 ntunnels;
+static TAILQ_HEAD(, tunnel) tunnels = TAILQ_HEAD_INITIALIZER(tunnels);
 
 static void	tunnel_up_read_cb(evutil_socket_t, short, void *);
 static void	tunnel_bye_finish(struct tunnel *, size_t);
@@ -87,7 +94,7 @@ tunnel_end(struct tunnel *t, enum m_tunnel_end why)
 		t->ended = true;
 		t->end = why;
 	}
-	conn_fail(t->c, end_why[why]);
+	t->side->end(t, why != MT_ERROR, end_why[why]);
 }
 
 static void
@@ -183,7 +190,7 @@ static void
 tunnel_active(struct tunnel *t)
 {
 	if (!t->bye)
-		tlist_add(&worker.t_tunnel, &t->c->timer);
+		tlist_add(&worker.t_tunnel, &t->timer);
 }
 
 /* -- client -> upstream ----------------------------------------------------- */
@@ -243,7 +250,7 @@ tunnel_to_upstream(struct tunnel *t, const char *p, size_t n)
 		tunnel_end(t, MT_ERROR);
 		return -1;
 	}
-	conn_stop_reading(t->c);
+	t->side->reading(t, false);
 	tunnel_up_writing(t, !t->write_wants_read);
 	return 0;
 }
@@ -251,14 +258,13 @@ tunnel_to_upstream(struct tunnel *t, const char *p, size_t n)
 void
 tunnel_client_readable(struct tunnel *t)
 {
-	struct conn *c = t->c;
 	ssize_t n;
 
 	if (buf_pending(&t->to_up) > 0) {
-		conn_stop_reading(c);	/* the upstream is behind */
+		t->side->reading(t, false);	/* the upstream is behind */
 		return;
 	}
-	n = conn_recv(c, scratch, SCRATCH_SIZE);
+	n = t->side->recv(t, scratch, SCRATCH_SIZE);
 	if (n > 0) {
 		if (t->bye) {
 			/* Dropped, until its answer to our close frame. */
@@ -267,7 +273,7 @@ tunnel_client_readable(struct tunnel *t)
 				tunnel_end(t, t->end);
 			return;
 		}
-		c->req->tunnel_bytes_in += (uint64_t)n;
+		t->r->tunnel_bytes_in += (uint64_t)n;
 		if (t->websocket)
 			ws_track_feed(&t->up, (uint8_t *)scratch, (size_t)n);
 		tunnel_active(t);
@@ -282,7 +288,7 @@ tunnel_client_readable(struct tunnel *t)
 	}
 	/* The client is done: what it sent before goes out first. */
 	t->client_eof = true;
-	conn_stop_reading(c);
+	t->side->reading(t, false);
 	if (!t->ended) {
 		t->ended = true;
 		t->end = n == 0 ? MT_CLIENT_CLOSED : MT_ERROR;
@@ -301,7 +307,7 @@ tunnel_up_write_cb(evutil_socket_t fd, short what, void *arg)
 		if (buf_pending(&t->to_up) == 0)
 			tunnel_up_writing(t, false);
 		tunnel_up_read_cb(fd, EV_READ, t);
-		if (t->c->closing || buf_pending(&t->to_up) == 0)
+		if (t->side->gone(t) || buf_pending(&t->to_up) == 0)
 			return;
 	}
 	if (tunnel_up_flush(t) != 0)
@@ -310,7 +316,7 @@ tunnel_up_write_cb(evutil_socket_t fd, short what, void *arg)
 		tunnel_end(t, t->end);
 		return;
 	}
-	conn_start_reading(t->c);
+	t->side->reading(t, true);
 }
 
 /* -- upstream -> client ----------------------------------------------------- */
@@ -322,19 +328,18 @@ tunnel_up_write_cb(evutil_socket_t fd, short what, void *arg)
 static int
 tunnel_to_client(struct tunnel *t, const char *p, size_t n)
 {
-	struct conn *c = t->c;
 	ssize_t w = 0;
 
-	if (buf_pending(&c->out) == 0) {
+	if (t->side->queued(t) == 0) {
 		do
-			w = conn_send(c, p, n);
+			w = t->side->send(t, p, n);
 		while (w < 0 && errno == EINTR);
 		if (w < 0 && errno != EAGAIN) {
 			if (!t->ended) {
 				t->ended = true;
 				t->end = MT_CLIENT_CLOSED;
 			}
-			conn_fail(c, "write error");
+			t->side->end(t, false, "write error");
 			return -1;
 		}
 		if (w < 0)
@@ -342,24 +347,21 @@ tunnel_to_client(struct tunnel *t, const char *p, size_t n)
 		if ((size_t)w == n)
 			return 0;
 	}
-	if (buf_append(&c->out, p + w, n - (size_t)w) == -1) {
+	if (t->side->queue(t, p + w, n - (size_t)w) == -1) {
 		tunnel_end(t, MT_ERROR);
 		return -1;
 	}
 	tunnel_up_reading(t, false);
 	/* The rest may go at once (TLS writes a record at a time, so a
-	 * short write is no sign of a full socket): then reading goes on.
-	 * Else the write event is armed, or TLS waits to read: then the
-	 * read callback flushes, even while the upstream is behind. */
-	switch (conn_write_out(c)) {
+	 * short write is no sign of a full socket): then reading goes on;
+	 * else tunnel_client_drained() says when. */
+	switch (t->side->flush(t)) {
 	case -1:
 		return -1;
 	case 0:
 		tunnel_client_drained(t);
 		return 0;
 	}
-	if (c->tls_write_wants_read)
-		conn_start_reading(c);
 	return 0;
 }
 
@@ -367,18 +369,17 @@ static void
 tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tunnel *t = arg;
-	struct conn *c = t->c;
 	ssize_t n;
 
-	if (c->closing)
+	if (t->side->gone(t))
 		return;
 	if (t->write_wants_read) {
 		t->write_wants_read = false;
 		tunnel_up_write_cb(fd, EV_WRITE, t);
-		if (c->closing)
+		if (t->side->gone(t))
 			return;
 	}
-	if (buf_pending(&c->out) > 0) {
+	if (t->side->queued(t) > 0) {
 		tunnel_up_reading(t, false);	/* the client is behind */
 		return;
 	}
@@ -390,7 +391,7 @@ tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (n > 0) {
 		if (t->bye)
 			return;		/* after our close frame: dropped */
-		c->req->resp_bytes += (uint64_t)n;
+		t->r->resp_bytes += (uint64_t)n;
 		if (t->websocket)
 			ws_track_feed(&t->down, (uint8_t *)scratch, (size_t)n);
 		tunnel_active(t);
@@ -410,27 +411,19 @@ tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 		t->ended = true;
 		t->end = n == 0 ? MT_UPSTREAM_CLOSED : MT_ERROR;
 	}
-	if (buf_pending(&c->out) == 0)
+	if (t->side->queued(t) == 0)
 		tunnel_end(t, t->end);
 }
 
 void
 tunnel_client_drained(struct tunnel *t)
 {
-	struct conn *c = t->c;
-
-	buf_free(&c->out);		/* idle tunnels hold no buffer */
 	if (t->finishing) {
 		tunnel_up_reading(t, true);
 		return;
 	}
 	if (t->bye) {
-		/* Our close frame is out: no more from us. */
-		if (c->ssl != NULL && c->tls_ready && !c->tls_notified) {
-			tls_notify(c->ssl);
-			c->tls_notified = true;
-		}
-		shutdown(c->fd, SHUT_WR);
+		t->side->shut(t);	/* our close frame is out: no more */
 		return;
 	}
 	if (t->up_eof) {
@@ -447,18 +440,17 @@ tunnel_client_drained(struct tunnel *t)
 static void
 tunnel_bye_client(struct tunnel *t)
 {
-	struct conn *c = t->c;
 	uint8_t frame[WS_CLOSE_MAX];
 	size_t n;
 
 	tunnel_up_reading(t, false);
 	n = ws_close_frame(frame, WS_GOING_AWAY, NULL);
-	if (buf_append(&c->out, (char *)frame, n) == -1) {
+	if (t->side->queue(t, (char *)frame, n) == -1) {
 		tunnel_end(t, MT_ERROR);
 		return;
 	}
-	conn_start_reading(c);
-	if (conn_write_out(c) == 0)
+	t->side->reading(t, true);
+	if (t->side->flush(t) == 0)
 		tunnel_client_drained(t);
 }
 
@@ -469,7 +461,7 @@ tunnel_bye_finish(struct tunnel *t, size_t n)
 {
 	size_t k = ws_track_to_boundary(&t->down, (uint8_t *)scratch, n);
 
-	t->c->req->resp_bytes += k;
+	t->r->resp_bytes += k;
 	if (k > 0 && tunnel_to_client(t, scratch, k) == -1)
 		return;
 	if (!ws_track_boundary(&t->down))
@@ -489,7 +481,6 @@ tunnel_bye_finish(struct tunnel *t, size_t n)
 static void
 tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
 {
-	struct conn *c = t->c;
 	uint8_t frame[WS_CLOSE_MAX], mask[4];
 	size_t n;
 
@@ -497,13 +488,13 @@ tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
 		t->ended = true;
 		t->end = why;
 	}
-	if (!t->websocket || c->closing || t->down.closed ||
+	if (!t->websocket || t->side->gone(t) || t->down.closed ||
 	    t->down.broken) {
 		tunnel_end(t, why);
 		return;
 	}
 	t->bye = true;
-	tlist_add(&worker.t_linger, &c->timer);
+	tlist_add(&worker.t_tunnel_bye, &t->timer);
 	if (ws_track_boundary(&t->up) && !t->up.closed &&
 	    buf_pending(&t->to_up) == 0) {
 		/* A client's frames are masked (RFC 6455 section 5.3). */
@@ -516,7 +507,7 @@ tunnel_bye(struct tunnel *t, enum m_tunnel_end why)
 	tunnel_up_shut(t);
 	if (!ws_track_boundary(&t->down)) {
 		t->finishing = true;
-		tunnel_up_reading(t, buf_pending(&c->out) == 0);
+		tunnel_up_reading(t, t->side->queued(t) == 0);
 		return;
 	}
 	tunnel_bye_client(t);
@@ -530,24 +521,35 @@ tunnel_timeout(struct tunnel *t)
 		return;
 	}
 	log_debug("tunnel %s: idle for tunnel_timeout; closing",
-	    t->c->peer_str);
+	    t->r->client);
 	tunnel_bye(t, MT_IDLE_TIMEOUT);
 }
 
 int
 tunnel_bye_all(void)
 {
-	struct conn *c;
+	struct tunnel *t, *next;
 	int n = 0;
 
-	TAILQ_FOREACH(c, &conns, link) {
-		if (c->state != CS_TUNNEL || c->closing)
+	for (t = TAILQ_FIRST(&tunnels); t != NULL; t = next) {
+		next = TAILQ_NEXT(t, link);
+		if (t->side->gone(t))
 			continue;
-		tunnel_bye(c->tun, MT_DRAINED);
-		if (!c->closing)
+		tunnel_bye(t, MT_DRAINED);
+		if (!t->side->gone(t))
 			n++;
 	}
 	return n;
+}
+
+/* A tunnel's timer: idle both ways, or a goodbye that took too long. */
+void
+tunnel_fire(struct tnode *node)
+{
+	struct tunnel *t = (struct tunnel *)((char *)node -
+	    offsetof(struct tunnel, timer));
+
+	tunnel_timeout(t);
 }
 
 /* -- opening and closing ---------------------------------------------------- */
@@ -559,26 +561,22 @@ tunnel_count(int delta)
 	metrics_tunnels(ntunnels);
 }
 
-int
-tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
+struct tunnel *
+tunnel_new(const struct tunnel_side *side, void *sarg, struct request *r,
     const struct req_upgrade *u)
 {
-	struct request *r = c->req;
 	struct tunnel *t;
-	struct buf *o = &c->out;
-	int rc = 0;
 
-	if (c->closing || (scratch == NULL &&
-	    (scratch = malloc(SCRATCH_SIZE)) == NULL) ||
+	if ((scratch == NULL && (scratch = malloc(SCRATCH_SIZE)) == NULL) ||
 	    (t = calloc(1, sizeof(*t))) == NULL) {
 		if (u->ssl != NULL)
 			tls_close(u->ssl, false);
 		close(u->fd);
-		if (!c->closing)
-			conn_fail(c, "out of memory");
-		return -1;
+		return NULL;
 	}
-	t->c = c;
+	t->side = side;
+	t->sarg = sarg;
+	t->r = r;
 	t->fd = u->fd;
 	t->ssl = u->ssl;
 	t->websocket = u->websocket;
@@ -586,13 +584,154 @@ tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
 	    tunnel_up_read_cb, t);
 	event_assign(&t->wev, worker.base, t->fd, EV_WRITE | EV_PERSIST,
 	    tunnel_up_write_cb, t);
-	c->tun = t;
-	r->status = 101;
 	r->resp_started = true;
 	r->tunnel = true;
 	snprintf(r->tunnel_protocol, sizeof(r->tunnel_protocol), "%.*s",
 	    (int)u->protocol_len, u->protocol);
+	TAILQ_INSERT_TAIL(&tunnels, t, link);
+	tlist_add(&worker.t_tunnel, &t->timer);
 	tunnel_count(1);
+	return t;
+}
+
+void *
+tunnel_side_arg(const struct tunnel *t)
+{
+	return t->sarg;
+}
+
+struct buf *
+tunnel_to_up(struct tunnel *t)
+{
+	return &t->to_up;
+}
+
+int
+tunnel_start(struct tunnel *t, const char *early, size_t early_len)
+{
+	if (t->websocket) {
+		ws_track_feed(&t->up, (uint8_t *)buf_head(&t->to_up),
+		    buf_pending(&t->to_up));
+		ws_track_feed(&t->down, (const uint8_t *)early, early_len);
+	}
+	t->r->resp_bytes += early_len;
+	if (early_len > 0 && t->side->queue(t, early, early_len) == -1) {
+		tunnel_end(t, MT_ERROR);
+		return -1;
+	}
+	if (tunnel_up_flush(t) == -1)
+		return -1;
+	t->side->reading(t, buf_pending(&t->to_up) == 0);
+	tunnel_up_reading(t, true);
+	if (t->side->flush(t) == -1)
+		return -1;
+	return 0;
+}
+
+/* -- the client's side: an HTTP/1.1 connection --------------------------- */
+
+static ssize_t
+cs_recv(struct tunnel *t, void *p, size_t n)
+{
+	return conn_recv(t->sarg, p, n);
+}
+
+static ssize_t
+cs_send(struct tunnel *t, const void *p, size_t n)
+{
+	return conn_send(t->sarg, p, n);
+}
+
+static int
+cs_queue(struct tunnel *t, const void *p, size_t n)
+{
+	struct conn *c = t->sarg;
+
+	return buf_append(&c->out, p, n);
+}
+
+static int
+cs_flush(struct tunnel *t)
+{
+	struct conn *c = t->sarg;
+	int rc = conn_write_out(c);
+
+	if (rc == 0)
+		buf_free(&c->out);	/* idle tunnels hold no buffer */
+	else if (rc == 1 && c->tls_write_wants_read)
+		conn_start_reading(c);	/* its read callback flushes */
+	return rc;
+}
+
+static size_t
+cs_queued(const struct tunnel *t)
+{
+	const struct conn *c = t->sarg;
+
+	return buf_pending(&c->out);
+}
+
+static void
+cs_reading(struct tunnel *t, bool on)
+{
+	if (on)
+		conn_start_reading(t->sarg);
+	else
+		conn_stop_reading(t->sarg);
+}
+
+static void
+cs_shut(struct tunnel *t)
+{
+	struct conn *c = t->sarg;
+
+	if (c->ssl != NULL && c->tls_ready && !c->tls_notified) {
+		tls_notify(c->ssl);
+		c->tls_notified = true;
+	}
+	shutdown(c->fd, SHUT_WR);
+}
+
+static void
+cs_end(struct tunnel *t, bool clean, const char *why)
+{
+	conn_fail(t->sarg, why);
+}
+
+static bool
+cs_gone(const struct tunnel *t)
+{
+	const struct conn *c = t->sarg;
+
+	return c->closing;
+}
+
+static const struct tunnel_side conn_side = {
+	cs_recv, cs_send, cs_queue, cs_flush, cs_queued, cs_reading, cs_shut,
+	cs_end, cs_gone,
+};
+
+int
+tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
+    const struct req_upgrade *u)
+{
+	struct request *r = c->req;
+	struct buf *o = &c->out;
+	struct tunnel *t;
+	int rc = 0;
+
+	if (c->closing) {
+		if (u->ssl != NULL)
+			tls_close(u->ssl, false);
+		close(u->fd);
+		return -1;
+	}
+	if ((t = tunnel_new(&conn_side, c, r, u)) == NULL) {
+		conn_fail(c, "out of memory");
+		return -1;
+	}
+	c->tun = t;
+	r->status = 101;
 	/* The client's unread bytes go first, and its head is kept for
 	 * the log: its read buffer is given back. */
 	if (conn_to_tunnel(c, &t->to_up, &t->head) == -1) {
@@ -608,35 +747,18 @@ tunnel_open(struct conn *c, const char *hdrs, size_t hdrs_len,
 		tunnel_end(t, MT_ERROR);
 		return -1;
 	}
-	if (t->websocket) {
-		ws_track_feed(&t->up, (uint8_t *)buf_head(&t->to_up),
-		    buf_pending(&t->to_up));
-		ws_track_feed(&t->down, (const uint8_t *)u->early,
-		    u->early_len);
-	}
-	r->resp_bytes += u->early_len;
-	if (u->early_len > 0 && buf_append(o, u->early, u->early_len) == -1) {
-		tunnel_end(t, MT_ERROR);
-		return -1;
-	}
-	if (tunnel_up_flush(t) == -1)
-		return -1;
-	if (buf_pending(&t->to_up) > 0)
-		conn_stop_reading(c);
-	else
-		conn_start_reading(c);
-	tunnel_up_reading(t, true);
-	conn_mark_dirty(c);
-	return 0;
+	return tunnel_start(t, u->early, u->early_len);
 }
 
 void
 tunnel_close(struct tunnel *t)
 {
-	struct request *r = t->c->req;
+	struct request *r = t->r;
 
 	tunnel_up_reading(t, false);
 	tunnel_up_writing(t, false);
+	tnode_del(&t->timer);
+	TAILQ_REMOVE(&tunnels, t, link);
 	if (t->ssl != NULL)
 		tls_close(t->ssl, !t->up_eof);
 	t->ssl = NULL;

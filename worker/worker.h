@@ -87,6 +87,7 @@ struct worker {
 	struct tlist		 t_linger;
 	struct tlist		 t_grace;
 	struct tlist		 t_tunnel;	/* tunnel_timeout */
+	struct tlist		 t_tunnel_bye;	/* a tunnel's goodbye */
 };
 
 extern struct worker worker;
