@@ -1098,7 +1098,8 @@ conn_close_all_but_tunnels(const char *why)
 
 	for (c = TAILQ_FIRST(&conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, link);
-		if (c->state == CS_TUNNEL && !c->closing)
+		if ((c->state == CS_TUNNEL || h2_has_tunnels(c)) &&
+		    !c->closing)
 			continue;
 		c->close_why = why;
 		conn_close_now(c);

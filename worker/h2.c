@@ -167,6 +167,14 @@ cb_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
 {
 	struct h2stream *st = nghttp2_session_get_stream_user_data(s, id);
 
+	if (st != NULL && st->xconnect && !st->tun_ended) {
+		/* A tunnel's bytes (maybe before its 200): kept until it
+		 * reads them, the window open only as it does. */
+		if (buf_append(&st->in, (const char *)data, len) == -1)
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		st->tun_pull = true;
+		return 0;
+	}
 	if (st == NULL || st->r == NULL || st->r->body_done ||
 	    st->r->rejected || st->r->resp_done) {
 		nghttp2_session_consume(s, id, len);	/* nobody reads it */
@@ -223,7 +231,10 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 	}
 	if (eos)
 		st->in_eof = true;
-	h2_body_ready(st);
+	if (st->xconnect)
+		st->tun_pull = eos || st->tun_pull;
+	else
+		h2_body_ready(st);
 	return 0;
 }
 
@@ -367,7 +378,7 @@ h2_start(struct conn *c, const char *early, size_t n)
 	const struct http2_cfg *hc = &worker.cfg->server.http2;
 	nghttp2_session_callbacks *cbs = NULL;
 	nghttp2_option *opt = NULL;
-	nghttp2_settings_entry iv[3];
+	nghttp2_settings_entry iv[4];
 	struct h2conn *h;
 	ssize_t rv;
 
@@ -420,7 +431,10 @@ h2_start(struct conn *c, const char *early, size_t n)
 	iv[2] = (nghttp2_settings_entry){
 	    NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
 	    (uint32_t)hc->max_header_list_size };
-	if (nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
+	/* WebSocket over HTTP/2: the extended CONNECT (RFC 8441). */
+	iv[3] = (nghttp2_settings_entry){
+	    NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1 };
+	if (nghttp2_submit_settings(h->s, NGHTTP2_FLAG_NONE, iv, 4) != 0 ||
 	    nghttp2_session_set_local_window_size(h->s, NGHTTP2_FLAG_NONE, 0,
 	    H2_CONN_WINDOW) != 0)
 		goto fail;
@@ -466,6 +480,7 @@ h2_readable(struct conn *c)
 		h2_broken(h, rv);
 		return;
 	}
+	h2_tunnels_run(h);
 	h2_kick(h);
 }
 
@@ -512,6 +527,7 @@ h2_flush(struct conn *c)
 	if (rc == 0 && buf_pending(&c->out) == 0)
 		buf_free(&c->out);
 	h2_wake(h);
+	h2_tunnels_run(h);
 	if (!c->reading && buf_pending(&c->out) < OUT_LOW)
 		conn_start_reading(c);
 	h2_timer(h, false, sent);
@@ -566,4 +582,10 @@ h2_close(struct conn *c)
 	nghttp2_session_del(h->s);
 	free(h);
 	c->h2 = NULL;
+}
+
+bool
+h2_has_tunnels(const struct conn *c)
+{
+	return c->h2 != NULL && c->h2->ntunnels > 0;
 }

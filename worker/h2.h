@@ -31,6 +31,8 @@ void	h2_flush(struct conn *);
 void	h2_timeout(struct conn *);
 /* Reload or stop: GOAWAY; in-flight streams finish, then it closes. */
 void	h2_drain(struct conn *);
+/* Whether some stream of c is a WebSocket tunnel (a drain's goodbye). */
+bool	h2_has_tunnels(const struct conn *);
 /* The connection is closing: every stream's request ends now. */
 void	h2_close(struct conn *);
 

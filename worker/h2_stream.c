@@ -13,13 +13,21 @@
  * the final HEADERS frame); its body bytes wait in `in` until read, and
  * only then does the window open again.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
+#include <openssl/rand.h>
+
+#include "lib/encode.h"
 #include "lib/log.h"
 #include "worker/conn.h"
 #include "worker/h2_stream.h"
+#include "worker/tls.h"
+#include "worker/tunnel.h"
 #include "worker/path.h"
 #include "worker/worker.h"
 
@@ -114,6 +122,50 @@ h2_join_cookies(struct h2stream *st, struct http_head *hd)
 }
 
 /*
+ * An extended CONNECT with :protocol websocket (RFC 8441) becomes, for
+ * the gateway and the upstream, the HTTP/1.1 handshake: Upgrade and
+ * Connection, and a Sec-WebSocket-Key of agate's (upgrade.c checks the
+ * upstream's accept against it).  The client's Sec-WebSocket-Version,
+ * -Protocol and -Extensions are its own.  0, or -1 (memory).
+ */
+static int
+h2_xconnect(struct h2stream *st)
+{
+	const char *p = st->hdrs.data, *end = p + st->hdrs.len;
+	bool connect = false, ws = false;
+	unsigned char raw[16];
+	char key[25];
+
+	while (end - p >= 4) {
+		uint16_t nl, vl;
+		const char *name, *value;
+
+		memcpy(&nl, p, 2);
+		name = p + 2;
+		memcpy(&vl, name + nl, 2);
+		value = name + nl + 2;
+		p = value + vl;
+		if (http_token_eq(name, nl, ":method") &&
+		    http_token_eq(value, vl, "CONNECT"))
+			connect = true;
+		else if (http_token_eq(name, nl, ":protocol") &&
+		    http_token_eq(value, vl, "websocket"))
+			ws = true;
+	}
+	if (!connect || !ws)
+		return 0;
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		return -1;
+	base64_encode(raw, sizeof(raw), key);
+	st->xconnect = true;
+	return h2_field(st, (const uint8_t *)"upgrade", 7,
+	    (const uint8_t *)"websocket", 9) | h2_field(st,
+	    (const uint8_t *)"connection", 10, (const uint8_t *)"upgrade", 7) |
+	    h2_field(st, (const uint8_t *)"sec-websocket-key", 17,
+	    (const uint8_t *)key, 24);
+}
+
+/*
  * Builds r->head from the stream's fields: pseudo-fields to method,
  * target and host, the rest to headers[].  Returns 0, or a status to
  * answer with (400, 431) and *why.
@@ -123,8 +175,8 @@ h2_head(struct h2stream *st, struct request *r, const char **why)
 {
 	struct http_head *hd = &r->head;
 	char *p = st->hdrs.data, *end = p + st->hdrs.len;
-	const char *authority = NULL;
-	size_t alen = 0;
+	const char *authority = NULL, *protocol = NULL;
+	size_t alen = 0, plen = 0;
 
 	hd->minor = 1;
 	hd->keepalive = true;
@@ -147,6 +199,9 @@ h2_head(struct h2stream *st, struct request *r, const char **why)
 			else if (http_token_eq(name, nl, ":authority")) {
 				authority = value;
 				alen = vl;
+			} else if (http_token_eq(name, nl, ":protocol")) {
+				protocol = value;
+				plen = vl;
 			}
 			continue;
 		}
@@ -182,6 +237,17 @@ h2_head(struct h2stream *st, struct request *r, const char **why)
 	if (h2_join_cookies(st, hd) == -1) {
 		*why = "out of memory";
 		return 503;
+	}
+	if (protocol != NULL) {
+		/* An extended CONNECT (RFC 8441): only WebSocket, which
+		 * goes upstream as an HTTP/1.1 GET with Upgrade. */
+		if (!http_token_eq(protocol, plen, "websocket")) {
+			*why = "only the websocket protocol can be tunnelled "
+			    "over HTTP/2";
+			return 501;
+		}
+		hd->method = "GET";
+		hd->method_len = 3;
 	}
 	if (hd->method == NULL || hd->path == NULL) {
 		/* CONNECT (no :path) is not proxied. */
@@ -239,6 +305,11 @@ h2_request(struct h2stream *st, bool end_stream)
 	st->r = r;
 	r->carrier_arg = st;
 	st->in_eof = end_stream;
+	if (h2_xconnect(st) == -1) {
+		nghttp2_submit_rst_stream(st->h->s, NGHTTP2_FLAG_NONE, st->id,
+		    NGHTTP2_INTERNAL_ERROR);
+		return;
+	}
 	status = h2_head(st, r, &why);
 	request_identify(r);
 	if (status == 0 && !h2_normalize(r, &why))
@@ -248,8 +319,8 @@ h2_request(struct h2stream *st, bool end_stream)
 		status = 413;
 		why = "request body too large";
 	}
-	if (end_stream || r->head.content_length == 0)
-		r->body_done = true;
+	if (end_stream || r->head.content_length == 0 || st->xconnect)
+		r->body_done = true;	/* a tunnel's bytes are not a body */
 	else if (r->head.content_length > 0)
 		r->body_left = r->head.content_length;
 	else
@@ -642,6 +713,227 @@ h2_discard(struct request *r)
 	return true;
 }
 
+/* -- WebSocket over HTTP/2: the stream as a tunnel's client side -------- */
+
+static ssize_t
+hs_recv(struct tunnel *t, void *p, size_t n)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+	size_t k = buf_pending(&st->in);
+
+	if (k == 0) {
+		if (st->in_eof)
+			return 0;
+		errno = EAGAIN;
+		return -1;
+	}
+	if (k > n)
+		k = n;
+	memcpy(p, buf_head(&st->in), k);
+	buf_consume(&st->in, k);
+	if (buf_pending(&st->in) == 0)
+		buf_free(&st->in);
+	/* Taken: the client may send that much more. */
+	nghttp2_session_consume(st->h->s, st->id, k);
+	h2_kick(st->h);
+	return (ssize_t)k;
+}
+
+/* Bytes for the client go to the stream's buffer, up to its high mark:
+ * DATA frames as its window allows. */
+static ssize_t
+hs_send(struct tunnel *t, const void *p, size_t n)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+	size_t have = buf_pending(&st->out);
+
+	if (have >= H2_OUT_HIGH) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (n > H2_OUT_HIGH - have)
+		n = H2_OUT_HIGH - have;
+	if (buf_append(&st->out, p, n) == -1) {
+		errno = ENOMEM;
+		return -1;
+	}
+	h2_resume(st);
+	return (ssize_t)n;
+}
+
+static int
+hs_queue(struct tunnel *t, const void *p, size_t n)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+
+	if (buf_append(&st->out, p, n) == -1)
+		return -1;
+	h2_resume(st);
+	return 0;
+}
+
+static size_t
+hs_queued(const struct tunnel *t)
+{
+	const struct h2stream *st = tunnel_side_arg(t);
+	size_t have = buf_pending(&st->out);
+
+	/* Below the high mark the stream's buffer is its window: the
+	 * tunnel may go on sending. */
+	return have >= H2_OUT_HIGH ? have : 0;
+}
+
+static int
+hs_flush(struct tunnel *t)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+
+	if (st->tun_ended || st->h->c->closing)
+		return -1;
+	h2_resume(st);
+	if (buf_pending(&st->out) < H2_OUT_HIGH)
+		return 0;
+	st->tun_blocked = true;		/* h2_tunnels_run says drained */
+	return 1;
+}
+
+static void
+hs_reading(struct tunnel *t, bool on)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+
+	st->tun_reading = on;
+	if (on && (buf_pending(&st->in) > 0 || st->in_eof)) {
+		st->tun_pull = true;
+		h2_kick(st->h);
+	}
+}
+
+static void
+hs_shut(struct tunnel *t)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+
+	st->out_eof = true;		/* END_STREAM after what is kept */
+	h2_resume(st);
+}
+
+static void
+hs_end(struct tunnel *t, bool clean, const char *why)
+{
+	struct h2stream *st = tunnel_side_arg(t);
+
+	if (st->tun_ended)
+		return;
+	st->tun_ended = true;
+	if (clean) {
+		st->out_eof = true;
+		h2_resume(st);
+		return;
+	}
+	log_debug("h2 %s: stream %d: tunnel: %s", st->h->c->peer_str, st->id,
+	    why);
+	nghttp2_submit_rst_stream(st->h->s, NGHTTP2_FLAG_NONE, st->id,
+	    NGHTTP2_CANCEL);
+	h2_kick(st->h);
+}
+
+static bool
+hs_gone(const struct tunnel *t)
+{
+	const struct h2stream *st = tunnel_side_arg(t);
+
+	return st->tun_ended || st->h->c->closing;
+}
+
+static const struct tunnel_side h2_side = {
+	hs_recv, hs_send, hs_queue, hs_flush, hs_queued, hs_reading, hs_shut,
+	hs_end, hs_gone,
+};
+
+/*
+ * The upstream answered the handshake of an extended CONNECT with 101:
+ * the client gets 200 (RFC 8441 section 5) with the upstream's fields
+ * but its Sec-WebSocket-Accept (the key was agate's), and the stream
+ * becomes the tunnel's client side.
+ */
+static int
+h2_upgrade(struct request *r, const char *hdrs, size_t hdrs_len,
+    const struct req_upgrade *u)
+{
+	struct h2stream *st = h2_stream_of(r);
+	nghttp2_data_provider prd = { .source.ptr = st,
+	    .read_callback = h2_source };
+	struct buf keep = { 0 };
+	const char *p = hdrs, *end = hdrs + hdrs_len, *eol;
+	struct h2_fields f;
+	struct tunnel *t;
+	int rv;
+
+	if (st == NULL || !st->xconnect || st->h->c->closing ||
+	    (t = tunnel_new(&h2_side, st, r, u)) == NULL) {
+		if (st == NULL || !st->xconnect || st->h->c->closing) {
+			if (u->ssl != NULL)
+				tls_close(u->ssl, false);
+			close(u->fd);
+		}
+		if (st != NULL)
+			h2_fail(r, "cannot start the tunnel");
+		return -1;
+	}
+	st->tun = t;
+	st->h->ntunnels++;
+	r->status = 200;
+	for (; p < end && (eol = memchr(p, '\n', (size_t)(end - p))) != NULL;
+	    p = eol + 1) {
+		size_t n = (size_t)(eol - p) + 1;
+
+		if (n > 21 && strncasecmp(p, "sec-websocket-accept:", 21) == 0)
+			continue;	/* it answered agate's key */
+		if (buf_append(&keep, p, n) == -1)
+			break;
+	}
+	if (h2_fields(&f, 1, keep.data, keep.len, r->resp_extra,
+	    r->resp_extra_len) == -1) {
+		h2_fields_done(&f);
+		buf_free(&keep);
+		hs_end(t, false, "out of memory");
+		return -1;
+	}
+	f.nva[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)"200", 7, 3,
+	    NGHTTP2_NV_FLAG_NONE };
+	rv = nghttp2_submit_response(st->h->s, st->id, f.nva, f.n, &prd);
+	h2_fields_done(&f);
+	buf_free(&keep);
+	if (rv != 0) {
+		hs_end(t, false, "cannot answer");
+		return -1;
+	}
+	st->answered = true;
+	h2_kick(st->h);
+	return tunnel_start(t, u->early, u->early_len);
+}
+
+void
+h2_tunnels_run(struct h2conn *h)
+{
+	struct h2stream *st, *next;
+
+	for (st = TAILQ_FIRST(&h->streams); st != NULL; st = next) {
+		next = TAILQ_NEXT(st, link);
+		if (st->tun == NULL || st->tun_ended)
+			continue;
+		if (st->tun_blocked && buf_pending(&st->out) < H2_OUT_LOW) {
+			st->tun_blocked = false;
+			tunnel_client_drained(st->tun);
+		}
+		if (st->tun_pull && st->tun_reading && !st->tun_ended) {
+			st->tun_pull = false;
+			tunnel_client_readable(st->tun);
+		}
+	}
+}
+
 const struct req_carrier h2_carrier = {
 	.start = h2_start_resp,
 	.write = h2_write,
@@ -653,7 +945,7 @@ const struct req_carrier h2_carrier = {
 	.cont = h2_cont,
 	.read = h2_read,
 	.discard = h2_discard,
-	.upgrade = NULL,
+	.upgrade = h2_upgrade,
 	.trailers = h2_trailers,
 	.protocol = "HTTP/2",
 };
@@ -675,10 +967,18 @@ h2_stream_free(struct h2stream *st)
 {
 	struct h2conn *h = st->h;
 	struct request *r = st->r;
+	struct tunnel *t = st->tun;
 
+	if (t != NULL) {
+		/* A WebSocket tunnel's end: its upstream closes, and the log
+		 * line says how it went. */
+		st->tun_ended = true;
+		tunnel_close(t);
+		h->ntunnels--;
+	}
 	if (r != NULL) {
 		bool done = r->resp_done || (st->out_eof &&
-		    buf_pending(&st->out) == 0);
+		    buf_pending(&st->out) == 0) || t != NULL;
 
 		if (!done && r->hooks != NULL && r->hooks->abort != NULL)
 			r->hooks->abort(r);
@@ -702,5 +1002,7 @@ h2_stream_free(struct h2stream *st)
 	buf_free(&st->trailers);
 	buf_free(&st->in);
 	buf_free(&st->out);
+	if (t != NULL)
+		tunnel_free(t);
 	free(st);
 }

@@ -30,6 +30,7 @@ struct h2conn {
 	TAILQ_HEAD(, h2stream)	 streams;
 	int			 nstreams;
 	int			 heading;	/* of them, headers not whole yet */
+	int			 ntunnels;	/* of them, WebSocket tunnels */
 	unsigned		 resets;	/* RST_STREAMs this second */
 	time_t			 reset_sec;
 	bool			 goaway;	/* draining: no new streams */
@@ -61,6 +62,13 @@ struct h2stream {
 	bool			 answered;	/* HEADERS submitted */
 	bool			 wake;		/* tell writable() after a send */
 	struct buf		 trailers;	/* "Name: value\r\n" lines */
+	/* An extended CONNECT (RFC 8441): a WebSocket over this stream. */
+	bool			 xconnect;
+	struct tunnel		*tun;		/* after the upstream's 101 */
+	bool			 tun_reading;	/* the tunnel wants client bytes */
+	bool			 tun_pull;	/* ... and some (or the end) came */
+	bool			 tun_blocked;	/* `out` is over its high mark */
+	bool			 tun_ended;
 	TAILQ_ENTRY(h2stream)	 link;
 };
 
@@ -76,6 +84,8 @@ int	h2_field(struct h2stream *, const uint8_t *name, size_t nlen,
 void	h2_request(struct h2stream *, bool end_stream);
 /* Body bytes (or their end) for the gateway. */
 void	h2_body_ready(struct h2stream *);
+/* Tunnels of the connection whose client bytes or room came. */
+void	h2_tunnels_run(struct h2conn *);
 /* The stream is closed: its request is logged (aborted first if the
  * gateway still has it) and everything freed. */
 void	h2_stream_free(struct h2stream *);
