@@ -193,12 +193,15 @@ curlev_upstream(CURL *e, const struct upstream_cfg *u,
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, srv->h2c ?
 	    CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : srv->https ?
 	    CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
-	/* Debian 12's libcurl (7.88.1) breaks the second request on a
-	 * reused h2c prior-knowledge connection ("Error in the HTTP2
-	 * framing layer"; the curl command line does the same against
-	 * nginx): each h2c request gets a connection of its own. */
-	if (srv->h2c)
+	/* Debian 12's libcurl (7.88.1) breaks the second request on an
+	 * h2c prior-knowledge connection, after the first or beside it
+	 * ("Error in the HTTP2 framing layer"; the curl command line does
+	 * the same against nginx): each h2c request gets a connection of
+	 * its own, never shared, never kept. */
+	if (srv->h2c) {
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
 		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	}
 	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
