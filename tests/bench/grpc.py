@@ -35,6 +35,7 @@ See tests/bench/README.md.
 
 import argparse
 import datetime
+import http.client
 import json
 import os
 import re
@@ -144,6 +145,14 @@ http {
             add_trailer grpc-status 0 always;
         }
     }
+
+    # Connections accepted so far: how many the gateways opened.
+    server {
+        listen 127.0.0.1:@STATUS_PORT@;
+        location = /status {
+            stub_status;
+        }
+    }
 }
 """
 
@@ -205,22 +214,17 @@ routes:
 """
 
 # Run by --python (where Debian's python3-grpcio is): N calls, CONC at a
-# time, on one channel; prints the outcome as JSON, with the TCP
-# connections the machine opened meanwhile (the channel's is open before).
+# time, on one channel; prints the outcome as JSON.
 GRPC_CLIENT = r"""
 import json, sys, grpc
 port, path = sys.argv[1], sys.argv[2]
 n, conc = int(sys.argv[3]), int(sys.argv[4])
 req, want = bytes.fromhex(sys.argv[5]), bytes.fromhex(sys.argv[6])
 out = {"calls": 0, "ok": 0, "bad_payload": 0, "codes": {}, "error": None}
-def opens():
-    t = [l.split() for l in open("/proc/net/snmp") if l.startswith("Tcp:")]
-    return int(t[1][t[0].index("ActiveOpens")])
 ch = grpc.insecure_channel("127.0.0.1:%s" % port)
 try:
     grpc.channel_ready_future(ch).result(timeout=5)
     call = ch.unary_unary(path)
-    o0 = opens()
     while out["calls"] < n:
         fs = [call.future(req, timeout=5)
               for _ in range(min(conc, n - out["calls"]))]
@@ -238,7 +242,6 @@ try:
                     out["ok"] += 1
                 else:
                     out["bad_payload"] += 1
-    out["tcp_opens"] = opens() - o0
 except Exception as e:
     out["error"] = "%s: %s" % (type(e).__name__, e)
 finally:
@@ -354,13 +357,19 @@ def ticks(pids):
     return sum(bench.cpu_ticks(p) or 0 for p in pids)
 
 
-def active_opens():
-    """TCP connections this machine opened so far (/proc/net/snmp)."""
-    lines = [l.split() for l in bench.read_text("/proc/net/snmp")
-             .splitlines() if l.startswith("Tcp:")]
-    if len(lines) < 2 or "ActiveOpens" not in lines[0]:
+def upstream_accepts(ctx):
+    """Connections the upstream has accepted so far (its stub_status),
+    not counting the one that asks."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", ctx.status_port,
+                                       timeout=2)
+        c.request("GET", "/status")
+        text = c.getresponse().read().decode()
+        c.close()
+    except (OSError, http.client.HTTPException):
         return None
-    return int(lines[1][lines[0].index("ActiveOpens")])
+    m = re.search(r"^\s*(\d+) \d+ \d+\s*$", text, re.M)
+    return int(m.group(1)) - 1 if m else None
 
 
 def log_size(path):
@@ -532,7 +541,7 @@ def load_run(ctx, gw):
         if key and key not in snaps:
             snaps[key] = (time.monotonic(), ticks(workers), ticks(up),
                           ticks([ld.proc.pid]), bench.system_busy_ticks(),
-                          active_opens())
+                          upstream_accepts(ctx))
     rc, out = ld.finish()
     res["rc"] = rc
     res.update(parse_h2load(out))
@@ -564,7 +573,8 @@ def load_run(ctx, gw):
         ours = (g1 - g0) + (u1 - u0) + (l1 - l0)
         res["other_pct"] = max(0.0, 100.0 * ((b1 - b0) - ours) / CLK / wall)
         if o0 is not None and o1 is not None:
-            res["opens_per_req"] = (o1 - o0) / float(n)
+            # (the status request of o0 is counted in o1)
+            res["opens_per_req"] = (o1 - o0 - 1) / float(n)
     elif res.get("done"):
         res["notes"].append("h2load's measured window was not seen")
     res["errors"] = error_counts(res)
@@ -594,10 +604,12 @@ def error_counts(r):
 
 # ---------------------------------------------------------------- checks
 
-def grpc_check(ctx, port, path, n, conc):
-    """n generic unary calls with python3-grpcio; JSON outcome."""
+def grpc_check(ctx, port, path, n, conc, count_conns=False):
+    """n generic unary calls with python3-grpcio; JSON outcome, with the
+    connections the upstream accepted meanwhile if count_conns."""
     if not ctx.grpcio:
         return {"error": "python3-grpcio is not there"}
+    a0 = upstream_accepts(ctx) if count_conns else None
     cmd = [ctx.args.python, "-I", "-c", GRPC_CLIENT, str(port), path,
            str(n), str(conc), REQ_PAYLOAD.hex(), RESP_PAYLOAD.hex()]
     try:
@@ -607,7 +619,11 @@ def grpc_check(ctx, port, path, n, conc):
     except subprocess.TimeoutExpired:
         return {"error": "the grpcio client did not finish in time"}
     try:
-        return json.loads(p.stdout.strip().splitlines()[-1])
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        a1 = upstream_accepts(ctx) if a0 is not None else None
+        if a1 is not None:
+            out["up_conns"] = a1 - a0 - 1   # (a0's own status request)
+        return out
     except (ValueError, IndexError):
         return {"error": "grpcio client exit %d: %s" % (
             p.returncode, " | ".join(p.stderr.strip().splitlines()[-2:]))}
@@ -717,8 +733,9 @@ PROBE_CONC = (1, 2, 5, 20)
 def probe_text(r):
     if not r or r.get("calls") is None:
         return grpc_text(r)
-    text = "%d/%d OK, %s TCP opens" % (r["ok"], r["calls"],
-                                       r.get("tcp_opens", "?"))
+    text = "%d/%d OK" % (r["ok"], r["calls"])
+    if "up_conns" in r:
+        text += ", %d upstream conns" % r["up_conns"]
     return text if r["ok"] == r["calls"] else "**%s**" % text
 
 
@@ -728,6 +745,7 @@ def run_checks(ctx, when):
     out = {}
     targets = [Direct(ctx.upstream)] + live(ctx)
     for t in targets:
+        log0 = log_size(t.error_log())
         r = {"grpc": grpc_check(ctx, t.port, PATH, a.check_calls, 20)}
         if when == "before":
             r["nghttp"] = nghttp_check(ctx, t.port, PATH, 50)
@@ -735,8 +753,10 @@ def run_checks(ctx, when):
                                            10)
             r["len_grpc"] = grpc_check(ctx, t.port, WITH_LENGTH + PATH,
                                        20, 5)
-            r["probe"] = {c: grpc_check(ctx, t.port, PATH, a.probe_calls, c)
+            r["probe"] = {c: grpc_check(ctx, t.port, PATH, a.probe_calls, c,
+                                        count_conns=(t.name != "direct"))
                           for c in PROBE_CONC}
+        r["log"] = new_log_lines(t.error_log(), log0)
         out[t.name] = r
         log("  %-6s %s: grpcio %s; nghttp %s; with a Content-Length: "
             "nghttp %s, grpcio %s" % (
@@ -943,7 +963,7 @@ def check_notes(ctx):
         bad = [c for c in PROBE_CONC[1:] if probe.get(c, {}).get("calls")
                and probe[c]["ok"] < probe[c]["calls"]]
         if one.get("calls") and one["ok"] == one["calls"] and bad:
-            same = all(probe[c].get("tcp_opens") == probe[c]["ok"]
+            same = all(probe[c].get("up_conns") == probe[c]["ok"]
                        for c in PROBE_CONC)
             out.append(
                 "- %s fails gRPC calls only when they overlap: all %d one "
@@ -952,7 +972,7 @@ def check_notes(ctx):
                         "%d of %d with %d at a time" % (
                             probe[c]["calls"] - probe[c]["ok"],
                             probe[c]["calls"], c) for c in bad),
-                    "In every probe the machine opened as many TCP "
+                    "In every probe the upstream accepted as many "
                     "connections as there were good calls: each upstream "
                     "connection carried one good call, and a call that "
                     "shared a connection with another failed (`%s`). "
@@ -1039,21 +1059,28 @@ def target_rows(ctx):
 def log_notes(ctx):
     out = []
     for name in ctx.order + ["direct"]:
-        lines = [l for r in ctx.runs.get(name, []) if r
-                 for l in r.get("log", [])]
-        if not lines:
-            continue
-        kinds = {}
-        for l in lines:
-            k = re.sub(r"\d+", "N", l)[:160]
-            kinds.setdefault(k, [0, l])[0] += 1
-        top = sorted(kinds.values(), key=lambda kv: -kv[0])[:6]
-        out.append("- %s's error log: %d line(s) during the runs; most "
-                   "frequent:\n%s" % (
-                       "the upstream" if name == "direct" else name,
-                       len(lines), "\n".join(
-                           "  - %d× `%s`" % (k, l[:300].replace("`", "'"))
-                           for k, l in top)))
+        phases = [
+            ("the checks before the rounds", ctx.checks.get(
+                "before", {}).get(name, {}).get("log", [])),
+            ("the h2load runs", [l for r in ctx.runs.get(name, []) if r
+                                 for l in r.get("log", [])]),
+            ("the checks after the rounds", ctx.checks.get(
+                "after", {}).get(name, {}).get("log", []))]
+        for when, lines in phases:
+            if not lines:
+                continue
+            kinds = {}
+            for l in lines:
+                k = re.sub(r"\d+", "N", l)[:160]
+                kinds.setdefault(k, [0, l])[0] += 1
+            top = sorted(kinds.values(), key=lambda kv: -kv[0])[:6]
+            out.append("- %s's error log: %d line(s) during %s; most "
+                       "frequent:\n%s" % (
+                           "the upstream" if name == "direct" else name,
+                           len(lines), when, "\n".join(
+                               "  - %d× `%s`" % (
+                                   k, l[:300].replace("`", "'"))
+                               for k, l in top)))
     return out
 
 
@@ -1113,7 +1140,7 @@ def report(ctx, wall):
                bench.md_table(["gateway", "calls/s", "× nginx", "p50",
                                "p99", "CPU µs/call",
                                "CPU gateway / upstream / h2load",
-                               "new TCP conns/call", "calls/s per round",
+                               "upstream conns/call", "calls/s per round",
                                "errors"], load_rows(ctx)) + "\n",
                "Medians over %d round(s) of %g s, each after a %g s "
                "warm-up run (the same h2load command); the gateways "
@@ -1131,10 +1158,11 @@ def report(ctx, wall):
                "when h2load prints that its main duration starts and "
                "ends) / calls done. CPU gateway / upstream / h2load: share "
                "of one CPU each (the machine has %d, shared by all "
-               "three). New TCP conns/call: the machine's `ActiveOpens` "
-               "(/proc/net/snmp) over the window / calls: a gateway that "
-               "keeps its upstream connections shows 0. errors: h2load's "
-               "failed, errored and timed-out requests, its non-2xx "
+               "three). Upstream conns/call: connections the upstream "
+               "accepted during the window (its `stub_status`) / calls: a "
+               "gateway that keeps its upstream connections shows 0. "
+               "errors: h2load's failed, errored and timed-out requests, "
+               "its non-2xx "
                "answers, and the 2xx answers without the message. The "
                "last row is one run of h2load straight to the upstream, "
                "before the rounds: the upstream's ceiling.\n"
@@ -1163,10 +1191,10 @@ def report(ctx, wall):
     prows = probe_rows(ctx)
     if prows:
         blocks += ["Calls that overlap, before the rounds: %d grpcio calls "
-                   "per cell, N at a time on one channel, and the TCP "
-                   "connections the machine opened meanwhile "
-                   "(`ActiveOpens`; a gateway opens its upstream "
-                   "connections, the channel is open before):\n"
+                   "per cell, N at a time on one channel, and the "
+                   "connections the upstream accepted meanwhile (its "
+                   "`stub_status`; not counted straight to the upstream, "
+                   "where the client's own connection is one):\n"
                    % a.probe_calls,
                    bench.md_table(["target"] + ["%d at a time" % c
                                                 for c in PROBE_CONC],
@@ -1321,9 +1349,11 @@ def start_servers(ctx):
     a, tmp = ctx.args, ctx.tmp
     conns = min(20000, ctx.nofile)
     port = bench.free_port()
+    ctx.status_port = bench.free_port()
     ctx.conf_text["upstream"] = fill(UPSTREAM_CONF, DIR=tmp, PORT=port,
                                      NOFILE=conns, CONNS=conns,
-                                     WITH_LENGTH=WITH_LENGTH)
+                                     WITH_LENGTH=WITH_LENGTH,
+                                     STATUS_PORT=ctx.status_port)
     ctx.upstream = Nginx("upstream", tmp, port, 1, ctx.nginx,
                          ctx.conf_text["upstream"])
     ctx.servers.append(ctx.upstream)
