@@ -586,17 +586,20 @@ sup_log_upstreams(const struct config *cfg)
 	static const char *const balances[] = {
 		"round_robin", "least_request", "random"
 	};
-	size_t i, j, native;
+	size_t i, j, native, h2;
 
 	for (i = 0; i < cfg->nupstreams; i++) {
 		const struct upstream_cfg *u = &cfg->upstreams[i];
 
-		for (j = native = 0; j < u->nservers; j++)
+		for (j = native = h2 = 0; j < u->nservers; j++) {
 			native += config_server_native(u, &u->servers[j]);
+			h2 += config_server_h2(u, &u->servers[j]);
+		}
 		log_info("supervisor: upstream %s: %zu server%s, %s, transport "
-		    "%s (%zu native, %zu libcurl)", u->name, u->nservers,
-		    log_plural((long long)u->nservers), balances[u->balance],
-		    transports[u->transport], native, u->nservers - native);
+		    "%s (%zu native, %zu native HTTP/2, %zu libcurl)", u->name,
+		    u->nservers, log_plural((long long)u->nservers),
+		    balances[u->balance], transports[u->transport], native, h2,
+		    u->nservers - native - h2);
 		for (j = 0; j < u->nservers; j++)
 			if (u->servers[j].https && !u->tls_verify) {
 				log_warnx("supervisor: upstream %s: tls.verify "

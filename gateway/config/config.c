@@ -591,10 +591,16 @@ config_upstream(const struct config *cfg, const char *name)
 }
 
 bool
+config_server_h2(const struct upstream_cfg *u, const struct server_cfg *s)
+{
+	return s->h2c && u->transport != TRANSPORT_CURL;
+}
+
+bool
 config_server_native(const struct upstream_cfg *u, const struct server_cfg *s)
 {
 	if (s->h2c)
-		return false;		/* HTTP/2: libcurl's */
+		return false;		/* HTTP/2: see config_server_h2() */
 	return u->transport == TRANSPORT_NATIVE ||
 	    (u->transport == TRANSPORT_AUTO && !s->https);
 }

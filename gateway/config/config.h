@@ -328,6 +328,10 @@ struct upstream_cfg *config_upstream(const struct config *, const char *name);
 /* Whether this server is reached with agate's own HTTP/1.1 client. */
 bool		 config_server_native(const struct upstream_cfg *,
 		    const struct server_cfg *);
+/* Whether it is reached with agate's own HTTP/2 client (h2c://, unless
+ * transport: curl). */
+bool		 config_server_h2(const struct upstream_cfg *,
+		    const struct server_cfg *);
 /* Names what the config asks for that this build does not do yet. */
 void		 config_warn_unimplemented(const struct config *);
 /*

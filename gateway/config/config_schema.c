@@ -414,7 +414,7 @@ static const struct cfg_key offload_keys[] = {
 /* -- upstreams -------------------------------------------------------- */
 
 /* "http://host[:port]", "https://..." or "h2c://..." (HTTP/2 with prior
- * knowledge, through libcurl), with nothing after but "/". */
+ * knowledge, agate's own client), with nothing after but "/". */
 static int
 val_server(struct cfg_ctx *ctx, yaml_node_t *item, struct server_cfg *srv)
 {
@@ -721,10 +721,10 @@ val_upstreams(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 			return -1;
 		for (j = 0; up->transport == TRANSPORT_NATIVE &&
 		    j < up->nservers; j++)
-			if (up->servers[j].https || up->servers[j].h2c)
+			if (up->servers[j].https)
 				return cfg_error(ctx, cfg_node(ctx, pair->value),
-				    "%s: transport native speaks plain "
-				    "HTTP/1.1; server %s needs auto or curl",
+				    "%s: transport native speaks http:// and "
+				    "h2c://; server %s needs auto or curl",
 				    up->name, up->servers[j].url);
 		if (up->retry.backoff_ms > up->retry.max_backoff_ms)
 			return cfg_error(ctx, cfg_node(ctx, pair->value),

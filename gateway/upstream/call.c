@@ -164,6 +164,7 @@ call_free_all(void)
 	struct call *c;
 
 	native_free();
+	h2up_free();
 	curlproxy_free();
 	while ((c = call_pool) != NULL) {
 		call_pool = c->next_free;
@@ -677,6 +678,8 @@ call_transport(struct call *c, int k)
 	 * does not. */
 	if (up->servers[t->server].native || c->spec->upgrade)
 		native_start(c, k);
+	else if (up->servers[t->server].h2)
+		h2up_start(c, k);
 	else
 		curlproxy_start(c, k);
 }

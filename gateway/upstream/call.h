@@ -23,8 +23,9 @@
  * head() or body() returning -1 ends the call too: the sink stopped it,
  * and done() follows with the error the transport saw (or 502).
  *
- * Each try is handed to one of two transports: agate's own HTTP/1.1
- * client (native.c: plain http://, pooled keep-alive connections) or
+ * Each try is handed to one of three transports: agate's own HTTP/1.1
+ * client (native.c: plain http://, pooled keep-alive connections), its
+ * own HTTP/2 client (h2up.c: h2c://, streams on shared connections) or
  * libcurl (curlproxy.c: https://, or transport: curl), in one of the
  * call's two try slots (two only when hedging).  A transport reports back
  * exactly once per try, naming its slot:
@@ -284,6 +285,8 @@ void	native_start(struct call *, int slot);
 void	native_free(void);
 void	curlproxy_start(struct call *, int slot);
 void	curlproxy_free(void);
+void	h2up_start(struct call *, int slot);
+void	h2up_free(void);
 
 /* -- proxy.c: a route's request to its upstream, answered to the client */
 

@@ -254,8 +254,10 @@ proxy_begin(struct request *r, bool upgrade)
 		return;
 	}
 	/* Keep the body for a retry to send again (and for libcurl, which
-	 * resends on a reused connection found dead). */
-	if ((u->retry.attempts > 1 || up->any_curl) && req_has_body(r) &&
+	 * resends on a reused connection found dead, and HTTP/2, which
+	 * resends a stream the server refused). */
+	if ((u->retry.attempts > 1 || up->any_curl || up->any_h2) &&
+	    req_has_body(r) &&
 	    retry_method(&u->retry, r->head.method, r->head.method_len) &&
 	    req_body_keep(r, CALL_REPLAY_MAX) == -1) {
 		proxy_put(p);

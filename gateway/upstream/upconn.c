@@ -166,6 +166,12 @@ upconn_get(struct upstream_rt *up, struct server_rt *srv, bool *reused)
 	return uc;
 }
 
+struct upconn *
+upconn_open(struct upstream_rt *up, struct server_rt *srv)
+{
+	return upconn_connect(up, srv);
+}
+
 void
 upconn_own(struct upconn *uc, void *owner, void (*on_ready)(void *, short))
 {

@@ -58,6 +58,9 @@ struct upconn {
  */
 struct upconn *upconn_get(struct upstream_rt *, struct server_rt *,
 	    bool *reused);
+/* A new connection to srv, never pooled: for an owner that keeps it
+ * (an HTTP/2 connection).  As upconn_get() otherwise. */
+struct upconn *upconn_open(struct upstream_rt *, struct server_rt *);
 void	upconn_own(struct upconn *, void *owner,
 	    void (*on_ready)(void *, short));
 /* Whether a connect (and TLS handshake) finished well, after the owner

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "gateway/upstream/h2up.h"
 #include "gateway/upstream/upconn.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/log.h"
@@ -92,7 +93,9 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 		s->cfg = &cfg->servers[i];
 		s->sh = shared_server(ups_cfg, cfg, i);
 		TAILQ_INIT(&s->idle);
+		TAILQ_INIT(&s->h2conns);
 		s->native = config_server_native(cfg, s->cfg);
+		s->h2 = config_server_h2(cfg, s->cfg);
 		/* Host as libcurl would send it: the port unless default. */
 		if (s->cfg->port == (s->cfg->https ? 443 : 80))
 			snprintf(s->host_hdr, sizeof(s->host_hdr), "%s",
@@ -103,7 +106,9 @@ upstream_init_one(struct event_base *base, struct upstream_rt *u,
 		/* Upgrades go native in any case (TLS of their own for
 		 * https): every server has its address. */
 		server_resolve(s);
-		if (!s->native)
+		if (s->h2)
+			u->any_h2 = true;
+		else if (!s->native)
 			u->any_curl = true;
 	}
 	tlist_init(&u->keepalive, base, cfg->keepalive_timeout_ms,
@@ -140,7 +145,10 @@ upstream_free(void)
 	for (i = 0; i < nups; i++) {
 		for (j = 0; ups[i].servers != NULL && j < ups[i].cfg->nservers;
 		    j++)
+		{
 			upconn_close_idle(&ups[i].servers[j]);
+			h2upconn_close_server(&ups[i].servers[j]);
+		}
 		tlist_free(&ups[i].keepalive);
 		tlist_free(&ups[i].excess);
 		uptls_free(&ups[i]);

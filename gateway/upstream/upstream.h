@@ -19,17 +19,20 @@
 #include "worker/timer.h"
 
 struct upconn;
+struct h2upconn;
 
 struct server_rt {
 	const struct server_cfg	*cfg;
 	struct shared_server	*sh;		/* breaker, health */
 	int			 inflight;
 	bool			 native;	/* agate's own client */
+	bool			 h2;		/* h2c://: agate's HTTP/2 client */
 	bool			 resolved;
 	struct sockaddr_storage	 sa;
 	socklen_t		 salen;
 	char			 host_hdr[280];	/* Host: value */
 	TAILQ_HEAD(upconn_q, upconn) idle;	/* newest last */
+	TAILQ_HEAD(h2upconn_q, h2upconn) h2conns;	/* h2up: its connections */
 };
 
 struct upstream_rt {
@@ -40,6 +43,7 @@ struct upstream_rt {
 	struct tlist		 keepalive;	/* idle connections' timeouts */
 	struct tlist		 excess;	/* beyond keepalive: a short grace */
 	bool			 any_curl;	/* a server uses libcurl */
+	bool			 any_h2;	/* a server is h2c:// */
 	struct limiter		 limit;		/* max_concurrent, max_queue */
 	struct retry_budget	 budget;
 	struct ssl_ctx_st	*tls_ctx;	/* uptls.c, made on first use */

@@ -34,8 +34,8 @@ class ProxyTest(AgateTest):
 
     def test_transport_in_use_is_logged(self):
         want = os.environ.get("AGATE_TEST_TRANSPORT") or "auto"
-        counts = "(0 native, 1 libcurl)" if want == "curl" else \
-            "(1 native, 0 libcurl)"
+        counts = "(0 native, 0 native HTTP/2, 1 libcurl)" if want == "curl" else \
+            "(1 native, 0 native HTTP/2, 0 libcurl)"
         self.assertIn("upstream users: 1 server, round_robin, transport "
                       "%s %s" % (want, counts), self.gw.error_log())
 

@@ -1109,6 +1109,13 @@ static const struct err_case err_cases[] = {
 	    "    servers: [\"127.0.0.1:9001\"]\n",
 	    "3:15: server '127.0.0.1:9001' must start with http://, "
 	    "https:// or h2c://" },
+	{ "transport native to an https server",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: [\"h2c://127.0.0.1:9002\", \"https://127.0.0.1:9001\"]\n"
+	    "    transport: native\n",
+	    "3:5: a: transport native speaks http:// and h2c://; server "
+	    "https://127.0.0.1:9001 needs auto or curl" },
 	{ "server with a path",
 	    "upstreams:\n"
 	    "  a:\n"
