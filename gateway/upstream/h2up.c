@@ -17,6 +17,7 @@
  * died before any answer, is sent once more on another connection when
  * its request can be repeated; anything else is the call's to retry.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -364,55 +365,110 @@ h2up_arm(struct h2up *x)
 	evtimer_add(&x->timer, &tv);
 }
 
-/* Puts x's request on a connection.  -1 (errno set) if none can be had. */
+/*
+ * Sends x's request on its connection, which is open.  -1 when the
+ * session cannot take it (errno: EAGAIN when the connection has used up
+ * its stream ids).
+ */
 static int
-h2up_submit(struct h2up *x)
+h2up_send(struct h2up *x)
 {
 	const struct call_spec *sp = x->call->spec;
-	struct server_rt *srv = &x->up->servers[x->server];
 	nghttp2_data_provider body = { .read_callback = h2up_read_body };
 	bool has_body = sp->client_body ? req_has_body(sp->req) :
 	    sp->has_body && sp->body_len > 0;
-	struct h2upconn *hc;
+	struct h2upconn *hc = x->hc;
 	int32_t id;
 
 	if (h2up_build(x) == -1) {
 		errno = ENOMEM;
 		return -1;
 	}
-	for (;;) {
-		if ((hc = h2upconn_get(x->up, srv, call_connect_ms(x->call))) ==
-		    NULL)
-			return -1;
-		id = nghttp2_submit_request(hc->s, NULL, nv_list, nv_n,
-		    has_body ? &body : NULL, x);
-		if (id != NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE)
-			break;
-		h2upconn_goaway(hc);	/* used up: a new one */
-	}
+	id = nghttp2_submit_request(hc->s, NULL, nv_list, nv_n,
+	    has_body ? &body : NULL, x);
 	if (id < 0) {
-		errno = ENOMEM;
+		errno = id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE ? EAGAIN :
+		    ENOMEM;
 		return -1;
 	}
 	x->id = id;
-	x->hc = hc;
 	x->body_eof = !has_body;
 	x->reused = hc->used;
-	TAILQ_INSERT_TAIL(&hc->tries, x, link);
-	h2upconn_opened(hc);
 	h2upconn_kick(hc);
-	h2up_arm(x);
 	return 0;
 }
 
+/* Takes x off its connection before its request was sent. */
+static void
+h2up_unplace(struct h2up *x)
+{
+	struct h2upconn *hc = x->hc;
+
+	TAILQ_REMOVE(&hc->tries, x, link);
+	x->hc = NULL;
+	h2upconn_closed(hc);
+}
+
 /*
- * Sends x's request again on another connection, if it can be: once,
- * and with the whole body.  False: it cannot, and x is as it was.
+ * Puts x on a connection to its server other than avoid: sent at once on
+ * an open one, else when the new one has the server's SETTINGS.  -1
+ * (errno set) when no connection can be had.
+ */
+static int
+h2up_place(struct h2up *x, struct h2upconn *avoid)
+{
+	struct server_rt *srv = &x->up->servers[x->server];
+	struct h2upconn *hc;
+
+	for (;;) {
+		hc = h2upconn_get(x->up, srv, avoid, call_connect_ms(x->call));
+		if (hc == NULL)
+			return -1;
+		x->hc = hc;
+		TAILQ_INSERT_TAIL(&hc->tries, x, link);
+		h2upconn_opened(hc);
+		if (hc->state != HC_OPEN || h2up_send(x) == 0)
+			return 0;
+		h2up_unplace(x);
+		if (errno != EAGAIN)
+			return -1;
+		h2upconn_goaway(hc);	/* its ids are used up: a new one */
+	}
+}
+
+/*
+ * hc has the server's SETTINGS: the tries waiting on it are sent, room
+ * of them at most; the others go to another connection.
+ */
+static void
+h2up_conn_open(struct h2upconn *hc, int room)
+{
+	struct h2up *x, *next;
+	int n = 0;
+
+	for (x = TAILQ_FIRST(&hc->tries); x != NULL; x = next) {
+		next = TAILQ_NEXT(x, link);
+		if (x->id != 0 || (n < room && h2up_send(x) == 0)) {
+			n++;
+			continue;
+		}
+		h2up_unplace(x);
+		if (h2up_place(x, hc) == -1)
+			h2up_fail(x, TRY_CONNECT, 502, "upstream connection "
+			    "failed", strerror(errno));
+	}
+}
+
+/*
+ * Sends x's request again on another connection than the one it was
+ * on, if it can be: once, and with the whole body.  False: it cannot,
+ * and x is as it was.
  */
 static bool
 h2up_resend(struct h2up *x)
 {
 	const struct call_spec *sp = x->call->spec;
+	struct h2upconn *avoid = x->hc;
 
 	if (x->resent || x->got_bytes || (sp->client_body &&
 	    req_has_body(x->req) && !req_body_rewind(x->req)))
@@ -421,12 +477,15 @@ h2up_resend(struct h2up *x)
 	    x->up->cfg->servers[x->server].url);
 	h2up_detach(x, true);
 	x->resent = true;
+	x->id = 0;
 	x->sent = x->deferred = x->paused = false;
 	x->unconsumed = x->body_off = 0;
 	call_resent(x->call, x->slot);
-	if (h2up_submit(x) == -1)
+	if (h2up_place(x, avoid) == -1)
 		h2up_fail(x, TRY_CONNECT, 502, "upstream connection failed",
 		    strerror(errno));
+	else
+		h2up_arm(x);
 	return true;
 }
 
@@ -532,10 +591,21 @@ cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *n,
 static int
 cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
+	struct h2upconn *hc = arg;
 	struct h2up *x;
 
 	if (f->hd.type == NGHTTP2_GOAWAY) {
-		h2upconn_goaway(arg);
+		/* Before its SETTINGS: nothing was sent, all goes elsewhere. */
+		bool settling = hc->state == HC_SETTLING;
+
+		h2upconn_goaway(hc);
+		if (settling)
+			h2up_conn_open(hc, 0);
+		return 0;
+	}
+	if (f->hd.type == NGHTTP2_SETTINGS &&
+	    !(f->hd.flags & NGHTTP2_FLAG_ACK) && h2upconn_settled(hc)) {
+		h2up_conn_open(hc, h2upconn_room(hc));
 		return 0;
 	}
 	if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
@@ -728,9 +798,11 @@ h2up_start(struct call *c, int slot)
 	call_try_attach(c, slot, &h2up_ops, x);
 	if (c->spec->client_body)
 		req_continue(x->req);
-	if (h2up_submit(x) == -1)
+	if (h2up_place(x, NULL) == -1)
 		h2up_fail(x, TRY_CONNECT, 502, "upstream connection failed",
 		    strerror(errno));
+	else
+		h2up_arm(x);
 }
 
 void

@@ -36,6 +36,8 @@ struct h2up;
 /* A connection's life. */
 enum h2upconn_state {
 	HC_CONNECTING,		/* connect() under way; frames wait in out */
+	HC_SETTLING,		/* connected; tries wait for the server's
+				 * SETTINGS (how many streams it takes) */
 	HC_OPEN,		/* takes new streams */
 	HC_CLOSING,		/* GOAWAY (either way) or draining: finishes
 				 * its streams, then closes */
@@ -62,13 +64,18 @@ struct h2upconn {
 };
 
 /*
- * A connection to srv that can take one more stream: one that is up or
- * coming up and has room, or a new one (its frames leave once it is
- * connected, or it fails within connect_ms).  NULL with errno set when
- * no socket can be made.
+ * A connection to srv other than avoid that can take one more stream:
+ * one that is up or coming up and has room, or a new one (whose tries
+ * are sent once the server's SETTINGS say how many it takes, or fail
+ * within connect_ms).  NULL with errno set when no socket can be made.
  */
 struct h2upconn *h2upconn_get(struct upstream_rt *, struct server_rt *,
-	    uint64_t connect_ms);
+	    struct h2upconn *avoid, uint64_t connect_ms);
+/* How many streams hc may carry at once. */
+int	h2upconn_room(struct h2upconn *);
+/* The server's SETTINGS came: true if that opens hc (the waiting tries
+ * are to be sent now). */
+bool	h2upconn_settled(struct h2upconn *);
 /* A stream was submitted on hc (one more to carry), and one closed. */
 void	h2upconn_opened(struct h2upconn *);
 void	h2upconn_closed(struct h2upconn *);

@@ -104,9 +104,10 @@ h2upconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (hc->state == HC_CONNECTING) {
+	if (hc->state == HC_CONNECTING || hc->state == HC_SETTLING) {
 		h2upconn_close(hc, TRY_CONNECT, 504, "upstream connect timed "
-		    "out", "connect_timeout");
+		    "out", hc->state == HC_CONNECTING ? "connect_timeout" :
+		    "no HTTP/2 SETTINGS from the server");
 		return;
 	}
 	/* Idle for keepalive_timeout: goodbye. */
@@ -181,8 +182,7 @@ done:
 	return hc;
 }
 
-/* How many tries hc may carry at once. */
-static int
+int
 h2upconn_room(struct h2upconn *hc)
 {
 	uint32_t peer = nghttp2_session_get_remote_settings(hc->s,
@@ -193,19 +193,34 @@ h2upconn_room(struct h2upconn *hc)
 
 struct h2upconn *
 h2upconn_get(struct upstream_rt *up, struct server_rt *srv,
-    uint64_t connect_ms)
+    struct h2upconn *avoid, uint64_t connect_ms)
 {
 	struct h2upconn *hc;
 
 	TAILQ_FOREACH(hc, &srv->h2conns, link) {
-		if (hc->state > HC_OPEN || hc->nstreams >= h2upconn_room(hc) ||
-		    !nghttp2_session_check_request_allowed(hc->s))
+		if (hc == avoid || hc->state > HC_OPEN ||
+		    hc->nstreams >= (hc->state == HC_OPEN ? h2upconn_room(hc) :
+		    STREAMS_MAX) || !nghttp2_session_check_request_allowed(hc->s))
 			continue;
 		if (hc->state == HC_OPEN && hc->nstreams == 0)
 			h2upconn_arm(hc, 0);	/* no longer idle */
 		return hc;
 	}
 	return h2upconn_new(up, srv, connect_ms);
+}
+
+bool
+h2upconn_settled(struct h2upconn *hc)
+{
+	if (hc->state != HC_SETTLING)
+		return false;
+	hc->state = HC_OPEN;
+	h2upconn_arm(hc, 0);
+	if (hc->nstreams == 0) {	/* its tries went elsewhere */
+		hc->nstreams++;
+		h2upconn_closed(hc);
+	}
+	return true;
 }
 
 void
@@ -232,7 +247,7 @@ h2upconn_closed(struct h2upconn *hc)
 void
 h2upconn_goaway(struct h2upconn *hc)
 {
-	if (hc->state == HC_OPEN) {
+	if (hc->state == HC_OPEN || hc->state == HC_SETTLING) {
 		h2upconn_arm(hc, 0);
 		hc->state = HC_CLOSING;
 	}
@@ -365,12 +380,8 @@ h2upconn_connected(struct h2upconn *hc)
 		    "failed", detail);
 		return;
 	}
-	hc->state = HC_OPEN;
-	h2upconn_arm(hc, 0);
-	if (hc->nstreams == 0) {	/* its tries went elsewhere */
-		hc->nstreams++;
-		h2upconn_closed(hc);
-	}
+	/* The connect timeout runs on until the server's SETTINGS come. */
+	hc->state = HC_SETTLING;
 	h2upconn_flush(hc);
 }
 
