@@ -678,7 +678,9 @@ call_transport(struct call *c, int k)
 	 * does not. */
 	if (up->servers[t->server].native || c->spec->upgrade)
 		native_start(c, k);
-	else if (up->servers[t->server].h2)
+	else if (up->servers[t->server].h2 || (c->spec->http2 &&
+	    up->cfg->transport != TRANSPORT_CURL &&
+	    up->servers[t->server].cfg->https))
 		h2up_start(c, k);
 	else
 		curlproxy_start(c, k);

@@ -101,6 +101,9 @@ struct call_spec {
 	bool		 upgrade;
 	const char	*(*check_switch)(const struct call *,
 			    const char *fields, size_t fields_len);
+	/* The call needs HTTP/2 (gRPC): to an https server it goes through
+	 * agate's own HTTP/2 client (TLS, ALPN h2), unless transport: curl. */
+	bool		 http2;
 };
 
 /*

@@ -279,7 +279,8 @@ h2up_build(struct h2up *x)
 	nv_n = 0;
 	buf_reset(&nv_text);
 	rc |= h2up_field_add(":method", 7, sp->method, sp->method_len);
-	rc |= h2up_field_add(":scheme", 7, "http", 4);
+	rc |= srv->cfg->https ? h2up_field_add(":scheme", 7, "https", 5) :
+	    h2up_field_add(":scheme", 7, "http", 4);
 	rc |= h2up_field_add(":authority", 10, srv->host_hdr,
 	    strlen(srv->host_hdr));
 	rc |= h2up_field_add(":path", 5, sp->target, sp->target_len);

@@ -154,7 +154,7 @@ h2upconn_new(struct upstream_rt *up, struct server_rt *srv,
 	    nghttp2_session_set_local_window_size(hc->s, NGHTTP2_FLAG_NONE, 0,
 	    CONN_WINDOW) != 0)
 		goto fail;
-	if ((hc->uc = upconn_open(up, srv)) == NULL)
+	if ((hc->uc = upconn_open(up, srv, true)) == NULL)
 		goto fail_errno;
 	hc->up = up;
 	hc->srv = srv;

@@ -278,6 +278,9 @@ proxy_begin(struct request *r, bool upgrade)
 		.hedge_after_ms = upgrade ? 0 : r->route->hedge_after_ms,
 	};
 	proxy_grpc_deadline(r, &p->spec);
+	/* Debian's libcurl 7.88.1 loses some answers of grpcio servers over
+	 * h2: gRPC to https servers takes agate's own HTTP/2 client. */
+	p->spec.http2 = req_grpc(r);
 	if (upgrade) {
 		p->spec.upgrade = true;
 		p->spec.client_body = false;	/* refused if it had one */

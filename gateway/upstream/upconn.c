@@ -38,7 +38,8 @@ upconn_tls_step(struct upconn *uc)
 			uc->error = errno;
 		if (uc->error != 0)
 			goto told;
-		if ((uc->ssl = uptls_new(uc->up, uc->srv, uc->fd)) == NULL) {
+		if ((uc->ssl = uptls_new(uc->up, uc->srv, uc->fd,
+		    uc->h2)) == NULL) {
 			uc->error = EPROTO;
 			uc->error_detail = "cannot set up TLS";
 			goto told;
@@ -53,6 +54,9 @@ upconn_tls_step(struct upconn *uc)
 	if (rc != TLS_DONE) {
 		uc->error = EPROTO;
 		uc->error_detail = uptls_failure(uc->ssl);
+	} else if (uc->h2 && !uptls_is_h2(uc->ssl)) {
+		uc->error = EPROTO;
+		uc->error_detail = "the server did not choose h2 by ALPN";
 	}
 told:
 	uc->tls_pending = false;
@@ -140,6 +144,7 @@ upconn_connect(struct upstream_rt *up, struct server_rt *srv)
 	uc->connecting = true;
 	uc->ssl = NULL;
 	uc->tls_pending = srv->cfg->https;
+	uc->h2 = false;
 	uc->read_wants_write = uc->write_wants_read = false;
 	uc->error = 0;
 	uc->error_detail = NULL;
@@ -167,9 +172,13 @@ upconn_get(struct upstream_rt *up, struct server_rt *srv, bool *reused)
 }
 
 struct upconn *
-upconn_open(struct upstream_rt *up, struct server_rt *srv)
+upconn_open(struct upstream_rt *up, struct server_rt *srv, bool h2)
 {
-	return upconn_connect(up, srv);
+	struct upconn *uc = upconn_connect(up, srv);
+
+	if (uc != NULL)
+		uc->h2 = h2;
+	return uc;
 }
 
 void

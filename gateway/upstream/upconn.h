@@ -22,6 +22,7 @@ struct upconn {
 	/* https (Upgrade calls only): TLS on fd, never pooled. */
 	struct ssl_st		*ssl;
 	bool			 tls_pending;	/* handshake still to do */
+	bool			 h2;		/* ALPN h2 (else http/1.1) */
 	bool			 read_wants_write;	/* TLS turned a wait */
 	bool			 write_wants_read;	/* around */
 	int			 error;		/* connect or handshake */
@@ -59,8 +60,10 @@ struct upconn {
 struct upconn *upconn_get(struct upstream_rt *, struct server_rt *,
 	    bool *reused);
 /* A new connection to srv, never pooled: for an owner that keeps it
- * (an HTTP/2 connection).  As upconn_get() otherwise. */
-struct upconn *upconn_open(struct upstream_rt *, struct server_rt *);
+ * (an HTTP/2 connection: h2 set, an https server must choose h2 by
+ * ALPN).  As upconn_get() otherwise. */
+struct upconn *upconn_open(struct upstream_rt *, struct server_rt *,
+	    bool h2);
 void	upconn_own(struct upconn *, void *owner,
 	    void (*on_ready)(void *, short));
 /* Whether a connect (and TLS handshake) finished well, after the owner
@@ -81,7 +84,9 @@ int	upconn_take_fd(struct upconn *, struct ssl_st **ssl);
 
 /* uptls.c: TLS to https servers for connections agate drives itself. */
 struct ssl_st *uptls_new(struct upstream_rt *, const struct server_rt *,
-	    int fd);
+	    int fd, bool h2);
+/* Whether the server chose h2 by ALPN. */
+bool	uptls_is_h2(struct ssl_st *);
 /* Why a handshake failed, for the log. */
 const char *uptls_failure(struct ssl_st *);
 void	uptls_free(struct upstream_rt *);

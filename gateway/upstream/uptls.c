@@ -1,11 +1,13 @@
 /*
  * TLS to https:// servers on connections agate drives itself: the
- * handshake of an Upgrade (WebSocket) call and the tunnel after it.
- * (Ordinary https requests go through libcurl, which has its own.)
+ * handshake of an Upgrade (WebSocket) call and the tunnel after it, and
+ * the HTTP/2 connections of gRPC calls (h2upconn.c).  (Other https
+ * requests go through libcurl, which has its own.)
  *
  * One client context per upstream, made on first use in the worker: TLS
  * 1.2 and 1.3, ALPN http/1.1 only (an Upgrade is an HTTP/1.1 exchange, so
- * a server that prefers h2 must not choose it), and, with tls.verify,
+ * a server that prefers h2 must not choose it) or, for an HTTP/2
+ * connection, h2 only; and, with tls.verify,
  * the server's certificate checked against tls.ca (or the system's
  * store) and against the server's host name or address, as libcurl
  * checks it for the same upstream.
@@ -22,6 +24,7 @@
 #include "lib/log.h"
 
 static const unsigned char alpn_h1[] = "\x08http/1.1";
+static const unsigned char alpn_h2[] = "\x02h2";
 
 static SSL_CTX *
 uptls_ctx(struct upstream_rt *up)
@@ -59,7 +62,8 @@ fail:
 }
 
 SSL *
-uptls_new(struct upstream_rt *up, const struct server_rt *srv, int fd)
+uptls_new(struct upstream_rt *up, const struct server_rt *srv, int fd,
+    bool h2)
 {
 	const char *h = srv->cfg->host;
 	size_t hl = strlen(h);
@@ -79,6 +83,7 @@ uptls_new(struct upstream_rt *up, const struct server_rt *srv, int fd)
 	ip = inet_pton(AF_INET, host, addr) == 1 ||
 	    inet_pton(AF_INET6, host, addr) == 1;
 	if (SSL_set_fd(ssl, fd) != 1 ||
+	    (h2 && SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1) != 0) ||
 	    (!ip && SSL_set_tlsext_host_name(ssl, host) != 1) ||
 	    (up->cfg->tls_verify && (ip ?
 	    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) :
@@ -89,6 +94,16 @@ uptls_new(struct upstream_rt *up, const struct server_rt *srv, int fd)
 	}
 	SSL_set_connect_state(ssl);
 	return ssl;
+}
+
+bool
+uptls_is_h2(SSL *ssl)
+{
+	const unsigned char *p;
+	unsigned int n;
+
+	SSL_get0_alpn_selected(ssl, &p, &n);
+	return n == 2 && memcmp(p, "h2", 2) == 0;
 }
 
 const char *
