@@ -422,7 +422,7 @@ h2up_place(struct h2up *x, struct h2upconn *avoid)
 	struct h2upconn *hc;
 
 	for (;;) {
-		hc = h2upconn_get(x->up, srv, avoid, call_connect_ms(x->call));
+		hc = h2upconn_get(x->up, srv, avoid);
 		if (hc == NULL)
 			return -1;
 		x->hc = hc;
@@ -438,41 +438,45 @@ h2up_place(struct h2up *x, struct h2upconn *avoid)
 }
 
 /*
- * hc has the server's SETTINGS: the tries waiting on it are sent, room
- * of them at most; the others go to another connection.
+ * hc has the server's SETTINGS (usable), or a GOAWAY before them: the
+ * tries waiting on it are sent (the session holds those beyond the
+ * server's max_concurrent_streams until streams end), or go elsewhere.
+ * A try that fails runs its call's sink, which may cancel or start
+ * others: the walk starts over after each.
  */
 static void
-h2up_conn_open(struct h2upconn *hc, int room)
+h2up_conn_open(struct h2upconn *hc, bool usable)
 {
-	struct h2up *x, *next;
-	int n = 0;
+	struct h2up *x;
 
-	for (x = TAILQ_FIRST(&hc->tries); x != NULL; x = next) {
-		next = TAILQ_NEXT(x, link);
-		if (x->id != 0 || (n < room && h2up_send(x) == 0)) {
-			n++;
+again:
+	TAILQ_FOREACH(x, &hc->tries, link) {
+		if (x->id != 0 || (usable && h2up_send(x) == 0))
 			continue;
-		}
 		h2up_unplace(x);
 		if (h2up_place(x, hc) == -1)
 			h2up_fail(x, TRY_CONNECT, 502, "upstream connection "
 			    "failed", strerror(errno));
+		goto again;
 	}
 }
 
 /*
  * Sends x's request again on another connection than the one it was
- * on, if it can be: once, and with the whole body.  False: it cannot,
- * and x is as it was.
+ * on, if it can be: once, with the whole body, and, unless the server
+ * said it never processed it (unprocessed: REFUSED_STREAM, above a
+ * GOAWAY's last stream id) or it never left, only if its method may be
+ * repeated.  False: it cannot, and x is as it was.
  */
 static bool
-h2up_resend(struct h2up *x)
+h2up_resend(struct h2up *x, bool unprocessed)
 {
 	const struct call_spec *sp = x->call->spec;
 	struct h2upconn *avoid = x->hc;
 
 	if (x->resent || x->got_bytes || (sp->client_body &&
-	    req_has_body(x->req) && !req_body_rewind(x->req)))
+	    req_has_body(x->req) && !req_body_rewind(x->req)) ||
+	    (!unprocessed && x->sent && !call_method_retryable(x->call)))
 		return false;
 	log_debug("h2up: %s did not take the request; sending it again",
 	    x->up->cfg->servers[x->server].url);
@@ -494,7 +498,7 @@ void
 h2up_conn_lost(struct h2up *x, enum try_fail why, int status,
     const char *msg, const char *detail)
 {
-	if (why == TRY_RESET && x->reused && h2up_resend(x))
+	if (why == TRY_RESET && x->reused && h2up_resend(x, false))
 		return;
 	h2up_fail(x, why, status, msg, detail);
 }
@@ -601,12 +605,12 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 
 		h2upconn_goaway(hc);
 		if (settling)
-			h2up_conn_open(hc, 0);
+			h2up_conn_open(hc, false);
 		return 0;
 	}
 	if (f->hd.type == NGHTTP2_SETTINGS &&
 	    !(f->hd.flags & NGHTTP2_FLAG_ACK) && h2upconn_settled(hc)) {
-		h2up_conn_open(hc, h2upconn_room(hc));
+		h2up_conn_open(hc, true);
 		return 0;
 	}
 	if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
@@ -653,13 +657,14 @@ cb_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *arg)
 	(void)arg;
 	if (x == NULL)
 		return 0;
+	x->sent = false;		/* closed: no RST_STREAM of ours */
 	if (x->body_bad)
 		h2up_drop(x);
 	else if (x->invalid != NULL)
 		h2up_fail(x, TRY_INVALID, 502, "upstream sent an invalid "
 		    "response", x->invalid);
 	else if (code == NGHTTP2_REFUSED_STREAM && !x->got_head &&
-	    h2up_resend(x))
+	    h2up_resend(x, true))
 		;
 	else
 		h2up_fail(x, TRY_RESET, 502, x->got_head ? "upstream reset "
@@ -685,7 +690,9 @@ cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
 	struct h2up *x = h2up_of(s, f->hd.stream_id);
 
-	(void)arg;
+	/* Our GOAWAY with an error: the server broke HTTP/2. */
+	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != 0)
+		h2upconn_broken(arg, f->goaway.error_code);
 	if (x == NULL)
 		return 0;
 	if (f->hd.type == NGHTTP2_HEADERS)
@@ -705,7 +712,8 @@ cb_not_send(nghttp2_session *s, const nghttp2_frame *f, int err, void *arg)
 	(void)err;
 	/* A request the session could not send (a GOAWAY came first):
 	 * the server never saw it. */
-	if (x != NULL && f->hd.type == NGHTTP2_HEADERS && !h2up_resend(x))
+	if (x != NULL && f->hd.type == NGHTTP2_HEADERS && !h2up_resend(x,
+	    true))
 		h2up_fail(x, TRY_RESET, 502, "upstream refused the stream",
 		    nghttp2_strerror(err));
 	return 0;
@@ -743,6 +751,12 @@ h2up_timeout(evutil_socket_t fd, short what, void *arg)
 	    !x->req->body_done && !x->got_bytes) {
 		h2up_fail(x, TRY_CLIENT, 408, "client sent the request body "
 		    "too slowly", "timeout");
+		return;
+	}
+	/* Still waiting for its connection: as native.c says it. */
+	if (x->id == 0 && x->hc != NULL && x->hc->state < HC_OPEN) {
+		h2up_fail(x, TRY_CONNECT, 504, "upstream connect timed out",
+		    "timeout");
 		return;
 	}
 	h2up_fail(x, TRY_TIMEOUT, 504, "upstream timed out", "timeout");

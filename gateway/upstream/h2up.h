@@ -53,6 +53,7 @@ struct h2upconn {
 	int			 nstreams;	/* open in the session */
 	bool			 used;		/* a stream has ended on it */
 	bool			 kicked;	/* a flush is due */
+	uint32_t		 broken;	/* our GOAWAY's error code */
 	int			 busy;		/* inside its callbacks */
 	struct buf		 out;		/* frames the socket has not
 						 * taken; out[wpos..len) */
@@ -66,11 +67,11 @@ struct h2upconn {
 /*
  * A connection to srv other than avoid that can take one more stream:
  * one that is up or coming up and has room, or a new one (whose tries
- * are sent once the server's SETTINGS say how many it takes, or fail
- * within connect_ms).  NULL with errno set when no socket can be made.
+ * are sent once the server's SETTINGS come, or fail within the
+ * upstream's connect_timeout).  NULL with errno set when no socket can be made.
  */
 struct h2upconn *h2upconn_get(struct upstream_rt *, struct server_rt *,
-	    struct h2upconn *avoid, uint64_t connect_ms);
+	    struct h2upconn *avoid);
 /* How many streams hc may carry at once. */
 int	h2upconn_room(struct h2upconn *);
 /* The server's SETTINGS came: true if that opens hc (the waiting tries
@@ -81,6 +82,9 @@ void	h2upconn_opened(struct h2upconn *);
 void	h2upconn_closed(struct h2upconn *);
 /* Frames are waiting: write them out once this pass of the loop ends. */
 void	h2upconn_kick(struct h2upconn *);
+/* The session found the server breaking HTTP/2 (our GOAWAY's code):
+ * hc's tries fail as invalid answers, never sent again. */
+void	h2upconn_broken(struct h2upconn *, uint32_t code);
 /* The server sent GOAWAY: no new streams on hc. */
 void	h2upconn_goaway(struct h2upconn *);
 /* Every connection of srv, or of every server, closed now (their tries

@@ -193,7 +193,7 @@ h2upconn_room(struct h2upconn *hc)
 
 struct h2upconn *
 h2upconn_get(struct upstream_rt *up, struct server_rt *srv,
-    struct h2upconn *avoid, uint64_t connect_ms)
+    struct h2upconn *avoid)
 {
 	struct h2upconn *hc;
 
@@ -206,7 +206,7 @@ h2upconn_get(struct upstream_rt *up, struct server_rt *srv,
 			h2upconn_arm(hc, 0);	/* no longer idle */
 		return hc;
 	}
-	return h2upconn_new(up, srv, connect_ms);
+	return h2upconn_new(up, srv, up->cfg->connect_timeout_ms);
 }
 
 bool
@@ -242,6 +242,13 @@ h2upconn_closed(struct h2upconn *hc)
 		return;
 	}
 	h2upconn_arm(hc, hc->up->cfg->keepalive_timeout_ms);
+}
+
+void
+h2upconn_broken(struct h2upconn *hc, uint32_t code)
+{
+	if (hc->broken == 0)
+		hc->broken = code;
 }
 
 void
@@ -327,7 +334,12 @@ h2upconn_flush(struct h2upconn *hc)
 		return;
 	upconn_want_write(hc->uc, false);
 	buf_trim(&hc->out, 16 * 1024);
-	if (!nghttp2_session_want_read(hc->s) &&
+	if (hc->broken != 0) {
+		log_warnx("h2up: %s broke HTTP/2: %s", hc->srv->cfg->url,
+		    nghttp2_http2_strerror(hc->broken));
+		h2upconn_close(hc, TRY_INVALID, 502, "upstream sent an invalid "
+		    "response", nghttp2_http2_strerror(hc->broken));
+	} else if (!nghttp2_session_want_read(hc->s) &&
 	    !nghttp2_session_want_write(hc->s))
 		h2upconn_lost(hc, "upstream closed the connection",
 		    "HTTP/2 session over");

@@ -254,11 +254,12 @@ proxy_begin(struct request *r, bool upgrade)
 		return;
 	}
 	/* Keep the body for a retry to send again (and for libcurl, which
-	 * resends on a reused connection found dead, and HTTP/2, which
-	 * resends a stream the server refused). */
-	if ((u->retry.attempts > 1 || up->any_curl || up->any_h2) &&
-	    req_has_body(r) &&
-	    retry_method(&u->retry, r->head.method, r->head.method_len) &&
+	 * resends on a reused connection found dead); over HTTP/2 for any
+	 * method (gRPC's are POSTs): a stream the server refused, or never
+	 * processed, is sent again. */
+	if (req_has_body(r) && (((u->retry.attempts > 1 || up->any_curl) &&
+	    retry_method(&u->retry, r->head.method, r->head.method_len)) ||
+	    up->any_h2 || req_grpc(r)) &&
 	    req_body_keep(r, CALL_REPLAY_MAX) == -1) {
 		proxy_put(p);
 		req_error(r, 503, "out of memory", NULL);
