@@ -90,6 +90,15 @@ bool	headers_connection_lists(const struct http_head *, const char *token);
 /* How many fields of a raw head are called name; the first's value. */
 size_t	headers_find_field(const char *raw, size_t len, const char *name,
 	    const char **value, size_t *vlen);
+/*
+ * Steps through a raw head one field at a time, for a caller that wants
+ * several fields or every field of a name in one pass: the field's name
+ * and trimmed value, *raw and *len moved past its line.  Returns 1, 0 at
+ * the end or the blank line, -1 at a line that is not a field (no colon,
+ * no LF).
+ */
+int	headers_next_field(const char **raw, size_t *len, const char **name,
+	    size_t *nlen, const char **value, size_t *vlen);
 /* The same as headers_upstream_response() for a 101: the Upgrade field
  * is kept. */
 int	headers_upgrade_response(const char *raw, size_t len, const char *id,

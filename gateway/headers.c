@@ -410,6 +410,24 @@ headers_find_field(const char *raw, size_t len, const char *name,
 	return found;
 }
 
+int
+headers_next_field(const char **raw, size_t *len, const char **name,
+    size_t *nlen, const char **value, size_t *vlen)
+{
+	struct resp_line l;
+	long n;
+
+	if ((n = next_line(*raw, *len, &l)) <= 0)
+		return (int)n;
+	*raw += n;
+	*len -= (size_t)n;
+	*name = l.name;
+	*nlen = l.nlen;
+	*value = l.value;
+	*vlen = l.vlen;
+	return 1;
+}
+
 uint64_t
 headers_grpc_timeout_ms(const struct request *r)
 {

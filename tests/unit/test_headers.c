@@ -587,6 +587,48 @@ test_response_two_connection_fields(void **state)
 	assert_true(same);
 }
 
+/*
+ * headers_next_field: every field of a raw head in order, name and
+ * trimmed value, then 0 at the end or the blank line and -1 at a line
+ * that is not a field (what the cache policy relies on to refuse a head
+ * it cannot read to the end).
+ */
+static void
+test_next_field(void **state)
+{
+	static const struct {
+		const char	*raw;
+		const char	*want;	/* "name=value|" per field */
+		int		 last;	/* what ends the walk */
+	} cases[] = {
+		{ "", "", 0 },
+		{ "\r\n", "", 0 },
+		{ "A: 1\r\nb:2\r\n", "A=1|b=2|", 0 },
+		{ "A: 1\r\nA:  2 \t\r\n\r\nC: 3\r\n", "A=1|A=2|", 0 },
+		{ "A:\r\nB: x\n", "A=|B=x|", 0 },
+		{ "A: 1\r\nno colon\r\nB: 2\r\n", "A=1|", -1 },
+		{ "A: 1\r\nB: 2", "A=1|", -1 },
+	};
+	size_t i;
+
+	for (i = 0; i < NELEM(cases); i++) {
+		const char *raw = cases[i].raw, *n, *v;
+		size_t len = strlen(raw), nl, vl, used = 0;
+		char got[128];
+		int rc;
+
+		got[0] = '\0';
+		while ((rc = headers_next_field(&raw, &len, &n, &nl, &v, &vl))
+		    == 1)
+			used += (size_t)snprintf(got + used, sizeof(got) - used,
+			    "%.*s=%.*s|", (int)nl, n, (int)vl, v);
+		if (strcmp(got, cases[i].want) != 0 || rc != cases[i].last)
+			fail_msg("case %zu: got \"%s\" then %d; want \"%s\" "
+			    "then %d", i, got, rc, cases[i].want,
+			    cases[i].last);
+	}
+}
+
 int
 main(void)
 {
@@ -603,6 +645,7 @@ main(void)
 		cmocka_unit_test(test_response),
 		cmocka_unit_test(test_response_appends),
 		cmocka_unit_test(test_response_two_connection_fields),
+		cmocka_unit_test(test_next_field),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
