@@ -18,12 +18,17 @@
 
 /* Cache-Control directives (RFC 9111 section 5.2); -1: absent.  A
  * directive given twice keeps its first value; a malformed delta-seconds
- * makes the directive absent, except that a malformed max-age in a
- * response counts as stale (max_age 0), as section 4.2.1 says. */
+ * makes the directive absent (so a later one counts), except that a
+ * malformed max-age counts as max-age=0: stale in a response, as section
+ * 4.2.1 says, and "revalidate" in a request, the cautious reading (the
+ * parser cannot tell which it reads).  Delta-seconds over 2^31 are 2^31
+ * (1.2.2). */
 struct cc {
 	bool	 no_store;
 	bool	 no_cache;		/* without field names */
+	bool	 no_cache_fields;	/* no-cache="names" */
 	bool	 private_;		/* without field names */
+	bool	 private_fields;	/* private="names" */
 	bool	 public_;
 	bool	 must_revalidate;
 	bool	 proxy_revalidate;
@@ -45,11 +50,14 @@ void	policy_cc_parse(struct cc *, const char *value, size_t len);
 /*
  * An HTTP-date (RFC 9110 section 5.6.7: IMF-fixdate, and the obsolete
  * RFC 850 and asctime forms) in seconds since the epoch, or -1 if it is
- * not one.
+ * not one.  Case-sensitive, as the RFC says; a date before 1970 is 0.
+ * RFC 850's two-digit years: 70-99 are 19xx, 00-69 20xx (the RFC reads
+ * them against the clock, which this module does not have).
  */
 int64_t	policy_http_date(const char *s, size_t len);
 /* secs as an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes and
- * a NUL) into out, which has room for 30. */
+ * a NUL) into out, which has room for 30; secs outside years 1970 to
+ * 9999 are clamped to them. */
 void	policy_format_date(int64_t secs, char out[30]);
 
 /* What a request asks of the cache. */
@@ -86,7 +94,9 @@ struct policy_store {
 					 * ("no-store", "private",
 					 * "set-cookie", "authorization",
 					 * "status", "vary *", "no-cache",
-					 * "expired") */
+					 * "expired", "malformed": a
+					 * line of fields that is not
+					 * one); NULL when storable */
 	uint64_t	 lifetime_ms;	/* freshness lifetime (4.2.1) */
 	uint64_t	 initial_age_ms;	/* corrected_initial_age (4.2.3) */
 	int64_t		 swr_s;		/* the answer's stale-while-
@@ -99,12 +109,15 @@ struct policy_store {
 /*
  * Whether an answer may be stored by a shared cache, and its freshness.
  * Stored: status 200, 203, 204, 300, 301, 404 or 410; no no-store, no
- * private, no no-cache, no Set-Cookie, no "Vary: *"; with Authorization
- * on the request only if public, s-maxage or must-revalidate allows it
- * (3.5).  Lifetime: s-maxage, else max-age, else Expires - Date (Date
- * absent: response_time), else ttl_ms; 0 (or Expires in the past) is
- * not stored ("expired") unless stale_while_revalidate or
- * stale_if_error could still serve it.
+ * private, no no-cache (with field names or without: a cache that keeps
+ * whole answers cannot leave the named fields out), no Set-Cookie, no
+ * "Vary: *"; with Authorization on the request only if public, s-maxage
+ * or must-revalidate allows it (3.5).  Lifetime: s-maxage, else max-age,
+ * else Expires - Date (Date absent: response_time; an Expires that is not
+ * a date, such as "0", is in the past), else ttl_ms; 0 (or Expires in the
+ * past) is not stored ("expired") unless stale_while_revalidate or
+ * stale_if_error could still serve it: more than 0 seconds of either,
+ * and no no_stale.  Every member is filled in, storable or not.
  */
 void	policy_store(const struct policy_answer *, struct policy_store *);
 
@@ -115,10 +128,12 @@ uint64_t policy_age_ms(uint64_t initial_age_ms, int64_t stored_at_ms,
 
 /*
  * Whether a conditional GET/HEAD is answered 304 by a stored answer
- * whose ETag and Last-Modified (NULL: none) are given: If-None-Match
- * (weak comparison, "*", lists) decides when present; else
+ * whose ETag, Last-Modified and Date (NULL: none) are given:
+ * If-None-Match (weak comparison, lists; "*" matches any stored answer,
+ * with an ETag or without, RFC 9110 13.1.2) decides when present; else
  * If-Modified-Since (an HTTP-date no earlier than Last-Modified, or than
- * the stored Date when there is no Last-Modified).
+ * the stored Date when there is no Last-Modified).  Anything malformed
+ * means no 304.
  */
 bool	policy_not_modified(const char *if_none_match, size_t inm_len,
 	    const char *if_modified_since, size_t ims_len,
@@ -127,9 +142,10 @@ bool	policy_not_modified(const char *if_none_match, size_t inm_len,
 
 /*
  * Calls fn for each field name of a Vary value (lower-cased into a
- * buffer of its own, at most 64 bytes; longer names make it fail).
- * Returns the count, or -1 for "*", a name too long, or more than max
- * names.
+ * buffer of its own, at most 64 bytes; longer names make it fail), in
+ * order; empty members are skipped.  Returns the count, or -1 for "*", a
+ * name too long, a member that is not a field name, or more than max
+ * names; fn is not called at all then.
  */
 int	policy_vary_each(const char *value, size_t len, size_t max,
 	    void (*fn)(void *arg, const char *name, size_t nlen), void *arg);
