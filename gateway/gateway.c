@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 
 #include "gateway/fanout/fanout.h"
+#include "gateway/cache/cache.h"
 #include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
 #include "gateway/stage.h"
@@ -67,6 +68,7 @@ gateway_tick(void)
 void
 gateway_shutdown(void)
 {
+	cache_free();
 	proxy_free();
 	stage_fini_all();
 	health_free();

@@ -7,6 +7,7 @@
  */
 #include <stddef.h>
 
+#include "gateway/cache/cache.h"
 #include "gateway/config/config.h"
 #include "gateway/fanout/fanout.h"
 #include "gateway/stage.h"
@@ -37,6 +38,7 @@ static void (*const content[])(struct request *) = {
 	[CONTENT_PROXY] = proxy_start,
 	[CONTENT_FANOUT] = fanout_start,
 	[CONTENT_TUNNEL] = upgrade_start,
+	[CONTENT_CACHE] = cache_start,
 };
 
 /* The route's handler; an Upgrade on a proxy route is tunnelled (a
@@ -44,7 +46,8 @@ static void (*const content[])(struct request *) = {
 static enum route_content
 stage_content(const struct request *r)
 {
-	if (r->route->content == CONTENT_PROXY && upgrade_wanted(r))
+	if ((r->route->content == CONTENT_PROXY ||
+	    r->route->content == CONTENT_CACHE) && upgrade_wanted(r))
 		return CONTENT_TUNNEL;
 	return r->route->content;
 }

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/cache/store.h"
 #include "gateway/config/shared.h"
 #include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
@@ -578,6 +579,37 @@ gen_promote(struct gen *g)
 		sup_notify_ready("reloaded");
 }
 
+/*
+ * The cache's shared memory is made once, before the first workers that
+ * need it, and kept across reloads (its entries with it): a reload that
+ * changes cache.memory keeps the size until agate restarts or upgrades
+ * (USR2), and says so.
+ */
+static void
+sup_cache(const struct config *cfg)
+{
+	static uint64_t made;
+
+	if (!cfg->cache_enabled)
+		return;
+	if (store_size() == 0) {
+		if (store_init(cfg->cache_memory) == -1) {
+			log_warn("supervisor: cache: cannot map %llu bytes of "
+			    "shared memory; caching routes are not cached",
+			    (unsigned long long)cfg->cache_memory);
+			return;
+		}
+		made = cfg->cache_memory;
+		log_info("supervisor: cache: %llu MiB of shared memory",
+		    (unsigned long long)(made >> 20));
+		return;
+	}
+	if (cfg->cache_memory != made)
+		log_warnx("supervisor: cache.memory changed: the cache keeps "
+		    "its %llu MiB (and its entries) until agate restarts or "
+		    "is upgraded (USR2)", (unsigned long long)(made >> 20));
+}
+
 /* One line per upstream: how it will be reached. */
 static void
 sup_log_upstreams(const struct config *cfg)
@@ -701,6 +733,7 @@ sup_reload(void)
 		return;
 	}
 	metrics_assign(cfg);
+	sup_cache(cfg);
 	if ((g = gen_active()) != NULL)
 		shared_inherit(cfg, g->cfg);
 	config_warn_unimplemented(cfg);
@@ -1243,6 +1276,7 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 	if (metrics_init() == 0)
 		metrics_assign(cfg);
 	ratelimit_init();
+	sup_cache(cfg);
 	if ((groups = calloc(cfg->server.nlisten, sizeof(*groups))) == NULL)
 		fatalx(1, "supervisor: out of memory");
 	if (cfg->server.pid_file != NULL &&

@@ -232,6 +232,8 @@ accesslog_write(const struct request *r)
 	if (r->upstream != NULL)
 		al_str(b, "upstream", r->upstream, strlen(r->upstream));
 	buf_appendf(b, ",\"tries\":%d", r->tries);
+	if (r->cache != NULL)
+		al_str(b, "cache", r->cache, strlen(r->cache));
 	if (r->tunnel) {
 		al_str(b, "protocol", r->tunnel_protocol,
 		    strlen(r->tunnel_protocol));

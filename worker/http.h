@@ -163,6 +163,7 @@ struct request {
 	size_t			 nparams;
 	const char		*upstream;	/* server URL of the last try */
 	int			 tries;
+	const char		*cache;		/* X-Cache, for the log */
 
 	/* A tunnel after a 101 (worker/tunnel.c), for the log line. */
 	bool			 tunnel;

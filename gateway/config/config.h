@@ -232,7 +232,16 @@ struct route_seg {
 enum route_content {
 	CONTENT_PROXY,		/* upstream: */
 	CONTENT_FANOUT,		/* fanout: */
-	CONTENT_TUNNEL		/* an Upgrade on a proxy route, per request */
+	CONTENT_TUNNEL,		/* an Upgrade on a proxy route, per request */
+	CONTENT_CACHE		/* upstream: with cache: */
+};
+
+/* A route's cache: (gateway/cache/). */
+struct route_cache_cfg {
+	bool			 enabled;
+	uint64_t		 ttl_ms;	/* when the answer says nothing */
+	uint64_t		 swr_ms;	/* stale_while_revalidate */
+	uint64_t		 sie_ms;	/* stale_if_error */
 };
 
 struct route_cfg {
@@ -257,6 +266,7 @@ struct route_cfg {
 	struct verify_sig_cfg	 verify_signature;
 	bool			 has_fanout;
 	struct fanout_cfg	 fanout;
+	struct route_cache_cfg	 cache;
 	enum route_content	 content;	/* chosen at load */
 	int			 mslot;		/* metrics slot (metrics.c) */
 	struct config_pos	 pos;
@@ -308,6 +318,10 @@ struct config {
 	int			 offload_processes;
 	int			 offload_queue_limit;
 	uint64_t		 offload_job_timeout_ms;
+	bool			 cache_enabled;	/* a cache: section */
+	uint64_t		 cache_memory;
+	uint64_t		 cache_max_entry;
+	uint64_t		 cache_lock_timeout_ms;
 	struct upstream_cfg	*upstreams;
 	size_t			 nupstreams;
 	struct route_cfg	*routes;

@@ -44,6 +44,9 @@ config_defaults(struct config *cfg)
 	cfg->offload_processes = 1;
 	cfg->offload_queue_limit = 1024;
 	cfg->offload_job_timeout_ms = 5000;
+	cfg->cache_memory = 256 * 1024 * 1024;
+	cfg->cache_max_entry = 1024 * 1024;
+	cfg->cache_lock_timeout_ms = 5000;
 }
 
 static int
@@ -272,6 +275,14 @@ check_route(struct cfg_ctx *ctx, struct route_cfg *r)
 		return check_error(ctx, r->upstream_pos, "route %s: upstream: "
 		    "and fanout: exclude each other", r->path);
 	r->content = r->has_fanout ? CONTENT_FANOUT : CONTENT_PROXY;
+	if (r->cache.enabled && r->has_fanout)
+		return check_error(ctx, r->pos, "route %s: cache applies to "
+		    "upstream routes, not fan-out", r->path);
+	if (r->cache.enabled && !ctx->cfg->cache_enabled)
+		return check_error(ctx, r->pos, "route %s: cache needs a "
+		    "top-level cache: section (its memory)", r->path);
+	if (r->cache.enabled)
+		r->content = CONTENT_CACHE;
 	if (r->upstream_name != NULL && resolve_upstream(ctx,
 	    r->upstream_name, r->upstream_pos, &r->upstream) == -1)
 		return -1;

@@ -411,6 +411,16 @@ static const struct cfg_key offload_keys[] = {
 	{ NULL }
 };
 
+static const struct cfg_key cache_keys[] = {
+	{ "memory", CT_SIZE, offsetof(struct config, cache_memory), MIB(1),
+	    GIB(64) },
+	{ "max_entry", CT_SIZE, offsetof(struct config, cache_max_entry), 1,
+	    GIB(1) },
+	{ "lock_timeout", CT_DURATION,
+	    offsetof(struct config, cache_lock_timeout_ms), MS(1), HOUR },
+	{ NULL }
+};
+
 /* -- upstreams -------------------------------------------------------- */
 
 /* "http://host[:port]", "https://..." or "h2c://..." (HTTP/2 with prior
@@ -1068,6 +1078,16 @@ static const struct cfg_key fanout_keys[] = {
 	{ NULL }
 };
 
+static const struct cfg_key route_cache_keys[] = {
+	{ "ttl", CT_DURATION, offsetof(struct route_cache_cfg, ttl_ms), 0,
+	    DAY * 365 },
+	{ "stale_while_revalidate", CT_DURATION,
+	    offsetof(struct route_cache_cfg, swr_ms), 0, DAY * 365 },
+	{ "stale_if_error", CT_DURATION,
+	    offsetof(struct route_cache_cfg, sie_ms), 0, DAY * 365 },
+	{ NULL }
+};
+
 static const struct cfg_key route_keys[] = {
 	{ "path", CT_CUSTOM, 0, .aux = val_route_path, .flags = CK_REQUIRED },
 	{ "methods", CT_STRLIST, offsetof(struct route_cfg, methods),
@@ -1102,6 +1122,10 @@ static const struct cfg_key route_keys[] = {
 	{ "fanout", CT_SECTION, offsetof(struct route_cfg, fanout),
 	    .aux = fanout_keys, .off2 = offsetof(struct route_cfg, has_fanout),
 	    .flags = CK_ENABLE },
+	{ "cache", CT_SECTION, offsetof(struct route_cfg, cache),
+	    .aux = route_cache_keys,
+	    .off2 = offsetof(struct route_cfg, cache.enabled),
+	    .flags = CK_ENABLE },
 	{ NULL }
 };
 
@@ -1118,6 +1142,7 @@ route_defaults(struct route_cfg *r)
 	    sizeof(cors_default_methods[0]);
 	r->verify_signature.header = "X-Hub-Signature-256";
 	r->fanout.mode = FANOUT_ALL;
+	r->cache.ttl_ms = 60 * 1000;
 }
 
 static int
@@ -1156,6 +1181,9 @@ const struct cfg_key config_top_keys[] = {
 	    .off2 = offsetof(struct config, redis_enabled),
 	    .flags = CK_ENABLE },
 	{ "offload", CT_SECTION, 0, .aux = offload_keys },
+	{ "cache", CT_SECTION, 0, .aux = cache_keys,
+	    .off2 = offsetof(struct config, cache_enabled),
+	    .flags = CK_ENABLE },
 	{ "upstreams", CT_CUSTOM, 0, .aux = val_upstreams },
 	{ "routes", CT_CUSTOM, 0, .aux = val_routes },
 	{ NULL }

@@ -8,6 +8,7 @@
  *   GET /status    the same numbers as JSON, with the config generation
  *                  and worker pids
  *   GET /          a small self-contained HTML page that shows /status
+ *   DELETE /cache?prefix=/p/   drops the cached answers under a path
  *                  and refreshes itself every second
  *
  * Any worker answers: the numbers are in shared memory, so it does not
@@ -16,6 +17,7 @@
  */
 #include <string.h>
 
+#include "gateway/cache/cache.h"
 #include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
 #include "worker/worker.h"
@@ -94,6 +96,15 @@ admin_handle(struct request *r)
 	size_t n = r->head.path_len;
 	struct buf b = { 0 };
 
+	if (n == 6 && memcmp(p, "/cache", 6) == 0) {
+		if (!http_token_eq(r->head.method, r->head.method_len,
+		    "DELETE"))
+			req_error(r, 405, "/cache answers DELETE ?prefix=",
+			    "Allow: DELETE\r\n");
+		else
+			cache_purge(r);
+		return;
+	}
 	if (!http_token_eq(r->head.method, r->head.method_len, "GET") &&
 	    !http_token_eq(r->head.method, r->head.method_len, "HEAD")) {
 		req_error(r, 405, "the admin listener answers GET only",
@@ -102,6 +113,7 @@ admin_handle(struct request *r)
 	}
 	if (n == 8 && memcmp(p, "/metrics", 8) == 0) {
 		metrics_prometheus(&b, worker.cfg);
+		cache_metrics(&b);
 		req_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8",
 		    b.data ? b.data : "", b.len, "Cache-Control: no-store\r\n");
 	} else if (n == 7 && memcmp(p, "/status", 7) == 0) {

@@ -903,7 +903,7 @@ static const struct err_case err_cases[] = {
 	    "  workers: 2\n"
 	    "frobnicate: true\n",
 	    "3:1: unknown key 'frobnicate' in the file (expected one of: "
-	    "server, admin, log, redis, offload, upstreams, routes)" },
+	    "server, admin, log, redis, offload, cache, upstreams, routes)" },
 	{ "unknown key in a flow mapping, nothing near",
 	    "upstreams:\n"
 	    "  a:\n"
@@ -921,7 +921,7 @@ static const struct err_case err_cases[] = {
 	    "6:5: unknown key 'backend_timeout' in route (expected one of: "
 	    "path, methods, upstream, strip_prefix, timeout, compress, "
 	    "compress_min, hedge_after, websocket, rate_limit, auth, cors, "
-	    "verify_signature, fanout)" },
+	    "verify_signature, fanout, cache)" },
 
 	/* duplicate keys */
 	{ "duplicate key",

@@ -1,0 +1,910 @@
+/*
+ * The cache's content handler (CONFIG.md "Cache"; docs/cache.md): a
+ * route with cache: answers GET and HEAD from the shared store
+ * (store.c) when it can, and otherwise makes one upstream call per key
+ * for every worker of the machine, whose answer it stores.
+ *
+ * A request's path through it:
+ * - not cacheable (policy_request: a method other than GET/HEAD,
+ *   no-store, a Range, a body, a key too long): proxied as it is
+ *   (X-Cache: BYPASS);
+ * - a fresh stored answer: served from a copy (HIT), or 304 for a
+ *   conditional request whose validators match;
+ * - a stale one within stale-while-revalidate: served (STALE), and the
+ *   first such request of all workers starts a refresh in the
+ *   background;
+ * - none: the first request fills it (MISS), the others wait for that
+ *   fill (store_wait_over(), polled every WAIT_POLL_MS, and at once when
+ *   the fill is in this worker) up to lock_timeout, then are answered
+ *   from the store, or, if the fill failed or was not storable, go to
+ *   the upstream themselves.
+ *
+ * A fill is a call of its own (struct fill): its request is a copy of
+ * the client's, so the client may go away and the fill still completes
+ * for the waiters.  While the client is there, the answer streams to it
+ * as it comes; it is gathered in the worker's memory up to max_entry
+ * and stored whole at the end.  A fill that fails, or an answer of 500,
+ * 502, 503 or 504, leaves the stale answer in place for stale_if_error.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/cache/cache.h"
+#include "gateway/cache/policy.h"
+#include "gateway/cache/store.h"
+#include "gateway/gateway.h"
+#include "gateway/upstream/call.h"
+#include "lib/log.h"
+#include "worker/timer.h"
+#include "worker/worker.h"
+
+#define WAIT_POLL_MS	1
+
+/* A fill: one upstream call whose answer the store keeps. */
+struct fill {
+	struct request		 req;		/* the call's: a copy */
+	struct request		*client;	/* NULL: gone, or a refresh */
+	struct call_spec	 spec;
+	struct call		*call;
+	struct store_ticket	 ticket;
+	struct buf		 key;
+	struct buf		 target;
+	struct buf		 hdrs;		/* the upstream request's fields:
+						 * u16 n, name, u16 n, value */
+	struct buf		 acc;		/* head fields, then body */
+	struct buf		 stale;		/* for stale_if_error */
+	struct store_hit	 stale_hit;
+	size_t			 head_len;
+	int			 status;
+	bool			 storing;
+	bool			 head_sent;	/* to the client */
+	bool			 serve_stale;	/* a 5xx: the stale answer */
+	struct policy_store	 ps;
+	int64_t			 sent_at;	/* wall ms */
+	int64_t			 came_at;
+	const struct route_cfg	*route;
+	struct fill		*next;		/* all fills of this worker */
+};
+
+/* A request waiting for another's fill. */
+struct waiter {
+	struct request		*r;
+	struct store_ticket	 t;
+	uint64_t		 since;		/* monotonic ms */
+	struct waiter		*next;
+};
+
+static struct waiter	*waiters;
+static struct fill	*fills;
+static struct event	 poll_ev;
+static bool		 poll_ready;
+static struct buf	 copy;		/* a hit, copied out */
+
+static void	cache_lookup(struct request *, bool waited);
+static void	waiter_abort(struct request *);
+static void	client_writable(struct request *);
+static void	client_abort(struct request *);
+
+static const struct req_hooks waiter_hooks = {
+	.abort = waiter_abort,
+};
+
+static const struct req_hooks fill_client_hooks = {
+	.writable = client_writable,
+	.abort = client_abort,
+};
+
+/* -- small things ------------------------------------------------------ */
+
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* X-Cache on every answer of the route: the last word wins. */
+static void
+cache_label(struct request *r, const char *what)
+{
+	char *p = r->resp_extra, *end = r->resp_extra + r->resp_extra_len;
+	char *x = NULL;
+	int n;
+
+	r->cache = what;
+	for (; p < end; p = (char *)memchr(p, '\n', (size_t)(end - p)) + 1) {
+		if ((size_t)(end - p) > 9 && strncmp(p, "X-Cache: ", 9) == 0) {
+			x = p;
+			break;
+		}
+		if (memchr(p, '\n', (size_t)(end - p)) == NULL)
+			break;
+	}
+	if (x != NULL)
+		r->resp_extra_len = (size_t)(x - r->resp_extra);
+	n = snprintf(r->resp_extra + r->resp_extra_len,
+	    sizeof(r->resp_extra) - r->resp_extra_len, "X-Cache: %s\r\n",
+	    what);
+	if (n > 0 && (size_t)n < sizeof(r->resp_extra) - r->resp_extra_len)
+		r->resp_extra_len += (size_t)n;
+}
+
+static bool
+is_head(const struct request *r)
+{
+	return http_token_eq(r->head.method, r->head.method_len, "HEAD");
+}
+
+/* The key: path?query, a newline, the host (purges match the path). */
+static int
+cache_key(const struct request *r, struct buf *k)
+{
+	const struct http_header *h = req_header(r, "Host");
+	int rc = 0;
+
+	buf_reset(k);
+	rc |= buf_append(k, r->head.path, r->head.path_len);
+	if (r->head.query != NULL) {
+		rc |= buf_append(k, "?", 1);
+		rc |= buf_append(k, r->head.query, r->head.query_len);
+	}
+	rc |= buf_append(k, "\n", 1);
+	if (h != NULL)
+		rc |= buf_append(k, h->value, h->value_len);
+	return rc;
+}
+
+static const char *
+req_field(void *arg, const char *name, size_t nlen, size_t *vlen)
+{
+	const struct request *r = arg;
+	const struct http_head *h = &r->head;
+	size_t i;
+
+	for (i = 0; i < h->nheaders; i++)
+		if (h->headers[i].name_len == nlen &&
+		    strncasecmp(h->headers[i].name, name, nlen) == 0) {
+			*vlen = h->headers[i].value_len;
+			return h->headers[i].value;
+		}
+	return NULL;
+}
+
+static void
+store_req_of(struct store_req *q, const struct request *r,
+    const struct buf *key, bool revalidate)
+{
+	q->key = key->data;
+	q->key_len = key->len;
+	q->header = req_field;
+	q->header_arg = (void *)r;
+	q->now_ms = wall_ms();
+	q->lock_timeout_ms = worker.cfg->cache_lock_timeout_ms;
+	q->revalidate = revalidate;
+}
+
+/* -- answering from the store ------------------------------------------ */
+
+/* A stored field's value, or NULL. */
+static const char *
+stored_field(const char *head, size_t len, const char *name, size_t *vlen)
+{
+	const char *v;
+
+	if (headers_find_field(head, len, name, &v, vlen) == 0)
+		return NULL;
+	return v;
+}
+
+/* Whether a conditional request is answered 304 by the stored head. */
+static bool
+cache_not_modified(const struct request *r, const char *head, size_t len)
+{
+	const struct http_header *inm = req_header(r, "If-None-Match");
+	const struct http_header *ims = req_header(r, "If-Modified-Since");
+	const char *etag, *lm, *date;
+	size_t el = 0, ll = 0, dl = 0;
+
+	if (inm == NULL && ims == NULL)
+		return false;
+	etag = stored_field(head, len, "ETag", &el);
+	lm = stored_field(head, len, "Last-Modified", &ll);
+	date = stored_field(head, len, "Date", &dl);
+	return policy_not_modified(inm ? inm->value : NULL,
+	    inm ? inm->value_len : 0, ims ? ims->value : NULL,
+	    ims ? ims->value_len : 0, etag, el, lm, ll, date, dl);
+}
+
+/* The fields a 304 keeps (RFC 9110 15.4.5). */
+static void
+cache_304_fields(const char *head, size_t len, struct buf *out)
+{
+	static const char *const keep[] = {
+		"ETag", "Cache-Control", "Expires", "Vary", "Date",
+		"Last-Modified", "Content-Location", NULL
+	};
+	const char *v;
+	size_t vl, i;
+
+	for (i = 0; keep[i] != NULL; i++)
+		if ((v = stored_field(head, len, keep[i], &vl)) != NULL) {
+			buf_append(out, keep[i], strlen(keep[i]));
+			buf_append(out, ": ", 2);
+			buf_append(out, v, vl);
+			buf_append(out, "\r\n", 2);
+		}
+}
+
+/* Answers r from a stored answer copied into `copy`. */
+static void
+cache_serve(struct request *r, const struct store_hit *hit,
+    const char *label)
+{
+	static struct buf h;
+	const char *head = copy.data, *body = copy.data + hit->head_len;
+
+	cache_label(r, label);
+	buf_reset(&h);
+	r->gw = NULL;
+	r->hooks = NULL;
+	if (cache_not_modified(r, head, hit->head_len)) {
+		cache_304_fields(head, hit->head_len, &h);
+		buf_appendf(&h, "Age: %llu\r\n",
+		    (unsigned long long)(hit->age_ms / 1000));
+		if (req_start_response(r, 304, NULL, 0, h.data, h.len, -1) == 0)
+			req_end_response(r);
+		return;
+	}
+	buf_append(&h, head, hit->head_len);
+	buf_appendf(&h, "Age: %llu\r\n",
+	    (unsigned long long)(hit->age_ms / 1000));
+	if (req_start_response(r, hit->status, NULL, 0, h.data, h.len,
+	    (int64_t)hit->body_len) == -1)
+		return;
+	if (hit->body_len > 0 && !r->resp_nobody &&
+	    req_write_body(r, body, hit->body_len) == -1)
+		return;
+	req_end_response(r);
+}
+
+/* Not cached: proxied as the route says. */
+static void
+cache_bypass(struct request *r)
+{
+	store_count(SC_BYPASS, 1);
+	cache_label(r, "BYPASS");
+	proxy_start(r);
+}
+
+/* -- fills ---------------------------------------------------------------- */
+
+/* The client stays with the fill's answer no longer. */
+static void
+fill_detach_client(struct fill *f)
+{
+	if (f->client == NULL)
+		return;
+	f->client->gw = NULL;
+	f->client->hooks = NULL;
+	f->client = NULL;
+}
+
+/* The fill's own request fields, as the client's were. */
+static int
+fill_headers(const struct call *c, call_emit_fn emit, void *arg,
+    struct buf *scratch)
+{
+	const struct fill *f = (const struct fill *)((const char *)c->spec -
+	    offsetof(struct fill, spec));
+	const unsigned char *p = (const unsigned char *)f->hdrs.data;
+	const unsigned char *end = p + f->hdrs.len;
+	size_t nl, vl;
+
+	(void)scratch;
+	while (p + 4 <= end) {
+		nl = (size_t)p[0] << 8 | p[1];
+		vl = (size_t)p[2 + nl] << 8 | p[3 + nl];
+		if (emit(arg, (const char *)p + 2, nl, (const char *)p + 4 + nl,
+		    vl) == -1)
+			return -1;
+		p += 4 + nl + vl;
+	}
+	return 0;
+}
+
+/* A field of the fill's request (for the Vary values it is stored
+ * under). */
+static const char *
+fill_field(void *arg, const char *name, size_t nlen, size_t *vlen)
+{
+	const struct fill *f = arg;
+	const unsigned char *p = (const unsigned char *)f->hdrs.data;
+	const unsigned char *end = p + f->hdrs.len;
+	size_t nl, vl;
+
+	while (p + 4 <= end) {
+		nl = (size_t)p[0] << 8 | p[1];
+		vl = (size_t)p[2 + nl] << 8 | p[3 + nl];
+		if (nl == nlen && strncasecmp((const char *)p + 2, name,
+		    nlen) == 0) {
+			*vlen = vl;
+			return (const char *)p + 4 + nl;
+		}
+		p += 4 + nl + vl;
+	}
+	return NULL;
+}
+
+/* Keeps one of the client's upstream fields for the fill; validators
+ * and ranges stay out (the store wants the whole answer). */
+static int
+fill_keep(void *arg, const char *name, size_t nlen, const char *value,
+    size_t vlen)
+{
+	static const char *const drop[] = {
+		"If-None-Match", "If-Modified-Since", "If-Match",
+		"If-Unmodified-Since", "If-Range", "Range", "Cache-Control",
+		"Pragma", NULL
+	};
+	struct buf *b = arg;
+	unsigned char len[2];
+	size_t i;
+
+	for (i = 0; drop[i] != NULL; i++)
+		if (http_token_eq(name, nlen, drop[i]))
+			return 0;
+	if (nlen > 0xffff || vlen > 0xffff)
+		return -1;
+	len[0] = (unsigned char)(nlen >> 8);
+	len[1] = (unsigned char)nlen;
+	if (buf_append(b, len, 2) == -1 || buf_append(b, name, nlen) == -1)
+		return -1;
+	len[0] = (unsigned char)(vlen >> 8);
+	len[1] = (unsigned char)vlen;
+	return buf_append(b, len, 2) | buf_append(b, value, vlen);
+}
+
+static void
+fill_free(struct fill *f)
+{
+	struct fill **pp;
+
+	for (pp = &fills; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	buf_free(&f->key);
+	buf_free(&f->target);
+	buf_free(&f->hdrs);
+	buf_free(&f->acc);
+	buf_free(&f->stale);
+	free(f);
+}
+
+/* Wakes this worker's waiters now: a fill here has ended. */
+static void
+poll_now(void)
+{
+	if (waiters != NULL && poll_ready)
+		event_active(&poll_ev, 0, 0);
+}
+
+static bool
+is_server_error(int status)
+{
+	return status == 500 || status == 502 || status == 503 ||
+	    status == 504;
+}
+
+static int
+sink_head(void *arg, int status, const char *reason, size_t reason_len,
+    const char *fields, size_t fields_len, int64_t clen)
+{
+	struct fill *f = arg;
+	uint64_t max = worker.cfg->cache_max_entry;
+	struct policy_answer a = {
+		.status = status, .fields = fields, .fields_len = fields_len,
+		.req_authorization = fill_field(f, "Authorization", 13,
+		    &(size_t){ 0 }) != NULL,
+		.request_time = f->sent_at, .ttl_ms = f->route->cache.ttl_ms,
+	};
+	const char *id;
+	size_t idl;
+
+	f->status = status;
+	f->came_at = a.response_time = wall_ms();
+	if (is_server_error(status) && f->stale_hit.status != 0 &&
+	    f->client != NULL) {
+		f->serve_stale = true;		/* stale_if_error */
+		return -1;
+	}
+	policy_store(&a, &f->ps);
+	f->storing = f->ps.storable && (clen < 0 || (uint64_t)clen <= max);
+	if (f->storing && headers_find_field(fields, fields_len,
+	    "X-Request-Id", &id, &idl) > 0) {
+		/* Each answer gets its own request's id: not stored. */
+		buf_append(&f->acc, fields, (size_t)(id - fields) - 14);
+		buf_append(&f->acc, id + idl + 2, fields_len - (size_t)(id +
+		    idl + 2 - fields));
+	} else if (f->storing)
+		buf_append(&f->acc, fields, fields_len);
+	f->head_len = f->acc.len;
+	if (f->client != NULL) {
+		f->head_sent = true;
+		if (req_start_response(f->client, status, reason, reason_len,
+		    fields, fields_len, clen) == -1)
+			fill_detach_client(f);
+	}
+	return f->storing || f->client != NULL ? 0 : -1;
+}
+
+static int
+sink_body(void *arg, const char *data, size_t len)
+{
+	struct fill *f = arg;
+
+	if (f->storing && f->acc.len - f->head_len + len >
+	    worker.cfg->cache_max_entry) {
+		f->storing = false;		/* too big: not stored */
+		buf_free(&f->acc);
+	}
+	if (f->storing && buf_append(&f->acc, data, len) == -1) {
+		f->storing = false;
+		buf_free(&f->acc);
+	}
+	if (f->client != NULL && req_write_body(f->client, data, len) == -1)
+		fill_detach_client(f);
+	return f->storing || f->client != NULL ? 0 : -1;
+}
+
+static bool
+sink_full(void *arg)
+{
+	struct fill *f = arg;
+
+	return f->client != NULL && req_output_full(f->client);
+}
+
+static void
+sink_tried(void *arg, const char *url, int tries)
+{
+	struct fill *f = arg;
+
+	if (f->client != NULL) {
+		f->client->tries = tries;
+		f->client->upstream = url;
+	}
+}
+
+/* The answer is whole: into the store. */
+static void
+fill_store(struct fill *f)
+{
+	const struct route_cache_cfg *rc = &f->route->cache;
+	struct store_req q = {
+		.key = f->key.data, .key_len = f->key.len,
+		.header = fill_field, .header_arg = f, .now_ms = wall_ms(),
+		.lock_timeout_ms = worker.cfg->cache_lock_timeout_ms,
+	};
+	struct store_put p = {
+		.status = f->status,
+		.head = f->acc.data, .head_len = f->head_len,
+		.body = f->acc.data + f->head_len,
+		.body_len = f->acc.len - f->head_len,
+		.stored_at_ms = f->came_at,
+		.lifetime_ms = f->ps.lifetime_ms,
+		.initial_age_ms = f->ps.initial_age_ms,
+		.swr_ms = f->ps.swr_s >= 0 ? (uint64_t)f->ps.swr_s * 1000 :
+		    rc->swr_ms,
+		.sie_ms = f->ps.sie_s >= 0 ? (uint64_t)f->ps.sie_s * 1000 :
+		    rc->sie_ms,
+	};
+
+	p.vary = stored_field(f->acc.data, f->head_len, "Vary", &p.vary_len);
+	if (f->ps.no_stale)
+		p.swr_ms = p.sie_ms = 0;
+	if (store_fill(&q, &f->ticket, &p) == -1)
+		log_debug("cache: %.*s not stored (no room, or its Vary)",
+		    (int)f->target.len, f->target.data);
+}
+
+static void
+sink_done(void *arg, int status, const char *error, const char *extra)
+{
+	struct fill *f = arg;
+	struct request *r = f->client;
+
+	if (error == NULL && f->storing)
+		fill_store(f);
+	else
+		store_release(&f->ticket, error != NULL && (f->serve_stale ||
+		    f->client != NULL || f->storing) ? wall_ms() : 0);
+	fill_detach_client(f);
+	if (r != NULL) {
+		if (error == NULL)
+			req_end_response(r);
+		else if (!f->head_sent && f->stale_hit.status != 0) {
+			buf_reset(&copy);
+			buf_append(&copy, f->stale.data, f->stale.len);
+			store_count(SC_STALE, 1);
+			cache_serve(r, &f->stale_hit, "STALE");
+		} else if (!f->head_sent)
+			req_error(r, status, error, extra);
+		else
+			req_fail(r, error);
+	}
+	fill_free(f);
+	poll_now();
+}
+
+static const struct call_sink fill_sink = {
+	.head = sink_head,
+	.body = sink_body,
+	.full = sink_full,
+	.tried = sink_tried,
+	.done = sink_done,
+};
+
+/*
+ * Starts a fill of r's key (t: its lock): for r (client), or, with
+ * client NULL, a refresh in the background.  stale: the stored answer
+ * for stale_if_error, in `copy`, or NULL.
+ */
+static void
+fill_start(struct request *r, struct request *client,
+    const struct store_ticket *t, const struct store_hit *stale)
+{
+	const struct route_cfg *rt = r->route;
+	struct fill *f;
+	struct call *c;
+
+	if ((f = calloc(1, sizeof(*f))) == NULL ||
+	    cache_key(r, &f->key) == -1 || proxy_target(r, &f->target) == -1 ||
+	    headers_upstream_request(r, fill_keep, &f->hdrs, &f->acc) == -1 ||
+	    (stale != NULL && buf_append(&f->stale, copy.data, copy.len) ==
+	    -1)) {
+		if (f != NULL)
+			fill_free(f);
+		store_release(t, 0);
+		if (client != NULL)
+			req_error(client, 503, "out of memory", NULL);
+		return;
+	}
+	buf_reset(&f->acc);
+	f->ticket = *t;
+	f->route = rt;
+	if (stale != NULL)
+		f->stale_hit = *stale;
+	/* The call's request: the client's identity, none of its body. */
+	memcpy(f->req.id, r->id, sizeof(r->id));
+	f->req.id_len = r->id_len;
+	f->req.head.method = "GET";
+	f->req.head.method_len = 3;
+	f->req.head.path = f->target.data;
+	f->req.head.path_len = f->target.len;
+	f->req.route = rt;
+	f->req.start = r->start;
+	f->spec = (struct call_spec){
+		.req = &f->req,
+		.method = "GET", .method_len = 3,
+		.target = f->target.data, .target_len = f->target.len,
+		.headers = fill_headers,
+		.deadline = rt->timeout_ms == 0 ? 0 : now_ms() + rt->timeout_ms,
+		.hedge_after_ms = rt->hedge_after_ms,
+	};
+	f->sent_at = wall_ms();
+	f->next = fills;
+	fills = f;
+	if (client != NULL) {
+		f->client = client;
+		client->gw = f;
+		client->hooks = &fill_client_hooks;
+	}
+	if ((c = call_start(upstream_rt(rt->upstream), &f->spec, &fill_sink,
+	    f)) != NULL)
+		f->call = c;
+}
+
+static void
+client_writable(struct request *r)
+{
+	struct fill *f = r->gw;
+
+	if (f != NULL && f->call != NULL)
+		call_writable(f->call);
+}
+
+/* The client is gone: the fill goes on for the others. */
+static void
+client_abort(struct request *r)
+{
+	struct fill *f = r->gw;
+
+	if (f != NULL)
+		fill_detach_client(f);
+}
+
+/* -- waiting -------------------------------------------------------------- */
+
+static void
+waiter_unlink(struct waiter *w)
+{
+	struct waiter **pp;
+
+	for (pp = &waiters; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	store_count(SC_WAITERS, -1);
+}
+
+static void
+waiter_abort(struct request *r)
+{
+	struct waiter *w = r->gw;
+
+	waiter_unlink(w);
+	r->gw = NULL;
+	r->hooks = NULL;
+	free(w);
+}
+
+static void
+poll_arm(void)
+{
+	struct timeval tv = { 0, WAIT_POLL_MS * 1000 };
+
+	if (waiters != NULL && poll_ready && !evtimer_pending(&poll_ev, NULL))
+		evtimer_add(&poll_ev, &tv);
+}
+
+static void
+poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t now = now_ms(), lt = worker.cfg->cache_lock_timeout_ms;
+	int64_t wall = wall_ms();
+	struct waiter *w, *next, *ready = NULL;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	for (w = waiters; w != NULL; w = next) {
+		next = w->next;
+		if (now - w->since < lt && !store_wait_over(&w->t, wall, lt))
+			continue;
+		waiter_unlink(w);
+		w->next = ready;
+		ready = w;
+	}
+	while ((w = ready) != NULL) {
+		struct request *r = w->r;
+		bool timed_out = now - w->since >= lt;
+
+		ready = w->next;
+		free(w);
+		r->gw = NULL;
+		r->hooks = NULL;
+		if (timed_out) {
+			/* lock_timeout: to the upstream itself. */
+			store_count(SC_MISS, 1);
+			cache_label(r, "MISS");
+			proxy_start(r);
+		} else
+			cache_lookup(r, true);
+	}
+	poll_arm();
+}
+
+static void
+waiter_add(struct request *r, const struct store_ticket *t, uint64_t since)
+{
+	struct waiter *w;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL) {
+		cache_bypass(r);
+		return;
+	}
+	w->r = r;
+	w->t = *t;
+	w->since = since;
+	w->next = waiters;
+	waiters = w;
+	r->gw = w;
+	r->hooks = &waiter_hooks;
+	store_count(SC_WAITERS, 1);
+	poll_arm();
+}
+
+/* -- the handler -------------------------------------------------------- */
+
+static void
+cache_lookup(struct request *r, bool waited)
+{
+	static struct buf key;
+	struct store_ticket t;
+	struct store_hit hit;
+	struct store_req q;
+	enum store_look rc;
+	const struct http_header *cc = req_header(r, "Cache-Control");
+	const struct http_header *pg = req_header(r, "Pragma");
+	enum policy_req pr = policy_request(r->head.method,
+	    r->head.method_len, cc ? cc->value : NULL, cc ? cc->value_len : 0,
+	    pg ? pg->value : NULL, pg ? pg->value_len : 0);
+
+	if (pr == PR_BYPASS || req_has_body(r) || req_header(r, "Range") ||
+	    cache_key(r, &key) == -1 || key.len > STORE_KEY_MAX) {
+		cache_bypass(r);
+		return;
+	}
+	store_req_of(&q, r, &key, pr == PR_REVALIDATE);
+	rc = store_lookup(&q, &copy, &hit, &t);
+	switch (rc) {
+	case SL_HIT:
+		store_count(SC_HIT, 1);
+		cache_serve(r, &hit, "HIT");
+		return;
+	case SL_STALE_REFRESH:
+		fill_start(r, NULL, &t, NULL);
+		/* FALLTHROUGH */
+	case SL_STALE:
+		store_count(SC_STALE, 1);
+		cache_serve(r, &hit, "STALE");
+		return;
+	case SL_WAIT:
+		waiter_add(r, &t, now_ms());
+		return;
+	case SL_FILL:
+		if (waited || is_head(r)) {
+			/* A fill failed, or HEAD (not filled): each goes to
+			 * the upstream itself. */
+			store_release(&t, 0);
+			store_count(SC_MISS, 1);
+			cache_label(r, "MISS");
+			proxy_start(r);
+			return;
+		}
+		store_count(SC_MISS, 1);
+		cache_label(r, "MISS");
+		fill_start(r, r, &t, hit.status != 0 ? &hit : NULL);
+		return;
+	case SL_NONE:
+		break;
+	}
+	cache_bypass(r);
+}
+
+void
+cache_start(struct request *r)
+{
+	if (!poll_ready) {
+		evtimer_assign(&poll_ev, worker.base, poll_cb, NULL);
+		poll_ready = true;
+	}
+	cache_lookup(r, false);
+}
+
+void
+cache_free(void)
+{
+	struct fill *f;
+	struct waiter *w;
+
+	while ((w = waiters) != NULL) {
+		waiters = w->next;
+		free(w);
+	}
+	while ((f = fills) != NULL) {
+		if (f->call != NULL)
+			call_cancel(f->call);
+		fill_free(f);		/* unlinks it */
+	}
+	if (poll_ready)
+		evtimer_del(&poll_ev);
+	poll_ready = false;
+	buf_free(&copy);
+}
+
+/* -- admin ------------------------------------------------------------- */
+
+/* Decodes %XX in s[0..n) in place; the new length, or -1 if bad. */
+static ssize_t
+pct_decode(char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *hi, *lo;
+	size_t i, o = 0;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] != '%') {
+			s[o++] = s[i];
+			continue;
+		}
+		if (i + 2 >= n || s[i + 1] == '\0' || s[i + 2] == '\0' ||
+		    (hi = strchr(hex, tolower((unsigned char)s[i + 1]))) ==
+		    NULL || (lo = strchr(hex, tolower((unsigned char)s[i + 2])))
+		    == NULL)
+			return -1;
+		s[o++] = (char)((hi - hex) << 4 | (lo - hex));
+		i += 2;
+	}
+	return (ssize_t)o;
+}
+
+void
+cache_purge(struct request *r)
+{
+	char prefix[STORE_KEY_MAX + 1], body[96];
+	const char *q = r->head.query;
+	size_t ql = r->head.query_len, n;
+	ssize_t len;
+	int bl;
+
+	if (q == NULL || ql < 7 || memcmp(q, "prefix=", 7) != 0 ||
+	    ql - 7 > STORE_KEY_MAX || memchr(q + 7, '&', ql - 7) != NULL) {
+		req_error(r, 400, "DELETE /cache needs ?prefix=/path/ (one "
+		    "path prefix)", NULL);
+		return;
+	}
+	memcpy(prefix, q + 7, ql - 7);
+	if ((len = pct_decode(prefix, ql - 7)) <= 0 || prefix[0] != '/') {
+		req_error(r, 400, "prefix must be a path starting with /",
+		    NULL);
+		return;
+	}
+	n = store_purge(prefix, (size_t)len);
+	log_info("cache: purged %zu entr%s under %.*s", n, n == 1 ? "y" : "ies",
+	    (int)len, prefix);
+	bl = snprintf(body, sizeof(body), "{\"purged\":%zu}\n", n);
+	req_respond(r, 200, "application/json", body, (size_t)bl,
+	    "Cache-Control: no-store\r\n");
+}
+
+void
+cache_metrics(struct buf *b)
+{
+	struct store_stats st;
+
+	if (store_size() == 0)
+		return;
+	store_stats(&st);
+	buf_appendf(b,
+	    "# HELP agate_cache_requests_total Requests on caching routes, "
+	    "by X-Cache.\n"
+	    "# TYPE agate_cache_requests_total counter\n"
+	    "agate_cache_requests_total{result=\"hit\"} %llu\n"
+	    "agate_cache_requests_total{result=\"miss\"} %llu\n"
+	    "agate_cache_requests_total{result=\"stale\"} %llu\n"
+	    "agate_cache_requests_total{result=\"bypass\"} %llu\n"
+	    "# HELP agate_cache_stored_bytes Bytes the stored answers use.\n"
+	    "# TYPE agate_cache_stored_bytes gauge\n"
+	    "agate_cache_stored_bytes %llu\n"
+	    "# HELP agate_cache_capacity_bytes Room for answers.\n"
+	    "# TYPE agate_cache_capacity_bytes gauge\n"
+	    "agate_cache_capacity_bytes %llu\n"
+	    "# HELP agate_cache_entries Stored answers.\n"
+	    "# TYPE agate_cache_entries gauge\n"
+	    "agate_cache_entries %llu\n"
+	    "# HELP agate_cache_evictions_total Answers dropped for room.\n"
+	    "# TYPE agate_cache_evictions_total counter\n"
+	    "agate_cache_evictions_total %llu\n"
+	    "# HELP agate_cache_fills_failed_total Upstream fetches that "
+	    "failed.\n"
+	    "# TYPE agate_cache_fills_failed_total counter\n"
+	    "agate_cache_fills_failed_total %llu\n"
+	    "# HELP agate_cache_waiters Requests waiting for another's fill.\n"
+	    "# TYPE agate_cache_waiters gauge\n"
+	    "agate_cache_waiters %lld\n",
+	    (unsigned long long)st.hits, (unsigned long long)st.misses,
+	    (unsigned long long)st.stale, (unsigned long long)st.bypass,
+	    (unsigned long long)st.stored_bytes,
+	    (unsigned long long)st.capacity, (unsigned long long)st.entries,
+	    (unsigned long long)st.evictions,
+	    (unsigned long long)st.fills_failed, (long long)st.waiters);
+}
