@@ -14,6 +14,15 @@ to a new connection); a stream reset before and in the middle of its
 answer; a server that is down or closes its connection abruptly, then
 no fds left behind once keepalive_timeout has passed; the route timeout
 and a client that goes away both resetting the upstream stream (CANCEL).
+And what the review of h2up.c found: a reused connection that dies
+after the server took a request sends a GET again, never a POST; a
+refused gRPC POST is sent again with its whole body; a server that
+takes no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0) gets one
+connection, not a storm; a connection error of the server's is an
+invalid answer, not sent again; a connection whose SETTINGS never come
+gives up after connect_timeout, whoever opened it; no RST_STREAM answers
+the server's; a fan-out's calls waiting on a one-stream connection all
+go in turn (the worker lives); a short deadline fails only its own call.
 
 The server (H2Upstream) runs in this process, one thread per
 connection; it records what it saw: its connections, the streams on
@@ -46,7 +55,9 @@ except ImportError:
     raise
 
 import hashlib
+import http.client
 import json
+import resource
 import select
 import socket
 import threading
@@ -54,8 +65,9 @@ import time
 import traceback
 import urllib.parse
 
-from harness import (SLOW, AgateTest, Response, fd_targets, free_port,
-                     main, parse_status, pattern_bytes, rss_kib, wait_until)
+from harness import (SLOW, VALGRIND, AgateTest, Response, fd_targets,
+                     free_port, main, parse_status, pattern_bytes, rss_kib,
+                     wait_until)
 
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR = 0, 1, 2
 REFUSED_STREAM, CANCEL = 7, 8
@@ -96,6 +108,7 @@ class Stream:
         self.wake = None
         self.done = False           # our answer ended (or reset)
         self.record = None
+        self.refuse = None          # refused once the request is whole
 
 
 class H2Upstream:
@@ -108,7 +121,12 @@ class H2Upstream:
     many streams (last-stream-id: the highest it received, or with
     goaway_last="answered" the stream just answered; streams above it
     are ignored), on every connection or those in goaway_conns, then
-    close when the streams up to it are done.
+    close when the streams up to it are done.  refuse_at="end": those
+    refusals come once the request is whole (its body read), not at its
+    HEADERS.  settings_delay: seconds each connection waits before its
+    SETTINGS; silent_conns: connections (by index) that never send a
+    byte (accepted, read, never answered).  Every frame agate sends is
+    noted in frames (type, stream, RST_STREAM's or GOAWAY's code).
 
     What a request path asks for (first segment):
       /echo/...      JSON: method, path, fields, body length and sha256
@@ -120,12 +138,20 @@ class H2Upstream:
       /closemid/...?size=N&after=M   head, M bytes, connection closed
       /closehead/...             connection closed at once
       /trickle/...?size=N&chunk=C&every=MS   C bytes every MS ms
-    and ?delay=MS first delays the answer.
+      /protoerr/...  WINDOW_UPDATE of 0 on stream 0 (a connection
+                     error: PROTOCOL_ERROR), no answer
+    and ?delay=MS first delays the answer; ?closeconn=N closes the
+    connection once the request is whole if it came on connection N
+    (the server processed it, then died), else answers as the path says.
     """
 
     def __init__(self, max_streams=100, refuse_first=False, refuse_conns=(),
-                 goaway_after=0, goaway_last="max", goaway_conns=None):
+                 goaway_after=0, goaway_last="max", goaway_conns=None,
+                 refuse_at="headers", settings_delay=0.0, silent_conns=()):
         self.max_streams = max_streams
+        self.refuse_at = refuse_at
+        self.settings_delay = settings_delay
+        self.silent_conns = set(silent_conns)
         self.refuse_first = refuse_first
         self.refuse_conns = set(refuse_conns)
         self.goaway_after = goaway_after
@@ -139,6 +165,7 @@ class H2Upstream:
         self.violations = []    # streams beyond the limit after the ACK
         self.errors = []        # exceptions in the server's threads
         self.sent = {}          # full path -> DATA bytes sent
+        self.frames = []        # frames agate sent: dicts
         self.stopping = False
         self.threads = []
         self.sock = socket.socket()
@@ -162,6 +189,13 @@ class H2Upstream:
         with self.lock:
             return [r for r in self.resets
                     if r["path"].startswith(path_prefix)]
+
+    def frames_of(self, conn, sid=None, ftype=None):
+        """The frames agate sent on connection conn (index)."""
+        with self.lock:
+            return [f for f in self.frames if f["conn"] == conn and
+                    (sid is None or f["sid"] == sid) and
+                    (ftype is None or f["type"] == ftype)]
 
     def open_conns(self):
         with self.lock:
@@ -212,7 +246,50 @@ class H2Upstream:
                 rec["closed"] = True
                 rec["t_closed"] = time.monotonic()
 
+    def _silent(self, sock, rec):
+        # TCP accepted, then not a byte: no SETTINGS, ever.
+        with self.lock:
+            rec["silent"] = True
+        while not self.stopping:
+            r, _, _ = select.select([sock], [], [], 0.05)
+            if r:
+                try:
+                    if not sock.recv(65536):
+                        return
+                except OSError:
+                    return
+
+    def _sniff(self, rec, sn, data):
+        """Notes the frames in data (agate's bytes, in order)."""
+        sn["buf"] += data
+        buf = sn["buf"]
+        if not sn["preface"]:
+            if len(buf) < 24:
+                return
+            del buf[:24]
+            sn["preface"] = True
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                return
+            ftype, sid = buf[3], int.from_bytes(buf[5:9], "big") & 0x7fffffff
+            code = None
+            if ftype == 3 and n >= 4:                   # RST_STREAM
+                code = int.from_bytes(buf[9:13], "big")
+            elif ftype == 7 and n >= 8:                 # GOAWAY
+                code = int.from_bytes(buf[13:17], "big")
+            with self.lock:
+                self.frames.append({"conn": rec["index"], "type": ftype,
+                                    "flags": buf[4], "sid": sid,
+                                    "code": code, "t": time.monotonic()})
+            del buf[:9 + n]
+
     def _serve2(self, sock, rec):
+        if rec["index"] in self.silent_conns:
+            return self._silent(sock, rec)
+        if self.settings_delay:
+            time.sleep(self.settings_delay)
+        sn = {"buf": bytearray(), "preface": False}
         cfg = h2.config.H2Configuration(client_side=False,
                                         header_encoding="utf-8",
                                         validate_inbound_headers=False,
@@ -226,12 +303,15 @@ class H2Upstream:
         conn.local_settings = h2.settings.Settings(
             client=False, initial_values={MCS: 2 ** 31 - 1})
         streams = {}
-        state = {"goaway_at": None, "abort": False}
+        state = {"goaway_at": None, "abort": False, "raw": [],
+                 "raw_sent": False}
 
         def flush():
             out = conn.data_to_send()
             if out:
                 sock.sendall(out)
+            while state["raw"]:
+                sock.sendall(state["raw"].pop(0))
             if state["goaway_at"] is not None and not state.get("gsent"):
                 f = hyperframe.frame.GoAwayFrame(
                     0, last_stream_id=state["goaway_at"],
@@ -254,6 +334,7 @@ class H2Upstream:
                     return
                 if not data:
                     return
+                self._sniff(rec, sn, data)
                 try:
                     events = conn.receive_data(data)
                 except h2.exceptions.ProtocolError as e:
@@ -267,7 +348,12 @@ class H2Upstream:
                 flush()
                 sock.shutdown(socket.SHUT_RDWR)
                 return
-            flush()
+            try:
+                flush()
+            except OSError:
+                if state["raw_sent"]:
+                    return      # agate closed the connection we broke
+                raise
             last = state["goaway_at"]
             if last is not None and not any(
                     not st.done and not st.ignored and st.sid <= last
@@ -319,14 +405,10 @@ class H2Upstream:
                         "after the SETTINGS ACK" % (rec["index"], st.sid,
                                                     active + 1,
                                                     self.max_streams))
-            if why:
-                st.ignored = True
-                st.record["refused"] = True
-                conn.reset_stream(st.sid, error_code=REFUSED_STREAM)
-                with self.lock:
-                    self.refused.append({"conn": rec["index"],
-                                         "sid": st.sid, "why": why,
-                                         "path": st.full_path})
+            if why and why != "limit" and self.refuse_at == "end":
+                st.refuse = why         # once the request is whole
+            elif why:
+                self._refuse(conn, rec, st, why)
                 return
             with self.lock:
                 rec["peak"] = max(rec["peak"], active + 1)
@@ -348,6 +430,8 @@ class H2Upstream:
             st.ended = True
             st.record["len"] = st.length
             st.record["sha256"] = st.sha.hexdigest()
+            if st.refuse:
+                self._refuse(conn, rec, st, st.refuse)
             if not st.ignored:
                 st.steps = self._plan(st, rec)
         elif isinstance(ev, h2.events.StreamReset):
@@ -366,11 +450,21 @@ class H2Upstream:
             with self.lock:
                 rec["client_goaway"] = int(ev.error_code)
 
+    def _refuse(self, conn, rec, st, why):
+        st.ignored = True
+        st.record["refused"] = True
+        conn.reset_stream(st.sid, error_code=REFUSED_STREAM)
+        with self.lock:
+            self.refused.append({"conn": rec["index"], "sid": st.sid,
+                                 "why": why, "path": st.full_path})
+
     def _plan(self, st, rec):
         q = st.query
         kind = st.path.split("/")[1] if st.path.count("/") >= 1 else ""
         size = int(q.get("size", 0))
         steps = []
+        if q.get("closeconn") == str(rec["index"]):
+            return [("close",)]
         if int(q.get("delay", 0)):
             steps.append(("sleep", int(q["delay"]) / 1000.0))
         if kind == "echo":
@@ -409,6 +503,10 @@ class H2Upstream:
             steps += [("reset",)]
         elif kind == "closehead":
             steps += [("close",)]
+        elif kind == "protoerr":
+            # WINDOW_UPDATE, stream 0, increment 0 (RFC 9113 6.9).
+            steps += [("raw", b"\x00\x00\x04\x08\x00\x00\x00\x00\x00"
+                              b"\x00\x00\x00\x00"), ("sleep", 3600)]
         elif kind == "trickle":
             chunk, every = int(q["chunk"]), int(q["every"]) / 1000.0
             steps.append(("headers", [(":status", "200"),
@@ -486,6 +584,9 @@ class H2Upstream:
                     st.done = True
                 elif what == "close":
                     return "close"
+                elif what == "raw":
+                    state["raw"].append(step[1])
+                    state["raw_sent"] = True
                 st.i += 1
         return None
 
@@ -590,6 +691,23 @@ class H2UpstreamTest(AgateTest):
 
     def worker_fds(self, gw):
         return {w: sorted(fd_targets(w)) for w in gw.workers()}
+
+    def steady_fds(self, gw):
+        """The workers' fds once they stay the same for 0.2 s."""
+        def steady():
+            a = self.worker_fds(gw)
+            time.sleep(0.2)
+            return a if a == self.worker_fds(gw) else None
+        return wait_until(steady, what="steady worker fds")
+
+    def fanout(self, path, calls, timeout="5s", method=None):
+        c = {}
+        for name, p in calls.items():
+            c[name] = {"upstream": "u", "path": p}
+            if method:
+                c[name]["method"] = method
+        return {"path": path, "fanout": {"mode": "all", "timeout": timeout,
+                                         "calls": c}}
 
     # 1
     def test_request_fields_and_answer(self):
@@ -1061,6 +1179,242 @@ class H2UpstreamTest(AgateTest):
         self.assertEqual(resets[0]["code"], CANCEL, resets)
         self.assertLess(up.sent.get(path, 0), 1000000)
         self.echo(gw.get("/echo/next"), "/echo/next")
+
+    # 13
+    def test_dead_reused_connection_resends_a_get_never_a_post(self):
+        # The server takes the request whole, then its connection dies
+        # before any answer (a crash, a restart).  The connection had
+        # served a stream before, so it may just have gone stale; but a
+        # POST may have run: it is not sent again, the client gets 502.
+        # A GET may be repeated: it is sent again on a new connection.
+        up = self.server()
+        gw = self.gateway(up, workers=1, routes=[self.fanout(
+            "/fo", {"c": "/echo/fo?closeconn=2"}, method="POST")])
+        body = os.urandom(3000)
+        # Each case on connection i: a GET makes it up and used, then
+        # the request it dies before answering.  /fo: a fan-out's POST
+        # call (with the client's body), on a client's POST.
+        cases = [("POST", "/echo/p0?closeconn=0", None, "/echo/p0"),
+                 ("POST", "/echo/p1?closeconn=1", body, "/echo/p1"),
+                 ("POST", "/fo", b"amount=1", "/echo/fo"),
+                 ("GET", "/echo/g3?closeconn=3", None, "/echo/g3")]
+        got, answers = [], []
+        for i, (method, target, b, path) in enumerate(cases):
+            self.echo(gw.get("/echo/w%d" % i), "/echo/w%d" % i)
+            self.assertEqual(up.seen("/echo/w%d" % i)[0]["conn"], i)
+            r = gw.request(method, target, body=b, headers={
+                "Content-Type": "application/octet-stream"})
+            answers.append(r)
+            got.append((target, r.status, [(x["conn"], x["method"], x["len"])
+                                           for x in up.seen(path)]))
+        # (what was asked, its status, what the server saw: on which
+        # connection, the method, the body's length)
+        self.assertEqual(got, [
+            ("/echo/p0?closeconn=0", 502, [(0, "POST", 0)]),
+            ("/echo/p1?closeconn=1", 502, [(1, "POST", len(body))]),
+            ("/fo", 502, [(2, "POST", 8)]),
+            ("/echo/g3?closeconn=3", 200, [(3, "GET", 0), (4, "GET", 0)])])
+        for r in answers[:3]:
+            self.assert_error(r, 502)
+        self.echo(answers[3], "/echo/g3?closeconn=3")
+        self.assertEqual(len(up.conns), 5)
+
+    # 14
+    def test_refused_grpc_post_is_sent_again_with_its_body(self):
+        # REFUSED_STREAM says the server did not process the stream: a
+        # gRPC call (a POST) is sent again, body and all, whatever
+        # retry.methods says.  The server refuses it once it has read
+        # the whole body.
+        up = self.server(refuse_first=True, refuse_at="end")
+        gw = self.gateway(up, workers=1)
+        msg = os.urandom(300000)
+        body = b"\x00" + len(msg).to_bytes(4, "big") + msg
+        sha = hashlib.sha256(body).hexdigest()
+        r = gw.request("POST", "/echo/pkg.Svc/Call", body=body, headers={
+            "Content-Type": "application/grpc", "TE": "trailers"})
+        self.assertIsNone(r.header("grpc-status"), r.headers)
+        e = self.echo(r, "/echo/pkg.Svc/Call")
+        self.assertEqual((e["len"], e["sha256"]), (len(body), sha))
+        seen = up.seen("/echo/pkg.Svc/Call")
+        self.assertEqual([(x["refused"], x["answered"]) for x in seen],
+                         [(True, False), (False, True)], seen)
+        for x in seen:
+            self.assertEqual((x["method"], x["len"], x["sha256"]),
+                             ("POST", len(body), sha))
+        self.assertNotEqual(seen[0]["conn"], seen[1]["conn"])
+
+    # 15
+    def test_server_taking_no_streams_gets_one_connection(self):
+        # SETTINGS_MAX_CONCURRENT_STREAMS 0 (a server that takes no
+        # streams for now): the request waits for room on the one
+        # connection until its timeout (1s); no connection storm, no
+        # stream sent, nothing left behind.
+        up = self.server(max_streams=0)
+        gw = self.gateway(up, workers=1, timeout="1s")
+        base = self.steady_fds(gw)
+        t0 = time.monotonic()
+        r = gw.get("/echo/none")
+        took = time.monotonic() - t0
+        self.assert_error(r, 504)
+        self.assertGreater(took, 0.8)
+        self.assertLess(took, 2.0 * SLOW)
+        self.assertEqual(len(up.conns), 1, "%d connections for one request"
+                         % len(up.conns))
+        self.assertTrue(up.conns[0]["acked"])
+        self.assertEqual(up.requests, [])
+        # Idle for keepalive_timeout (1s): closed, the fds as they were.
+        wait_until(lambda: not up.open_conns() and
+                   self.worker_fds(gw) == base, timeout=5,
+                   what="worker fds back to their start")
+
+    # 16
+    def test_connection_error_is_an_invalid_answer_not_a_resend(self):
+        # WINDOW_UPDATE of 0 on stream 0 answering a request: the server
+        # broke HTTP/2 (a connection error).  The client gets 502 saying
+        # so, the request is not sent again, and the log says who broke
+        # it; on a new connection and on a reused one alike.
+        up = self.server()
+        gw = self.gateway(up, workers=1)
+        r = gw.get("/protoerr/fresh")
+        self.assert_error(r, 502)
+        self.assertIn("invalid response", r.json()["error"])
+        self.echo(gw.get("/echo/warm"), "/echo/warm")
+        r = gw.get("/protoerr/reused")
+        self.assert_error(r, 502)
+        self.assertIn("invalid response", r.json()["error"])
+        fresh = up.seen("/protoerr/fresh")
+        reused = up.seen("/protoerr/reused")
+        self.assertEqual(len(fresh), 1, fresh)
+        self.assertEqual(len(reused), 1, reused)
+        self.assertEqual(reused[0]["conn"], up.seen("/echo/warm")[0]["conn"])
+        # agate told the server why (GOAWAY PROTOCOL_ERROR) and closed.
+        for x in fresh + reused:
+            wait_until(lambda: up.conns[x["conn"]]["closed"], timeout=3,
+                       what="the broken connection to be closed")
+            self.assertEqual(
+                [f["code"] for f in up.frames_of(x["conn"], ftype=7)],
+                [PROTOCOL_ERROR])
+        wait_until(lambda: gw.error_log().count("broke HTTP/2") >= 2,
+                   timeout=3, what='"broke HTTP/2" in the log')
+        self.echo(gw.get("/echo/after"), "/echo/after")
+        self.assertEqual(len(up.conns), 3)
+
+    # 17
+    def test_server_that_never_says_settings(self):
+        # The first connection is accepted but never sends SETTINGS.  A
+        # fan-out call with a deadline shorter than connect_timeout
+        # opens it; the connection still gives up after connect_timeout
+        # (1s): a request waiting on it gets 504 "upstream connect timed
+        # out" then, and the next one is served by a new connection.
+        up = self.server(silent_conns={0})
+        gw = self.gateway(up, workers=1, connect_timeout="1s", timeout="5s",
+                          routes=[self.fanout("/fo", {"a": "/echo/fa"},
+                                              timeout="300ms")])
+        t0 = time.monotonic()
+        self.assertEqual(gw.get("/fo").status, 504)
+        r = gw.get("/echo/s0")
+        took = time.monotonic() - t0
+        self.assert_error(r, 504)
+        self.assertEqual(r.json()["error"], "upstream connect timed out")
+        self.assertGreater(took, 0.8)
+        self.assertLess(took, 2.0 * SLOW)
+        t1 = time.monotonic()
+        self.echo(gw.get("/echo/s1"), "/echo/s1")
+        self.assertLess(time.monotonic() - t1, 1.0 * SLOW)
+        self.assertEqual(up.seen("/echo/s1")[0]["conn"], 1)
+        self.assertTrue(up.conns[0].get("silent"))
+        wait_until(lambda: up.conns[0]["closed"], timeout=3,
+                   what="the silent connection to be closed")
+        self.assertEqual(len(up.conns), 2)
+
+    # 18
+    def test_no_rst_stream_answers_the_servers_own(self):
+        # RFC 9113 5.4.2: a RST_STREAM is never answered with one.  The
+        # server refuses a stream (REFUSED_STREAM), then resets another
+        # (INTERNAL_ERROR); agate sends no RST_STREAM on either.
+        up = self.server(refuse_first=True)
+        gw = self.gateway(up, workers=1)
+        self.echo(gw.get("/echo/r"), "/echo/r")
+        self.assert_error(gw.get("/resethead/x"), 502)
+        self.echo(gw.get("/echo/after"), "/echo/after")
+        time.sleep(0.3)
+        streams = [up.seen("/echo/r")[0], up.seen("/resethead/")[0]]
+        self.assertTrue(streams[0]["refused"])
+        for x in streams:       # the frames are seen
+            self.assertEqual(len(up.frames_of(x["conn"], x["sid"], 1)), 1)
+        # The RST_STREAMs agate sent on those streams (their codes).
+        self.assertEqual(
+            {x["path"]: [f["code"] for f in
+                         up.frames_of(x["conn"], x["sid"], 3)]
+             for x in streams},
+            {"/echo/r": [], "/resethead/x": []},
+            "RST_STREAM answered with RST_STREAM")
+
+    # 19
+    def test_fanout_to_a_one_stream_server_on_one_connection(self):
+        # Three calls of a fan-out to one server that takes one stream
+        # at a time and is slow with its SETTINGS: all three wait on the
+        # one connection and go in turn once the SETTINGS come.  The
+        # worker is left room for that one connection only (its fd
+        # limit), so a call that went looking for another connection
+        # fails at once; the other calls live on, and the worker too.
+        up = self.server(max_streams=1, settings_delay=0.2)
+        gw = self.gateway(up, workers=1, routes=[self.fanout(
+            "/fo", {n: "/echo/%s?delay=30" % n for n in "abc"})])
+        worker = gw.workers()[0]
+        self.steady_fds(gw)     # the health checks' connections gone
+        if not VALGRIND:    # valgrind keeps fds of its own at the top
+            fds = {int(n) for n in os.listdir("/proc/%d/fd" % worker)}
+            free = [n for n in range(max(fds) + 3) if n not in fds]
+            # The client's connection and one upstream connection.
+            limit = free[1] + 1
+            hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)[1]
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, (limit, hard))
+        try:
+            r = gw.get("/fo")
+        except (http.client.HTTPException, OSError) as e:
+            time.sleep(0.3)     # the supervisor's word on its worker
+            self.fail("no answer (%r): %s" % (e, [
+                ln for ln in gw.error_log().splitlines()
+                if "worker 0 " in ln and "supervisor" in ln]))
+        self.assertEqual(r.status, 200, r.body[:300])
+        body = r.json()
+        self.assertEqual(sorted(body), ["a", "b", "c"])
+        for n in "abc":
+            self.assertEqual(body[n]["path"], "/echo/%s?delay=30" % n)
+        self.assertEqual(gw.workers(), [worker])
+        self.assertEqual(len(up.conns), 1)
+        self.assertEqual(up.violations, [])
+        self.assertEqual(up.refused, [])
+
+    # 20
+    def test_short_deadline_does_not_fail_its_connection(self):
+        # A call with 100 ms left opens the connection; the server takes
+        # 300 ms to say SETTINGS.  The short call's 504 is its own: a
+        # longer call waiting on the same connection is answered.
+        up = self.server(settings_delay=0.3)
+        gw = self.gateway(up, workers=1, connect_timeout="2s", routes=[
+            {"path": "/echo/short", "upstream": "u", "timeout": "100ms"}])
+        res = {}
+
+        def go(path):
+            t = time.monotonic()
+            r = gw.get(path)
+            res[path] = (r, time.monotonic() - t)
+        short = threading.Thread(target=go, args=("/echo/short",),
+                                 daemon=True)
+        short.start()
+        time.sleep(0.02)
+        go("/echo/long")
+        short.join(10 * SLOW)
+        r, took = res["/echo/short"]
+        self.assert_error(r, 504)
+        self.assertEqual(r.json()["error"], "upstream connect timed out")
+        self.assertLess(took, 0.6 * SLOW)
+        r, took = res["/echo/long"]
+        self.echo(r, "/echo/long")
+        self.assertLess(took, 1.0 * SLOW)
+        self.assertEqual(len(up.conns), 1)
 
 
 if __name__ == "__main__":
