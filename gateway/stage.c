@@ -70,6 +70,10 @@ void
 stage_start(struct request *r)
 {
 	r->gw_stage = 0;
+	/* Every answer of a caching route says X-Cache, a stage's too;
+	 * the cache says what it did once it runs. */
+	if (r->route->content == CONTENT_CACHE)
+		cache_label(r, "BYPASS");
 	stage_run(r);
 }
 

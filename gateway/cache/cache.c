@@ -109,24 +109,24 @@ wall_ms(void)
 }
 
 /* X-Cache on every answer of the route: the last word wins. */
-static void
+void
 cache_label(struct request *r, const char *what)
 {
 	char *p = r->resp_extra, *end = r->resp_extra + r->resp_extra_len;
-	char *x = NULL;
+	char *nl;
 	int n;
 
 	r->cache = what;
-	for (; p < end; p = (char *)memchr(p, '\n', (size_t)(end - p)) + 1) {
+	/* An earlier word goes, the lines after it stay. */
+	for (; p < end; p = nl + 1) {
+		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			break;
 		if ((size_t)(end - p) > 9 && strncmp(p, "X-Cache: ", 9) == 0) {
-			x = p;
+			memmove(p, nl + 1, (size_t)(end - nl - 1));
+			r->resp_extra_len -= (size_t)(nl + 1 - p);
 			break;
 		}
-		if (memchr(p, '\n', (size_t)(end - p)) == NULL)
-			break;
 	}
-	if (x != NULL)
-		r->resp_extra_len = (size_t)(x - r->resp_extra);
 	n = snprintf(r->resp_extra + r->resp_extra_len,
 	    sizeof(r->resp_extra) - r->resp_extra_len, "X-Cache: %s\r\n",
 	    what);

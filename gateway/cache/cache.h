@@ -11,6 +11,9 @@
 #include "lib/buf.h"
 #include "worker/http.h"
 
+/* X-Cache: what (HIT, MISS, STALE, BYPASS) on r's answer, whoever
+ * makes it, and in its log line. */
+void	cache_label(struct request *, const char *what);
 /* The content handler of a route with cache:. */
 void	cache_start(struct request *);
 /* The worker is exiting: fills are cancelled, waiters forgotten. */

@@ -154,11 +154,14 @@ cors_run(struct request *r)
 		return STAGE_DONE;
 	}
 	if (list_has(c->origins, c->norigins, origin->value,
-	    origin->value_len, true))
-		r->resp_extra_len = allow_origin(c, origin, r->resp_extra,
-		    sizeof(r->resp_extra));
-	if (r->resp_extra_len >= sizeof(r->resp_extra))
-		r->resp_extra_len = 0;		/* cut: better none */
+	    origin->value_len, true)) {
+		size_t had = r->resp_extra_len, n = allow_origin(c, origin,
+		    r->resp_extra + had, sizeof(r->resp_extra) - had);
+
+		/* Cut: better none. */
+		r->resp_extra_len = had + n < sizeof(r->resp_extra) ? had + n :
+		    had;
+	}
 	return STAGE_NEXT;
 }
 
