@@ -335,7 +335,8 @@ h2upconn_flush(struct h2upconn *hc)
 	upconn_want_write(hc->uc, false);
 	buf_trim(&hc->out, 16 * 1024);
 	if (hc->broken != 0) {
-		log_warnx("h2up: %s broke HTTP/2: %s", hc->srv->cfg->url,
+		/* Its tries' failures are logged (at most 10 a second). */
+		log_debug("h2up: %s broke HTTP/2: %s", hc->srv->cfg->url,
 		    nghttp2_http2_strerror(hc->broken));
 		h2upconn_close(hc, TRY_INVALID, 502, "upstream sent an invalid "
 		    "response", nghttp2_http2_strerror(hc->broken));
@@ -368,7 +369,7 @@ h2upconn_read(struct h2upconn *hc)
 	if (hc->state == HC_DEAD)
 		return;
 	if (rv < 0) {
-		log_warnx("h2up: %s broke HTTP/2: %s", hc->srv->cfg->url,
+		log_debug("h2up: %s broke HTTP/2: %s", hc->srv->cfg->url,
 		    nghttp2_strerror((int)rv));
 		/* Say why, if the socket takes it, then close. */
 		nghttp2_session_terminate_session(hc->s, rv ==
