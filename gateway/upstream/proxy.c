@@ -224,13 +224,13 @@ proxy_headers(const struct call *c, call_emit_fn emit, void *arg,
 }
 
 /* A gRPC client's grpc-timeout caps the route's timeout (504, answered
- * as DEADLINE_EXCEEDED). */
+ * as DEADLINE_EXCEEDED); sp->http2 says the request is gRPC. */
 static void
 proxy_grpc_deadline(struct request *r, struct call_spec *sp)
 {
 	uint64_t t, at;
 
-	if (!req_grpc(r) || (t = headers_grpc_timeout_ms(r)) == 0)
+	if (!sp->http2 || (t = headers_grpc_timeout_ms(r)) == 0)
 		return;
 	at = now_ms() - req_elapsed_ms(r) + t;
 	if (sp->deadline == 0 || at < sp->deadline)
@@ -243,6 +243,7 @@ proxy_begin(struct request *r, bool upgrade)
 {
 	const struct upstream_cfg *u = r->route->upstream;
 	struct upstream_rt *up = upstream_rt(u);
+	bool grpc = !upgrade && req_grpc(r);
 	struct proxy *p;
 	struct call *c;
 
@@ -259,7 +260,7 @@ proxy_begin(struct request *r, bool upgrade)
 	 * processed, is sent again. */
 	if (req_has_body(r) && (((u->retry.attempts > 1 || up->any_curl) &&
 	    retry_method(&u->retry, r->head.method, r->head.method_len)) ||
-	    up->any_h2 || req_grpc(r)) &&
+	    up->any_h2 || grpc) &&
 	    req_body_keep(r, CALL_REPLAY_MAX) == -1) {
 		proxy_put(p);
 		req_error(r, 503, "out of memory", NULL);
@@ -278,10 +279,10 @@ proxy_begin(struct request *r, bool upgrade)
 		    now_ms() - req_elapsed_ms(r) + r->route->timeout_ms,
 		.hedge_after_ms = upgrade ? 0 : r->route->hedge_after_ms,
 	};
-	proxy_grpc_deadline(r, &p->spec);
 	/* Debian's libcurl 7.88.1 loses some answers of grpcio servers over
 	 * h2: gRPC to https servers takes agate's own HTTP/2 client. */
-	p->spec.http2 = req_grpc(r);
+	p->spec.http2 = grpc;
+	proxy_grpc_deadline(r, &p->spec);
 	if (upgrade) {
 		p->spec.upgrade = true;
 		p->spec.client_body = false;	/* refused if it had one */
