@@ -671,13 +671,20 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_ms(), lt = worker.cfg->cache_lock_timeout_ms;
 	int64_t wall = wall_ms();
 	struct waiter *w, *next, *ready = NULL;
+	/* A herd waits on one lock: ask the store once per lock. */
+	struct store_ticket last = { 0, 0 };
+	bool last_over = false;
 
 	(void)fd;
 	(void)what;
 	(void)arg;
 	for (w = waiters; w != NULL; w = next) {
 		next = w->next;
-		if (now - w->since < lt && !store_wait_over(&w->t, wall, lt))
+		if (w->t.entry != last.entry || w->t.seq != last.seq) {
+			last = w->t;
+			last_over = store_wait_over(&w->t, wall, lt);
+		}
+		if (now - w->since < lt && !last_over)
 			continue;
 		waiter_unlink(w);
 		w->next = ready;
