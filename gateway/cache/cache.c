@@ -134,17 +134,31 @@ cache_label(struct request *r, const char *what)
 		r->resp_extra_len += (size_t)n;
 }
 
+/* Not GET, HEAD, OPTIONS or TRACE (RFC 9110 9.2.1). */
+static bool
+is_unsafe(const struct request *r)
+{
+	static const char *const safe[] = { "GET", "HEAD", "OPTIONS",
+	    "TRACE", NULL };
+	size_t i;
+
+	for (i = 0; safe[i] != NULL; i++)
+		if (http_token_eq(r->head.method, r->head.method_len, safe[i]))
+			return false;
+	return true;
+}
+
 static bool
 is_head(const struct request *r)
 {
 	return http_token_eq(r->head.method, r->head.method_len, "HEAD");
 }
 
-/* The key: path?query, a newline, the host (purges match the path). */
+/* The key: path?query, a newline, the host (purges match the path):
+ * Host for HTTP/1.1, :authority for HTTP/2, both in head.host. */
 static int
 cache_key(const struct request *r, struct buf *k)
 {
-	const struct http_header *h = req_header(r, "Host");
 	int rc = 0;
 
 	buf_reset(k);
@@ -154,8 +168,8 @@ cache_key(const struct request *r, struct buf *k)
 		rc |= buf_append(k, r->head.query, r->head.query_len);
 	}
 	rc |= buf_append(k, "\n", 1);
-	if (h != NULL)
-		rc |= buf_append(k, h->value, h->value_len);
+	if (r->head.host != NULL)
+		rc |= buf_append(k, r->head.host, r->head.host_len);
 	return rc;
 }
 
@@ -254,15 +268,16 @@ cache_serve(struct request *r, const struct store_hit *hit,
 	r->hooks = NULL;
 	if (cache_not_modified(r, head, hit->head_len)) {
 		cache_304_fields(head, hit->head_len, &h);
-		buf_appendf(&h, "Age: %llu\r\n",
-		    (unsigned long long)(hit->age_ms / 1000));
+		buf_appendf(&h, "Age: %llu\r\nX-Request-Id: %.*s\r\n",
+		    (unsigned long long)(hit->age_ms / 1000), (int)r->id_len,
+		    r->id);
 		if (req_start_response(r, 304, NULL, 0, h.data, h.len, -1) == 0)
 			req_end_response(r);
 		return;
 	}
 	buf_append(&h, head, hit->head_len);
-	buf_appendf(&h, "Age: %llu\r\n",
-	    (unsigned long long)(hit->age_ms / 1000));
+	buf_appendf(&h, "Age: %llu\r\nX-Request-Id: %.*s\r\n",
+	    (unsigned long long)(hit->age_ms / 1000), (int)r->id_len, r->id);
 	if (req_start_response(r, hit->status, NULL, 0, h.data, h.len,
 	    (int64_t)hit->body_len) == -1)
 		return;
@@ -402,6 +417,29 @@ is_server_error(int status)
 	    status == 504;
 }
 
+/* The answer's fields as stored: without Age (the cache says its own)
+ * and X-Request-Id (each answer carries its request's). */
+static int
+fill_keep_head(struct buf *out, const char *fields, size_t len)
+{
+	const char *p = fields, *line, *name, *value;
+	size_t left = len, nlen, vlen;
+	int rc;
+
+	buf_reset(out);
+	for (;;) {
+		line = p;
+		if ((rc = headers_next_field(&p, &left, &name, &nlen, &value,
+		    &vlen)) <= 0)
+			return rc;
+		if (http_token_eq(name, nlen, "Age") ||
+		    http_token_eq(name, nlen, "X-Request-Id"))
+			continue;
+		if (buf_append(out, line, (size_t)(p - line)) == -1)
+			return -1;
+	}
+}
+
 static int
 sink_head(void *arg, int status, const char *reason, size_t reason_len,
     const char *fields, size_t fields_len, int64_t clen)
@@ -414,9 +452,6 @@ sink_head(void *arg, int status, const char *reason, size_t reason_len,
 		    &(size_t){ 0 }) != NULL,
 		.request_time = f->sent_at, .ttl_ms = f->route->cache.ttl_ms,
 	};
-	const char *id;
-	size_t idl;
-
 	f->status = status;
 	f->came_at = a.response_time = wall_ms();
 	if (is_server_error(status) && f->stale_hit.status != 0 &&
@@ -425,15 +460,14 @@ sink_head(void *arg, int status, const char *reason, size_t reason_len,
 		return -1;
 	}
 	policy_store(&a, &f->ps);
-	f->storing = f->ps.storable && (clen < 0 || (uint64_t)clen <= max);
-	if (f->storing && headers_find_field(fields, fields_len,
-	    "X-Request-Id", &id, &idl) > 0) {
-		/* Each answer gets its own request's id: not stored. */
-		buf_append(&f->acc, fields, (size_t)(id - fields) - 14);
-		buf_append(&f->acc, id + idl + 2, fields_len - (size_t)(id +
-		    idl + 2 - fields));
-	} else if (f->storing)
-		buf_append(&f->acc, fields, fields_len);
+	/* Already stale, but the route serves it stale a while. */
+	if (!f->ps.storable && f->ps.why != NULL &&
+	    strcmp(f->ps.why, "expired") == 0 &&
+	    !f->ps.no_stale && (f->route->cache.swr_ms > 0 ||
+	    f->route->cache.sie_ms > 0))
+		f->ps.storable = true;
+	f->storing = f->ps.storable && (clen < 0 || (uint64_t)clen <= max) &&
+	    fill_keep_head(&f->acc, fields, fields_len) == 0;
 	f->head_len = f->acc.len;
 	if (f->client != NULL) {
 		f->head_sent = true;
@@ -498,6 +532,7 @@ fill_store(struct fill *f)
 		.body = f->acc.data + f->head_len,
 		.body_len = f->acc.len - f->head_len,
 		.stored_at_ms = f->came_at,
+		.asked_at_ms = f->sent_at,
 		.lifetime_ms = f->ps.lifetime_ms,
 		.initial_age_ms = f->ps.initial_age_ms,
 		.swr_ms = f->ps.swr_s >= 0 ? (uint64_t)f->ps.swr_s * 1000 :
@@ -747,6 +782,11 @@ cache_lookup(struct request *r, bool waited)
 
 	if (pr == PR_BYPASS || req_has_body(r) || req_header(r, "Range") ||
 	    cache_key(r, &key) == -1 || key.len > STORE_KEY_MAX) {
+		/* An unsafe method changes what the URI answers (RFC 9111
+		 * 4.4): what is stored for it goes. */
+		if (pr == PR_BYPASS && is_unsafe(r) && cache_key(r, &key) == 0 &&
+		    key.len <= STORE_KEY_MAX)
+			store_invalidate(key.data, key.len);
 		cache_bypass(r);
 		return;
 	}

@@ -27,6 +27,7 @@
 #define STORE_MAGIC	0x63616368u	/* "cach" */
 #define BLOCK		2048
 #define FAILED_STALE_MS	1000	/* after a failed fill, serve stale */
+#define WAIT_SLOTS	256	/* workers counting their waiters */
 
 struct entry {
 	uint64_t	 hash;
@@ -43,6 +44,7 @@ struct entry {
 	int64_t		 lock_since;	/* wall ms */
 	int64_t		 failed_at;	/* last failed fill, wall ms */
 	int64_t		 stored_at;
+	int64_t		 asked_at;	/* its request went out */
 	uint64_t	 lifetime_ms, initial_age_ms, swr_ms, sie_ms;
 };
 
@@ -58,7 +60,10 @@ struct store_hdr {
 	uint64_t		 entries, stored_bytes;
 	_Atomic uint64_t	 hits, misses, stale, bypass, evictions;
 	_Atomic uint64_t	 fills_failed;
-	_Atomic int64_t		 waiters;
+	struct {
+		_Atomic pid_t	 pid;
+		_Atomic int64_t	 n;
+	}			 waiting[WAIT_SLOTS];
 	size_t			 off_buckets, off_entries, off_next, off_blocks;
 };
 
@@ -608,6 +613,7 @@ entry_store(uint32_t i, const struct store_req *q,
 	e->body_len = (uint32_t)p->body_len;
 	e->status = (uint16_t)p->status;
 	e->stored_at = p->stored_at_ms;
+	e->asked_at = p->asked_at_ms;
 	e->lifetime_ms = p->lifetime_ms;
 	e->initial_age_ms = p->initial_age_ms;
 	e->swr_ms = p->swr_ms;
@@ -624,7 +630,9 @@ store_fill(const struct store_req *q, const struct store_ticket *t,
 {
 	static struct vary_build v;
 	uint64_t h = store_hash(q->key, q->key_len);
+	struct entry *e;
 	uint32_t i;
+	bool held;
 	int rc = -1;
 
 	if (sh == NULL)
@@ -640,15 +648,28 @@ store_fill(const struct store_req *q, const struct store_ticket *t,
 		return -1;
 	}
 	store_lock();
-	/* Ours, or (our lock timed out) whatever now holds the key. */
-	i = ticket_holds(t) ? t->entry : entry_find(q->key, q->key_len, h);
-	if (i == 0 && (sh->free_entry != 0 || (store_evict_one(), 1)))
+	if ((held = ticket_holds(t)))
+		i = t->entry;
+	else if ((i = entry_find(q->key, q->key_len, h)) != 0) {
+		/* Our lock timed out and another took the key: its answer
+		 * (stored or coming) was asked for after ours, unless it
+		 * was stored before we asked. */
+		e = ENT(i);
+		if (e->lock_pid != 0 || (e->first != 0 &&
+		    e->asked_at >= p->asked_at_ms)) {
+			store_unlock();
+			return -1;
+		}
+	} else {
+		if (sh->free_entry == 0)
+			store_evict_one();
 		i = entry_new(h, q->key_len);
+	}
 	if (i != 0) {
 		entry_empty(ENT(i));
 		ENT(i)->key_len = (uint32_t)q->key_len;
 		rc = entry_store(i, q, p, &v);
-		if (ENT(i)->lock_pid == getpid())
+		if (held)
 			ENT(i)->lock_pid = 0;
 		if (rc == -1)
 			entry_free(i);
@@ -680,6 +701,23 @@ store_release(const struct store_ticket *t, int64_t now_ms)
 		atomic_fetch_add(&sh->fills_failed, 1);
 }
 
+void
+store_invalidate(const char *key, size_t len)
+{
+	uint32_t i;
+
+	if (sh == NULL)
+		return;
+	store_lock();
+	if ((i = entry_find(key, len, store_hash(key, len))) != 0) {
+		if (ENT(i)->lock_pid != 0)
+			entry_empty(ENT(i));	/* its fill stores anew */
+		else
+			entry_free(i);
+	}
+	store_unlock();
+}
+
 size_t
 store_purge(const char *prefix, size_t len)
 {
@@ -707,6 +745,31 @@ store_purge(const char *prefix, size_t len)
 	return n;
 }
 
+/* This worker's waiter count: a slot of its own, taken from a dead
+ * worker's if need be (so that its count does not outlive it). */
+static void
+store_waiting(int64_t n)
+{
+	static int mine = -1;
+	pid_t me = getpid(), p;
+	int i;
+
+	if (mine >= 0 && atomic_load(&sh->waiting[mine].pid) != me)
+		mine = -1;
+	for (i = 0; mine < 0 && i < WAIT_SLOTS; i++) {
+		p = atomic_load(&sh->waiting[i].pid);
+		if (p == me || ((p == 0 || (kill(p, 0) == -1 &&
+		    errno == ESRCH)) && atomic_compare_exchange_strong(
+		    &sh->waiting[i].pid, &p, me))) {
+			if (p != me)
+				atomic_store(&sh->waiting[i].n, 0);
+			mine = i;
+		}
+	}
+	if (mine >= 0)
+		atomic_fetch_add(&sh->waiting[mine].n, n);
+}
+
 void
 store_count(int what, int64_t n)
 {
@@ -726,7 +789,7 @@ store_count(int what, int64_t n)
 		atomic_fetch_add(&sh->bypass, (uint64_t)n);
 		break;
 	case SC_WAITERS:
-		atomic_fetch_add(&sh->waiters, n);
+		store_waiting(n);
 		break;
 	}
 }
@@ -734,6 +797,8 @@ store_count(int what, int64_t n)
 void
 store_stats(struct store_stats *st)
 {
+	int i;
+
 	memset(st, 0, sizeof(*st));
 	if (sh == NULL)
 		return;
@@ -743,7 +808,12 @@ store_stats(struct store_stats *st)
 	st->bypass = atomic_load(&sh->bypass);
 	st->evictions = atomic_load(&sh->evictions);
 	st->fills_failed = atomic_load(&sh->fills_failed);
-	st->waiters = atomic_load(&sh->waiters);
+	for (i = 0; i < WAIT_SLOTS; i++) {
+		pid_t p = atomic_load(&sh->waiting[i].pid);
+
+		if (p != 0 && (kill(p, 0) == 0 || errno != ESRCH))
+			st->waiters += atomic_load(&sh->waiting[i].n);
+	}
 	store_lock();
 	st->entries = sh->entries;
 	st->stored_bytes = sh->stored_bytes;

@@ -82,6 +82,7 @@ struct store_put {
 	const char	*vary;		/* the answer's Vary value, or NULL */
 	size_t		 vary_len;
 	int64_t		 stored_at_ms;	/* wall clock: the answer came */
+	int64_t		 asked_at_ms;	/* and its request went out */
 	uint64_t	 lifetime_ms;
 	uint64_t	 initial_age_ms;
 	uint64_t	 swr_ms;	/* stale-while-revalidate window */
@@ -117,9 +118,13 @@ int	store_fill(const struct store_req *, const struct store_ticket *,
 /* Lets go of t without storing: the fill failed (its stale answer, if
  * any, is then served for stale-if-error). */
 void	store_release(const struct store_ticket *, int64_t now_ms);
+/* Removes the entry of exactly this key (an unsafe method went to its
+ * URI). */
+void	store_invalidate(const char *key, size_t len);
 /* Removes every entry whose key's path starts with prefix; the count. */
 size_t	store_purge(const char *prefix, size_t len);
-/* Counters for /metrics. */
+/* Counters for /metrics; SC_WAITERS counts this worker's waiters, in
+ * a slot of its own that a dead worker's successor takes over. */
 void	store_count(int what, int64_t n);
 void	store_stats(struct store_stats *);
 
