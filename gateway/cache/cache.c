@@ -468,6 +468,12 @@ sink_head(void *arg, int status, const char *reason, size_t reason_len,
 		f->ps.storable = true;
 	f->storing = f->ps.storable && (clen < 0 || (uint64_t)clen <= max) &&
 	    fill_keep_head(&f->acc, fields, fields_len) == 0;
+	if (!f->ps.storable)
+		store_count(f->ps.why != NULL && strcmp(f->ps.why, "vary *") == 0 ?
+		    SC_NS_VARY :
+		    SC_NS_POLICY, 1);
+	else if (!f->storing)
+		store_count(SC_NS_TOO_BIG, 1);
 	f->head_len = f->acc.len;
 	if (f->client != NULL) {
 		f->head_sent = true;
@@ -486,6 +492,7 @@ sink_body(void *arg, const char *data, size_t len)
 	if (f->storing && f->acc.len - f->head_len + len >
 	    worker.cfg->cache_max_entry) {
 		f->storing = false;		/* too big: not stored */
+		store_count(SC_NS_TOO_BIG, 1);
 		buf_free(&f->acc);
 	}
 	if (f->storing && buf_append(&f->acc, data, len) == -1) {
@@ -945,6 +952,12 @@ cache_metrics(struct buf *b)
 	    "failed.\n"
 	    "# TYPE agate_cache_fills_failed_total counter\n"
 	    "agate_cache_fills_failed_total %llu\n"
+	    "# HELP agate_cache_not_stored_total Answers not stored, by "
+	    "why.\n"
+	    "# TYPE agate_cache_not_stored_total counter\n"
+	    "agate_cache_not_stored_total{reason=\"policy\"} %llu\n"
+	    "agate_cache_not_stored_total{reason=\"too_big\"} %llu\n"
+	    "agate_cache_not_stored_total{reason=\"vary\"} %llu\n"
 	    "# HELP agate_cache_waiters Requests waiting for another's fill.\n"
 	    "# TYPE agate_cache_waiters gauge\n"
 	    "agate_cache_waiters %lld\n",
@@ -953,5 +966,8 @@ cache_metrics(struct buf *b)
 	    (unsigned long long)st.stored_bytes,
 	    (unsigned long long)st.capacity, (unsigned long long)st.entries,
 	    (unsigned long long)st.evictions,
-	    (unsigned long long)st.fills_failed, (long long)st.waiters);
+	    (unsigned long long)st.fills_failed,
+	    (unsigned long long)st.not_stored_policy,
+	    (unsigned long long)st.not_stored_too_big,
+	    (unsigned long long)st.not_stored_vary, (long long)st.waiters);
 }

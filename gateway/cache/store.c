@@ -60,6 +60,7 @@ struct store_hdr {
 	uint64_t		 entries, stored_bytes;
 	_Atomic uint64_t	 hits, misses, stale, bypass, evictions;
 	_Atomic uint64_t	 fills_failed;
+	_Atomic uint64_t	 not_stored[3];	/* SC_NS_* */
 	struct {
 		_Atomic pid_t	 pid;
 		_Atomic int64_t	 n;
@@ -645,6 +646,7 @@ store_fill(const struct store_req *q, const struct store_ticket *t,
 	if (p->vary != NULL && (policy_vary_each(p->vary, p->vary_len,
 	    STORE_VARY_MAX, vary_add, &v) < 0 || v.over)) {
 		store_release(t, 0);
+		atomic_fetch_add(&sh->not_stored[SC_NS_VARY - SC_NS_POLICY], 1);
 		return -1;
 	}
 	store_lock();
@@ -671,8 +673,11 @@ store_fill(const struct store_req *q, const struct store_ticket *t,
 		rc = entry_store(i, q, p, &v);
 		if (held)
 			ENT(i)->lock_pid = 0;
-		if (rc == -1)
+		if (rc == -1) {
 			entry_free(i);
+			atomic_fetch_add(&sh->not_stored[SC_NS_TOO_BIG -
+			    SC_NS_POLICY], 1);
+		}
 		else
 			lru_front(i);
 	}
@@ -791,6 +796,12 @@ store_count(int what, int64_t n)
 	case SC_WAITERS:
 		store_waiting(n);
 		break;
+	case SC_NS_POLICY:
+	case SC_NS_TOO_BIG:
+	case SC_NS_VARY:
+		atomic_fetch_add(&sh->not_stored[what - SC_NS_POLICY],
+		    (uint64_t)n);
+		break;
 	}
 }
 
@@ -808,6 +819,9 @@ store_stats(struct store_stats *st)
 	st->bypass = atomic_load(&sh->bypass);
 	st->evictions = atomic_load(&sh->evictions);
 	st->fills_failed = atomic_load(&sh->fills_failed);
+	st->not_stored_policy = atomic_load(&sh->not_stored[0]);
+	st->not_stored_too_big = atomic_load(&sh->not_stored[1]);
+	st->not_stored_vary = atomic_load(&sh->not_stored[2]);
 	for (i = 0; i < WAIT_SLOTS; i++) {
 		pid_t p = atomic_load(&sh->waiting[i].pid);
 

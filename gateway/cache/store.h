@@ -92,6 +92,8 @@ struct store_put {
 struct store_stats {
 	uint64_t	 hits, misses, stale, bypass;
 	uint64_t	 evictions, fills_failed;
+	uint64_t	 not_stored_policy, not_stored_too_big,
+			 not_stored_vary;
 	uint64_t	 entries, stored_bytes, capacity;
 	int64_t		 waiters;
 };
@@ -128,6 +130,13 @@ size_t	store_purge(const char *prefix, size_t len);
 void	store_count(int what, int64_t n);
 void	store_stats(struct store_stats *);
 
-enum { SC_HIT, SC_MISS, SC_STALE, SC_BYPASS, SC_WAITERS };
+enum {
+	SC_HIT, SC_MISS, SC_STALE, SC_BYPASS, SC_WAITERS,
+	/* Answers not stored, by why: */
+	SC_NS_POLICY,		/* RFC 9111 forbids it (private, no-store...) */
+	SC_NS_TOO_BIG,		/* over max_entry, or half the store */
+	SC_NS_VARY,		/* Vary: * or too many names */
+	SC_NKINDS
+};
 
 #endif

@@ -729,6 +729,15 @@ class CacheTest(AgateTest):
             self.assertEqual(o.count(p), 1, p)
         m = self.metrics()
         self.assertEqual(m["agate_cache_entries"], 7)
+        # Each answer passed on unstored is counted, with why: RFC 9111
+        # (no-store, private, no-cache, Set-Cookie: 4 x 3; 500 and 302:
+        # 2 x 3; Authorization: 2), Vary (* and 9 names: 2 x 3), size
+        # (the two big ones: 2 x 4).
+        self.assertEqual(m['agate_cache_not_stored_total{reason="policy"}'],
+                         20)
+        self.assertEqual(m['agate_cache_not_stored_total{reason="vary"}'], 6)
+        self.assertEqual(
+            m['agate_cache_not_stored_total{reason="too_big"}'], 8)
 
     # 5 ------------------------------------------------------------------
 
