@@ -323,16 +323,31 @@ entry_new(uint64_t h, size_t key_len)
 	return i;
 }
 
-/* Frees the least recently used entries (not locked, not keep) until
- * want blocks are free.  False if that cannot be done. */
+/* Whether entry e's lock is held: by a live process, for no longer
+ * than timeout. */
 static bool
-store_room(uint32_t want, uint32_t keep)
+lock_alive(const struct entry *e, int64_t now, uint64_t timeout)
+{
+	if (e->lock_pid == 0)
+		return false;
+	if (now - e->lock_since > (int64_t)timeout)
+		return false;
+	return e->lock_pid == getpid() || kill(e->lock_pid, 0) == 0 ||
+	    errno != ESRCH;
+}
+
+/* Frees the least recently used entries (not keep, and no lock held on
+ * them at q's time: a lock whose owner died or timed out pins nothing)
+ * until want blocks are free.  False if that cannot be done. */
+static bool
+store_room(uint32_t want, uint32_t keep, const struct store_req *q)
 {
 	uint32_t i = sh->lru_tail, prev;
 
 	while (sh->nfree_blocks < want && i != 0) {
 		prev = ENT(i)->prev;
-		if (i != keep && ENT(i)->lock_pid == 0) {
+		if (i != keep && !lock_alive(ENT(i), q->now_ms,
+		    q->lock_timeout_ms)) {
 			entry_free(i);
 			atomic_fetch_add(&sh->evictions, 1);
 		}
@@ -431,29 +446,19 @@ entry_age(const struct entry *e, int64_t now)
 	    now - e->stored_at : 0);
 }
 
-/* Frees the least recently used entry that no fill holds. */
+/* Frees the least recently used entry that no fill holds (at q's time,
+ * as in store_room()). */
 static void
-store_evict_one(void)
+store_evict_one(const struct store_req *q)
 {
 	uint32_t i;
 
 	for (i = sh->lru_tail; i != 0; i = ENT(i)->prev)
-		if (ENT(i)->lock_pid == 0) {
+		if (!lock_alive(ENT(i), q->now_ms, q->lock_timeout_ms)) {
 			entry_free(i);
 			atomic_fetch_add(&sh->evictions, 1);
 			return;
 		}
-}
-
-static bool
-lock_alive(const struct entry *e, int64_t now, uint64_t timeout)
-{
-	if (e->lock_pid == 0)
-		return false;
-	if (now - e->lock_since > (int64_t)timeout)
-		return false;
-	return e->lock_pid == getpid() || kill(e->lock_pid, 0) == 0 ||
-	    errno != ESRCH;
 }
 
 static void
@@ -502,7 +507,7 @@ store_lookup(const struct store_req *q, struct buf *out,
 	hit->status = 0;
 	if ((i = entry_find(q->key, q->key_len, h)) == 0) {
 		if (sh->free_entry == 0)
-			store_evict_one();
+			store_evict_one(q);
 		if ((i = entry_new(h, q->key_len)) == 0) {
 			store_unlock();
 			return SL_NONE;
@@ -593,7 +598,7 @@ entry_store(uint32_t i, const struct store_req *q,
 
 	if (need == 0)
 		need = 1;
-	if (need > sh->nblocks / 2 || !store_room(need, i))
+	if (need > sh->nblocks / 2 || !store_room(need, i, q))
 		return -1;
 	e->first = b = sh->free_block;
 	for (k = 1; k < need; k++)
@@ -657,14 +662,14 @@ store_fill(const struct store_req *q, const struct store_ticket *t,
 		 * (stored or coming) was asked for after ours, unless it
 		 * was stored before we asked. */
 		e = ENT(i);
-		if (e->lock_pid != 0 || (e->first != 0 &&
-		    e->asked_at >= p->asked_at_ms)) {
+		if (lock_alive(e, q->now_ms, q->lock_timeout_ms) ||
+		    (e->first != 0 && e->asked_at >= p->asked_at_ms)) {
 			store_unlock();
 			return -1;
 		}
 	} else {
 		if (sh->free_entry == 0)
-			store_evict_one();
+			store_evict_one(q);
 		i = entry_new(h, q->key_len);
 	}
 	if (i != 0) {
