@@ -430,7 +430,9 @@ vary_matches(const struct entry *e, const struct store_req *q)
 		val = q->header(q->header_arg, name, nlen, &vlen);
 		if (val == NULL)
 			vlen = 0;
-		if (vlen != strlen(want) || memcmp(val, want, vlen) != 0)
+		/* No memcmp() of val NULL, even for 0 bytes. */
+		if (vlen != strlen(want) || (vlen > 0 &&
+		    memcmp(val, want, vlen) != 0))
 			return false;
 	}
 	return true;
