@@ -74,6 +74,7 @@ struct waiter {
 	struct request		*r;
 	struct store_ticket	 t;
 	uint64_t		 since;		/* monotonic ms */
+	int64_t			 wall_since;	/* the same, wall clock */
 	struct waiter		*next;
 };
 
@@ -83,7 +84,7 @@ static struct event	 poll_ev;
 static bool		 poll_ready;
 static struct buf	 copy;		/* a hit, copied out */
 
-static void	cache_lookup(struct request *, bool waited);
+static void	cache_lookup(struct request *, int64_t waited_since);
 static void	waiter_abort(struct request *);
 static void	client_writable(struct request *);
 static void	client_abort(struct request *);
@@ -713,6 +714,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_ms(), lt = worker.cfg->cache_lock_timeout_ms;
 	int64_t wall = wall_ms();
 	struct waiter *w, *next, *ready = NULL;
+	int64_t ws;
 	/* A herd waits on one lock: ask the store once per lock. */
 	struct store_ticket last = { 0, 0 };
 	bool last_over = false;
@@ -737,6 +739,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 		bool timed_out = now - w->since >= lt;
 
 		ready = w->next;
+		ws = w->wall_since;
 		free(w);
 		r->gw = NULL;
 		r->hooks = NULL;
@@ -746,7 +749,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 			cache_label(r, "MISS");
 			proxy_start(r);
 		} else
-			cache_lookup(r, true);
+			cache_lookup(r, ws);
 	}
 	poll_arm();
 }
@@ -763,6 +766,7 @@ waiter_add(struct request *r, const struct store_ticket *t, uint64_t since)
 	w->r = r;
 	w->t = *t;
 	w->since = since;
+	w->wall_since = wall_ms();
 	w->next = waiters;
 	waiters = w;
 	r->gw = w;
@@ -773,9 +777,11 @@ waiter_add(struct request *r, const struct store_ticket *t, uint64_t since)
 
 /* -- the handler -------------------------------------------------------- */
 
+/* waited_since: when r began to wait for a fill (wall ms), or 0. */
 static void
-cache_lookup(struct request *r, bool waited)
+cache_lookup(struct request *r, int64_t waited_since)
 {
+	bool waited = waited_since != 0;
 	static struct buf key;
 	struct store_ticket t;
 	struct store_hit hit;
@@ -798,6 +804,9 @@ cache_lookup(struct request *r, bool waited)
 		return;
 	}
 	store_req_of(&q, r, &key, pr == PR_REVALIDATE);
+	/* What the fill it waited for stored is its answer, fresh or not
+	 * (an upstream slower than the ttl stores answers stale). */
+	q.stored_since_ms = waited_since;
 	rc = store_lookup(&q, &copy, &hit, &t);
 	switch (rc) {
 	case SL_HIT:
@@ -841,7 +850,7 @@ cache_start(struct request *r)
 		evtimer_assign(&poll_ev, worker.base, poll_cb, NULL);
 		poll_ready = true;
 	}
-	cache_lookup(r, false);
+	cache_lookup(r, 0);
 }
 
 void
@@ -857,6 +866,8 @@ cache_free(void)
 	while ((f = fills) != NULL) {
 		if (f->call != NULL)
 			call_cancel(f->call);
+		/* Its waiters, elsewhere, need not wait for lock_timeout. */
+		store_release(&f->ticket, 0);
 		fill_free(f);		/* unlinks it */
 	}
 	if (poll_ready)

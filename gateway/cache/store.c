@@ -522,7 +522,8 @@ store_lookup(const struct store_req *q, struct buf *out,
 	locked = lock_alive(e, q->now_ms, q->lock_timeout_ms);
 	usable = e->first != 0 && vary_matches(e, q);
 	age = entry_age(e, q->now_ms);
-	fresh = usable && !q->revalidate && age < e->lifetime_ms;
+	fresh = usable && !q->revalidate && (age < e->lifetime_ms ||
+	    (q->stored_since_ms != 0 && e->stored_at >= q->stored_since_ms));
 	if (fresh) {
 		hit_copy(e, out, hit, age);
 		hit->stale = false;

@@ -41,6 +41,10 @@ struct store_req {
 	int64_t		 now_ms;	/* wall clock */
 	uint64_t	 lock_timeout_ms;
 	bool		 revalidate;	/* no-cache: do not answer from it */
+	int64_t		 stored_since_ms;	/* an answer stored since is
+						 * served even if stale (the
+						 * fill a request waited for);
+						 * 0: none */
 };
 
 enum store_look {
