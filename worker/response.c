@@ -3,12 +3,16 @@
  * encoding, agate's own JSON errors, and the output queue.  Nothing here
  * writes to the socket except conn_write_out(), which the flush pass and
  * the write event call; everything else appends and marks the connection
- * dirty, so all the pieces of a response leave in one write(2).
+ * dirty, so all the pieces of a response leave in one write(2).  The one
+ * exception is a large body handed over whole (a cache hit): it leaves
+ * at once with what is queued before it, in one writev(2), rather than
+ * be copied into the queue first (h1_write_through()).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -179,6 +183,39 @@ h1_start(struct request *r, int status, const char *reason,
 	conn_mark_dirty(c);
 	return 0;
 }
+/*
+ * A large piece of body on a plain connection whose socket has room:
+ * the queue (the head) and the piece go out in one writev(2); the
+ * queue keeps only what the socket did not take.  Returns how much of
+ * data was sent.
+ */
+#define WRITE_THROUGH_MIN	(32 * 1024)
+
+static size_t
+h1_write_through(struct conn *c, const char *data, size_t len)
+{
+	struct buf *o = &c->out;
+	struct iovec iov[2] = {
+		{ buf_head(o), buf_pending(o) }, { (void *)data, len }
+	};
+	size_t queued = buf_pending(o);
+	ssize_t n;
+
+	if (c->ssl != NULL || c->write_armed || len < WRITE_THROUGH_MIN)
+		return 0;
+	do
+		n = writev(c->fd, iov + (queued == 0), queued == 0 ? 1 : 2);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return 0;		/* the flush pass sees to it */
+	if ((size_t)n <= queued) {
+		buf_consume(o, (size_t)n);
+		return 0;
+	}
+	buf_consume(o, queued);
+	return (size_t)n - queued;
+}
+
 
 static int
 h1_write(struct request *r, const char *data, size_t len)
@@ -194,6 +231,12 @@ h1_write(struct request *r, const char *data, size_t len)
 	if (r->resp_chunked) {
 		rc |= append_uint(o, len, 16);
 		rc |= buf_append(o, "\r\n", 2);
+	} else {
+		size_t sent = h1_write_through(c, data, len);
+
+		r->resp_bytes += sent;
+		data += sent;
+		len -= sent;
 	}
 	rc |= buf_append(o, data, len);
 	if (r->resp_chunked)
