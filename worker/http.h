@@ -202,6 +202,12 @@ int	req_start_response(struct request *, int status, const char *reason,
 	    int64_t content_length);
 /* Queues body bytes.  Returns 0, or -1 if the client is gone. */
 int	req_write_body(struct request *, const char *data, size_t len);
+/* The same from iov[0..n): on a plain HTTP/1.1 connection with room,
+ * large pieces leave at once in one writev(2) with what is queued,
+ * copied nowhere; the rest is queued.  The caller may reuse the memory
+ * when it returns. */
+struct iovec;
+int	req_write_body_iov(struct request *, const struct iovec *, int n);
 /*
  * Zero-copy body: room for up to want bytes at the end of the output
  * queue, for a producer to read() into; then req_body_commit() what it

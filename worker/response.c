@@ -190,21 +190,25 @@ h1_start(struct request *r, int status, const char *reason,
  * data was sent.
  */
 #define WRITE_THROUGH_MIN	(32 * 1024)
+#define WRITE_THROUGH_IOV	64
 
 static size_t
-h1_write_through(struct conn *c, const char *data, size_t len)
+h1_write_through(struct conn *c, const struct iovec *body, int nbody,
+    size_t len)
 {
 	struct buf *o = &c->out;
-	struct iovec iov[2] = {
-		{ buf_head(o), buf_pending(o) }, { (void *)data, len }
-	};
+	struct iovec iov[1 + WRITE_THROUGH_IOV];
 	size_t queued = buf_pending(o);
 	ssize_t n;
 
-	if (c->ssl != NULL || c->write_armed || len < WRITE_THROUGH_MIN)
+	if (c->ssl != NULL || c->write_armed || len < WRITE_THROUGH_MIN ||
+	    nbody > WRITE_THROUGH_IOV)
 		return 0;
+	iov[0].iov_base = buf_head(o);
+	iov[0].iov_len = queued;
+	memcpy(iov + 1, body, (size_t)nbody * sizeof(*body));
 	do
-		n = writev(c->fd, iov + (queued == 0), queued == 0 ? 1 : 2);
+		n = writev(c->fd, iov + (queued == 0), nbody + (queued != 0));
 	while (n < 0 && errno == EINTR);
 	if (n <= 0)
 		return 0;		/* the flush pass sees to it */
@@ -232,7 +236,8 @@ h1_write(struct request *r, const char *data, size_t len)
 		rc |= append_uint(o, len, 16);
 		rc |= buf_append(o, "\r\n", 2);
 	} else {
-		size_t sent = h1_write_through(c, data, len);
+		struct iovec one = { (void *)data, len };
+		size_t sent = h1_write_through(c, &one, 1, len);
 
 		r->resp_bytes += sent;
 		data += sent;
@@ -351,6 +356,36 @@ int
 req_raw_write_body(struct request *r, const char *data, size_t len)
 {
 	return r->carrier->write(r, data, len);
+}
+
+int
+req_write_body_iov(struct request *r, const struct iovec *iov, int n)
+{
+	size_t total = 0, sent = 0, k;
+	int i;
+
+	for (i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	if (r->filter == NULL && r->carrier == &h1_carrier &&
+	    !r->resp_chunked && !r->resp_nobody && !r->conn->closing) {
+		sent = h1_write_through(r->conn, iov, n, total);
+		r->resp_bytes += sent;
+		if (sent > 0)
+			conn_mark_dirty(r->conn);
+	}
+	/* What the socket did not take is queued (copied). */
+	for (i = 0; i < n; i++) {
+		if (sent >= iov[i].iov_len) {
+			sent -= iov[i].iov_len;
+			continue;
+		}
+		k = iov[i].iov_len - sent;
+		if (req_write_body(r, (const char *)iov[i].iov_base + sent,
+		    k) == -1)
+			return -1;
+		sent = 0;
+	}
+	return 0;
 }
 
 char *

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "gateway/cache/cache.h"
@@ -255,7 +256,38 @@ cache_304_fields(const char *head, size_t len, struct buf *out)
 		}
 }
 
-/* Answers r from a stored answer copied into `copy`. */
+/*
+ * A large stored body, sent from where it is stored: straight to the
+ * socket when it takes it, else copied into the output (one copy
+ * either way, as few as a file cache's sendfile).  Should a fill or an
+ * eviction have reused its blocks meanwhile, what was sent may be torn:
+ * the connection is cut rather than the answer end as if whole.
+ */
+static void
+cache_send_ref(struct request *r, const struct store_ref *ref)
+{
+	struct iovec iov[64];
+	size_t from = 0, bytes;
+	int n;
+
+	while (from < ref->len) {
+		if ((n = store_body_iov(ref, from, iov, 64, &bytes)) == 0)
+			break;
+		if (req_write_body_iov(r, iov, n) == -1)
+			return;
+		from += bytes;
+	}
+	if (from < ref->len || !store_ref_intact(ref)) {
+		log_info("cache: a stored answer changed while it was sent; "
+		    "the connection is cut");
+		req_fail(r, "cache entry changed while sent");
+		return;
+	}
+	req_end_response(r);
+}
+
+/* Answers r from a stored answer copied into `copy` (its body maybe
+ * only referenced). */
 static void
 cache_serve(struct request *r, const struct store_hit *hit,
     const char *label)
@@ -282,6 +314,10 @@ cache_serve(struct request *r, const struct store_hit *hit,
 	if (req_start_response(r, hit->status, NULL, 0, h.data, h.len,
 	    (int64_t)hit->body_len) == -1)
 		return;
+	if (hit->by_ref && !r->resp_nobody) {
+		cache_send_ref(r, &hit->ref);
+		return;
+	}
 	if (hit->body_len > 0 && !r->resp_nobody &&
 	    req_write_body(r, body, hit->body_len) == -1)
 		return;
@@ -804,6 +840,7 @@ cache_lookup(struct request *r, int64_t waited_since)
 		return;
 	}
 	store_req_of(&q, r, &key, pr == PR_REVALIDATE);
+	q.body_by_ref = true;
 	/* What the fill it waited for stored is its answer, fresh or not
 	 * (an upstream slower than the ttl stores answers stale). */
 	q.stored_since_ms = waited_since;

@@ -28,6 +28,13 @@
 #define BLOCK		2048
 #define FAILED_STALE_MS	1000	/* after a failed fill, serve stale */
 #define WAIT_SLOTS	256	/* workers counting their waiters */
+#define RETIRE_MAX	64	/* replaced chains waiting to be freed */
+#define RETIRE_MS	250
+
+struct retired {
+	uint32_t	 first, nblocks;
+	int64_t		 at;		/* store_now() */
+};
 
 struct entry {
 	uint64_t	 hash;
@@ -56,6 +63,8 @@ struct store_hdr {
 	pthread_mutex_t		 lock;
 	uint32_t		 free_entry, free_block, nfree_blocks;
 	uint32_t		 lru_head, lru_tail;
+	struct retired		 retired[RETIRE_MAX];	/* a ring */
+	uint32_t		 retired_head, nretired;
 	uint32_t		 seq;
 	uint64_t		 entries, stored_bytes;
 	_Atomic uint64_t	 hits, misses, stale, bypass, evictions;
@@ -65,7 +74,8 @@ struct store_hdr {
 		_Atomic pid_t	 pid;
 		_Atomic int64_t	 n;
 	}			 waiting[WAIT_SLOTS];
-	size_t			 off_buckets, off_entries, off_next, off_blocks;
+	size_t			 off_buckets, off_entries, off_next, off_gen;
+	size_t			 off_blocks;
 };
 
 static struct store_hdr	*sh;
@@ -73,9 +83,86 @@ static struct store_hdr	*sh;
 #define BUCKETS()	((uint32_t *)((char *)sh + sh->off_buckets))
 #define ENT(i)		(&((struct entry *)((char *)sh + sh->off_entries))[(i) - 1])
 #define NEXTB(i)	(((uint32_t *)((char *)sh + sh->off_next))[(i) - 1])
+#define BGEN(i)		(((_Atomic uint32_t *)((char *)sh + sh->off_gen))[(i) - 1])
 #define BLK(i)		((char *)sh + sh->off_blocks + (size_t)((i) - 1) * BLOCK)
 
 /* -- the segment ---------------------------------------------------------- */
+
+static void
+entry_clear(struct entry *e)
+{
+	memset(e, 0, sizeof(*e));
+}
+
+/* A coarse clock for retired chains (see chain_retire()). */
+static int64_t
+store_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Gives a chain's blocks back; its first block's generation moves on
+ * first, so that a reader of the chain (store_ref) sees it went. */
+static void
+chain_free(uint32_t b, uint32_t nblocks)
+{
+	uint32_t n;
+
+	if (b == 0)
+		return;
+	atomic_fetch_add(&BGEN(b), 1);
+	while (b != 0) {
+		n = NEXTB(b);
+		NEXTB(b) = sh->free_block;
+		sh->free_block = b;
+		b = n;
+	}
+	sh->nfree_blocks += nblocks;
+}
+
+/* Frees retired chains older than RETIRE_MS (all of them: force). */
+static void
+chain_reclaim(bool force)
+{
+	int64_t now = store_now();
+
+	while (sh->nretired > 0) {
+		struct retired *r = &sh->retired[sh->retired_head];
+
+		if (!force && now - r->at < RETIRE_MS)
+			break;
+		chain_free(r->first, r->nblocks);
+		sh->retired_head = (sh->retired_head + 1) % RETIRE_MAX;
+		sh->nretired--;
+	}
+}
+
+/*
+ * A replaced or purged answer's chain is not freed at once: a worker may
+ * be sending it in place this very moment (cache.c reads large bodies
+ * without the mutex).  It waits RETIRE_MS, much longer than a send,
+ * as nginx's readers keep a cache file's old inode.
+ */
+static void
+chain_retire(uint32_t first, uint32_t nblocks)
+{
+	struct retired *r;
+
+	if (sh->nretired == RETIRE_MAX) {
+		r = &sh->retired[sh->retired_head];
+		chain_free(r->first, r->nblocks);
+		sh->retired_head = (sh->retired_head + 1) % RETIRE_MAX;
+		sh->nretired--;
+	}
+	r = &sh->retired[(sh->retired_head + sh->nretired) % RETIRE_MAX];
+	r->first = first;
+	r->nblocks = nblocks;
+	r->at = store_now();
+	sh->nretired++;
+}
 
 /* Every entry and block free, the index empty. */
 static void
@@ -84,11 +171,15 @@ store_wipe(void)
 	uint32_t i;
 
 	memset(BUCKETS(), 0, sh->nbuckets * sizeof(uint32_t));
-	memset(ENT(1), 0, sh->nentries * sizeof(struct entry));
+	for (i = 1; i <= sh->nentries; i++)
+		entry_clear(ENT(i));
 	for (i = 1; i <= sh->nentries; i++)
 		ENT(i)->hnext = i < sh->nentries ? i + 1 : 0;
 	for (i = 1; i <= sh->nblocks; i++)
 		NEXTB(i) = i < sh->nblocks ? i + 1 : 0;
+	for (i = 1; i <= sh->nblocks; i++)
+		atomic_fetch_add(&BGEN(i), 1);	/* readers in flight */
+	sh->nretired = sh->retired_head = 0;
 	sh->free_entry = 1;
 	sh->free_block = 1;
 	sh->nfree_blocks = sh->nblocks;
@@ -111,20 +202,21 @@ store_init(size_t memory)
 	while (nb < nblocks)
 		nb <<= 1;
 	off = (sizeof(struct store_hdr) + 63) & ~(size_t)63;
-	p = mmap(NULL, off + nb * 4 + nblocks * (sizeof(struct entry) + 4 +
-	    BLOCK) + 64, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	p = mmap(NULL, off + nb * 4 + nblocks * (sizeof(struct entry) + 8 +
+	    BLOCK) + 128, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	    -1, 0);
 	if (p == MAP_FAILED)
 		return -1;
 	sh = p;
-	sh->size = off + nb * 4 + nblocks * (sizeof(struct entry) + 4 +
-	    BLOCK) + 64;
+	sh->size = off + nb * 4 + nblocks * (sizeof(struct entry) + 8 +
+	    BLOCK) + 128;
 	sh->nbuckets = (uint32_t)nb;
 	sh->nentries = sh->nblocks = (uint32_t)nblocks;
 	sh->off_buckets = off;
 	sh->off_entries = (off + nb * 4 + 63) & ~(size_t)63;
 	sh->off_next = sh->off_entries + nblocks * sizeof(struct entry);
-	sh->off_blocks = (sh->off_next + nblocks * 4 + 63) & ~(size_t)63;
+	sh->off_gen = sh->off_next + nblocks * 4;
+	sh->off_blocks = (sh->off_gen + nblocks * 4 + 63) & ~(size_t)63;
 	pthread_mutexattr_init(&ma);
 	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
 	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
@@ -207,20 +299,15 @@ lru_front(uint32_t i)
 
 /* Gives an entry's blocks back (it keeps its place in the index). */
 static void
-entry_empty(struct entry *e)
+entry_empty(struct entry *e, bool retire)
 {
-	uint32_t b = e->first, n;
-
-	while (b != 0) {
-		n = NEXTB(b);
-		NEXTB(b) = sh->free_block;
-		sh->free_block = b;
-		sh->nfree_blocks++;
-		b = n;
-	}
 	if (e->first != 0) {
 		sh->stored_bytes -= (uint64_t)e->nblocks * BLOCK;
 		sh->entries--;
+		if (retire)
+			chain_retire(e->first, e->nblocks);
+		else
+			chain_free(e->first, e->nblocks);
 	}
 	e->first = 0;
 	e->nblocks = 0;
@@ -228,18 +315,18 @@ entry_empty(struct entry *e)
 
 /* Takes entry i out of the index and frees it. */
 static void
-entry_free(uint32_t i)
+entry_free(uint32_t i, bool retire)
 {
 	struct entry *e = ENT(i);
 	uint32_t *b = &BUCKETS()[e->hash & (sh->nbuckets - 1)];
 
-	entry_empty(e);
+	entry_empty(e, retire);
 	while (*b != 0 && *b != i)
 		b = &ENT(*b)->hnext;
 	if (*b == i)
 		*b = e->hnext;
 	lru_unlink(i);
-	memset(e, 0, sizeof(*e));
+	entry_clear(e);
 	e->hnext = sh->free_entry;
 	sh->free_entry = i;
 }
@@ -312,7 +399,7 @@ entry_new(uint64_t h, size_t key_len)
 		return 0;
 	e = ENT(i);
 	sh->free_entry = e->hnext;
-	memset(e, 0, sizeof(*e));
+	entry_clear(e);
 	e->hash = h;
 	e->key_len = (uint32_t)key_len;
 	e->used = 1;
@@ -344,11 +431,13 @@ store_room(uint32_t want, uint32_t keep, const struct store_req *q)
 {
 	uint32_t i = sh->lru_tail, prev;
 
+	/* Retired chains go before any live answer does. */
+	chain_reclaim(sh->nfree_blocks < want);
 	while (sh->nfree_blocks < want && i != 0) {
 		prev = ENT(i)->prev;
 		if (i != keep && !lock_alive(ENT(i), q->now_ms,
 		    q->lock_timeout_ms)) {
-			entry_free(i);
+			entry_free(i, false);
 			atomic_fetch_add(&sh->evictions, 1);
 		}
 		i = prev;
@@ -457,7 +546,7 @@ store_evict_one(const struct store_req *q)
 
 	for (i = sh->lru_tail; i != 0; i = ENT(i)->prev)
 		if (!lock_alive(ENT(i), q->now_ms, q->lock_timeout_ms)) {
-			entry_free(i);
+			entry_free(i, false);
 			atomic_fetch_add(&sh->evictions, 1);
 			return;
 		}
@@ -476,10 +565,19 @@ lock_take(struct entry *e, int64_t now, struct store_ticket *t,
 
 static void
 hit_copy(const struct entry *e, struct buf *out, struct store_hit *hit,
-    uint64_t age)
+    uint64_t age, bool by_ref)
 {
 	size_t n = e->head_len + e->body_len;
 
+	hit->by_ref = by_ref && e->body_len >= STORE_REF_MIN;
+	if (hit->by_ref) {
+		hit->ref.entry = (uint32_t)(e - ENT(1)) + 1;
+		hit->ref.version = atomic_load(&BGEN(e->first));
+		hit->ref.first = e->first;
+		hit->ref.off = e->key_len + e->vary_len + e->head_len;
+		hit->ref.len = e->body_len;
+		n = e->head_len;		/* the body stays */
+	}
 	buf_reset(out);
 	if (buf_reserve(out, n) == -1) {
 		hit->head_len = hit->body_len = 0;
@@ -525,7 +623,7 @@ store_lookup(const struct store_req *q, struct buf *out,
 	fresh = usable && !q->revalidate && (age < e->lifetime_ms ||
 	    (q->stored_since_ms != 0 && e->stored_at >= q->stored_since_ms));
 	if (fresh) {
-		hit_copy(e, out, hit, age);
+		hit_copy(e, out, hit, age, q->body_by_ref);
 		hit->stale = false;
 		lru_front(i);
 		store_unlock();
@@ -536,7 +634,7 @@ store_lookup(const struct store_req *q, struct buf *out,
 	if (usable && !q->revalidate && (age < e->lifetime_ms + e->swr_ms ||
 	    (age < e->lifetime_ms + e->sie_ms &&
 	    q->now_ms - e->failed_at < FAILED_STALE_MS))) {
-		hit_copy(e, out, hit, age);
+		hit_copy(e, out, hit, age, q->body_by_ref);
 		hit->stale = true;
 		lru_front(i);
 		rc = SL_STALE;
@@ -555,12 +653,55 @@ store_lookup(const struct store_req *q, struct buf *out,
 	}
 	/* The stale answer, for stale-if-error should the fill fail. */
 	if (usable && age < e->lifetime_ms + e->sie_ms) {
-		hit_copy(e, out, hit, age);
+		hit_copy(e, out, hit, age, false);
 		hit->stale = true;
 	}
 	lock_take(e, q->now_ms, t, i);
 	store_unlock();
 	return SL_FILL;
+}
+
+int
+store_body_iov(const struct store_ref *r, size_t from, struct iovec *iov,
+    int max, size_t *bytes)
+{
+	size_t off = r->off + from, left, k;
+	uint32_t b = r->first, hops = 0;
+	int n = 0;
+
+	*bytes = 0;
+	if (sh == NULL || from >= r->len)
+		return 0;
+	left = r->len - from;
+	/* The chain may be rewritten under us: every block number is
+	 * checked, and the walk bounded; a torn read is caught later. */
+	while (off >= BLOCK && b >= 1 && b <= sh->nblocks &&
+	    hops++ < sh->nblocks) {
+		b = NEXTB(b);
+		off -= BLOCK;
+	}
+	while (left > 0 && n < max && b >= 1 && b <= sh->nblocks &&
+	    hops++ < sh->nblocks) {
+		k = BLOCK - off < left ? BLOCK - off : left;
+		iov[n].iov_base = BLK(b) + off;
+		iov[n].iov_len = k;
+		n++;
+		*bytes += k;
+		left -= k;
+		off = 0;
+		b = NEXTB(b);
+	}
+	return n;
+}
+
+bool
+store_ref_intact(const struct store_ref *r)
+{
+	if (sh == NULL || r->entry == 0 || r->entry > sh->nentries)
+		return false;
+	atomic_thread_fence(memory_order_acquire);
+	return r->first >= 1 && r->first <= sh->nblocks &&
+	    atomic_load(&BGEN(r->first)) == r->version;
 }
 
 bool
@@ -676,13 +817,13 @@ store_fill(const struct store_req *q, const struct store_ticket *t,
 		i = entry_new(h, q->key_len);
 	}
 	if (i != 0) {
-		entry_empty(ENT(i));
+		entry_empty(ENT(i), true);
 		ENT(i)->key_len = (uint32_t)q->key_len;
 		rc = entry_store(i, q, p, &v);
 		if (held)
 			ENT(i)->lock_pid = 0;
 		if (rc == -1) {
-			entry_free(i);
+			entry_free(i, false);
 			atomic_fetch_add(&sh->not_stored[SC_NS_TOO_BIG -
 			    SC_NS_POLICY], 1);
 		}
@@ -705,7 +846,7 @@ store_release(const struct store_ticket *t, int64_t now_ms)
 		e = ENT(t->entry);
 		e->lock_pid = 0;
 		if (e->first == 0)
-			entry_free(t->entry);
+			entry_free(t->entry, false);
 		else if (now_ms != 0)
 			e->failed_at = now_ms;
 	}
@@ -724,9 +865,9 @@ store_invalidate(const char *key, size_t len)
 	store_lock();
 	if ((i = entry_find(key, len, store_hash(key, len))) != 0) {
 		if (ENT(i)->lock_pid != 0)
-			entry_empty(ENT(i));	/* its fill stores anew */
+			entry_empty(ENT(i), true);	/* its fill stores anew */
 		else
-			entry_free(i);
+			entry_free(i, true);
 	}
 	store_unlock();
 }
@@ -747,11 +888,11 @@ store_purge(const char *prefix, size_t len)
 		    !entry_equal(e, 0, prefix, len))
 			continue;
 		if (e->lock_pid != 0) {
-			entry_empty(e);		/* its fill stores anew */
+			entry_empty(e, true);		/* its fill stores anew */
 			n++;
 			continue;
 		}
-		entry_free(i);
+		entry_free(i, true);
 		n++;
 	}
 	store_unlock();

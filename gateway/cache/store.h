@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "lib/buf.h"
 
 #define STORE_KEY_MAX	2048	/* a longer key is not cached */
@@ -41,6 +43,8 @@ struct store_req {
 	int64_t		 now_ms;	/* wall clock */
 	uint64_t	 lock_timeout_ms;
 	bool		 revalidate;	/* no-cache: do not answer from it */
+	bool		 body_by_ref;	/* a large body of a HIT or STALE
+					 * answer: by reference */
 	int64_t		 stored_since_ms;	/* an answer stored since is
 						 * served even if stale (the
 						 * fill a request waited for);
@@ -58,6 +62,23 @@ enum store_look {
 	SL_NONE			/* no store (or no room to track a lock) */
 };
 
+/*
+ * A large stored body left where it is (store_req.body_by_ref): read it
+ * with store_body_iov(), then store_ref_intact() says whether what was
+ * read is what was stored (a fill or an eviction may have reused its
+ * blocks meanwhile: a seqlock on the entry).
+ */
+struct store_ref {
+	uint32_t	 entry;
+	uint32_t	 version;
+	uint32_t	 first;		/* its first block */
+	size_t		 off;		/* the body's offset in the data */
+	size_t		 len;
+};
+
+/* Bodies this large are read in place when asked. */
+#define STORE_REF_MIN	(16 * 1024)
+
 /* What the store holds for a key, copied out. */
 struct store_hit {
 	int		 status;
@@ -68,6 +89,8 @@ struct store_hit {
 	 * body_len). */
 	size_t		 head_len;
 	size_t		 body_len;
+	bool		 by_ref;	/* the body is in ref, not copied */
+	struct store_ref ref;
 };
 
 /* A lock held, or waited on. */
@@ -113,6 +136,12 @@ size_t	store_size(void);
  */
 enum store_look store_lookup(const struct store_req *, struct buf *out,
 	    struct store_hit *, struct store_ticket *t);
+/* iovecs over bytes [from, ...) of a body by reference, at most max
+ * of them: their count (0: none left, or the chain is gone), *bytes
+ * their size.  Reads no lock: check store_ref_intact() after use. */
+int	store_body_iov(const struct store_ref *, size_t from, struct iovec *,
+	    int max, size_t *bytes);
+bool	store_ref_intact(const struct store_ref *);
 /* Whether a wait is over: the lock t is gone (filled, let go, timed
  * out or its owner dead). */
 bool	store_wait_over(const struct store_ticket *, int64_t now_ms,

@@ -1117,9 +1117,12 @@ def report(ctx, wall):
                    "during a separate wrk run (same load); self time, %% of "
                    "the samples. For agate, with `--call-graph dwarf`: the "
                    "inclusive share of the functions of its hit path "
-                   "(`hit_copy` is the copy out of the shared segment "
-                   "under the store's mutex, `h1_write` the copy into the "
-                   "connection's output buffer).\n" % a.perf]
+                   "(`hit_copy` copies a small answer, or a large one's "
+                   "head, out of the shared segment under the store's "
+                   "mutex; a large body is written from the segment "
+                   "itself with writev(2), so its one copy is the "
+                   "kernel's `_copy_from_iter`, where nginx splices the "
+                   "file's pages into the socket without one).\n" % a.perf]
     notes = []
     for gw in ctx.gateways:
         if gw.error:
