@@ -116,7 +116,7 @@ cache_label(struct request *r, const char *what)
 {
 	char *p = r->resp_extra, *end = r->resp_extra + r->resp_extra_len;
 	char *nl;
-	int n;
+	size_t n;
 
 	r->cache = what;
 	/* An earlier word goes, the lines after it stay. */
@@ -129,11 +129,14 @@ cache_label(struct request *r, const char *what)
 			break;
 		}
 	}
-	n = snprintf(r->resp_extra + r->resp_extra_len,
-	    sizeof(r->resp_extra) - r->resp_extra_len, "X-Cache: %s\r\n",
-	    what);
-	if (n > 0 && (size_t)n < sizeof(r->resp_extra) - r->resp_extra_len)
-		r->resp_extra_len += (size_t)n;
+	n = strlen(what);
+	if (r->resp_extra_len + 9 + n + 2 > sizeof(r->resp_extra))
+		return;				/* no room: none */
+	p = r->resp_extra + r->resp_extra_len;
+	memcpy(p, "X-Cache: ", 9);
+	memcpy(p + 9, what, n);
+	memcpy(p + 9 + n, "\r\n", 2);
+	r->resp_extra_len += 9 + n + 2;
 }
 
 /* Not GET, HEAD, OPTIONS or TRACE (RFC 9110 9.2.1). */
@@ -217,12 +220,50 @@ stored_field(const char *head, size_t len, const char *name, size_t *vlen)
 	return v;
 }
 
+/* The request fields the cache reads, found in one pass. */
+struct cache_fields {
+	const struct http_header *cc, *pragma, *range, *inm, *ims;
+};
+
+static void
+cache_fields(const struct request *r, struct cache_fields *f)
+{
+	const struct http_header *h = r->head.headers, *end;
+
+	memset(f, 0, sizeof(*f));
+	for (end = h + r->head.nheaders; h < end; h++) {
+		const struct http_header **to = NULL;
+
+		switch (h->name_len) {
+		case 5:
+			to = strncasecmp(h->name, "Range", 5) == 0 ?
+			    &f->range : NULL;
+			break;
+		case 6:
+			to = strncasecmp(h->name, "Pragma", 6) == 0 ?
+			    &f->pragma : NULL;
+			break;
+		case 13:
+			to = strncasecmp(h->name, "Cache-Control", 13) == 0 ?
+			    &f->cc : strncasecmp(h->name, "If-None-Match",
+			    13) == 0 ? &f->inm : NULL;
+			break;
+		case 17:
+			to = strncasecmp(h->name, "If-Modified-Since", 17) ==
+			    0 ? &f->ims : NULL;
+			break;
+		}
+		if (to != NULL && *to == NULL)
+			*to = h;
+	}
+}
+
 /* Whether a conditional request is answered 304 by the stored head. */
 static bool
-cache_not_modified(const struct request *r, const char *head, size_t len)
+cache_not_modified(const struct cache_fields *f, const char *head,
+    size_t len)
 {
-	const struct http_header *inm = req_header(r, "If-None-Match");
-	const struct http_header *ims = req_header(r, "If-Modified-Since");
+	const struct http_header *inm = f->inm, *ims = f->ims;
 	const char *etag, *lm, *date;
 	size_t el = 0, ll = 0, dl = 0;
 
@@ -286,31 +327,52 @@ cache_send_ref(struct request *r, const struct store_ref *ref)
 	req_end_response(r);
 }
 
+/* "Age: N\r\nX-Request-Id: ID\r\n", without printf. */
+static void
+cache_own_fields(struct buf *h, const struct request *r, uint64_t age_ms)
+{
+	char num[24];
+	uint64_t v = age_ms / 1000;
+	int i = (int)sizeof(num);
+
+	do
+		num[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	buf_append(h, "Age: ", 5);
+	buf_append(h, num + i, sizeof(num) - (size_t)i);
+	buf_append(h, "\r\nX-Request-Id: ", 16);
+	buf_append(h, r->id, r->id_len);
+	buf_append(h, "\r\n", 2);
+}
+
 /* Answers r from a stored answer copied into `copy` (its body maybe
- * only referenced). */
+ * only referenced); f: r's fields, or NULL to look them up. */
 static void
 cache_serve(struct request *r, const struct store_hit *hit,
-    const char *label)
+    const char *label, const struct cache_fields *f)
 {
 	static struct buf h;
 	const char *head = copy.data, *body = copy.data + hit->head_len;
+	struct cache_fields mine;
 
+	if (f == NULL) {
+		cache_fields(r, &mine);
+		f = &mine;
+	}
 	cache_label(r, label);
 	buf_reset(&h);
 	r->gw = NULL;
 	r->hooks = NULL;
-	if (cache_not_modified(r, head, hit->head_len)) {
+	if ((f->inm != NULL || f->ims != NULL) &&
+	    cache_not_modified(f, head, hit->head_len)) {
 		cache_304_fields(head, hit->head_len, &h);
-		buf_appendf(&h, "Age: %llu\r\nX-Request-Id: %.*s\r\n",
-		    (unsigned long long)(hit->age_ms / 1000), (int)r->id_len,
-		    r->id);
+		cache_own_fields(&h, r, hit->age_ms);
 		if (req_start_response(r, 304, NULL, 0, h.data, h.len, -1) == 0)
 			req_end_response(r);
 		return;
 	}
 	buf_append(&h, head, hit->head_len);
-	buf_appendf(&h, "Age: %llu\r\nX-Request-Id: %.*s\r\n",
-	    (unsigned long long)(hit->age_ms / 1000), (int)r->id_len, r->id);
+	cache_own_fields(&h, r, hit->age_ms);
 	if (req_start_response(r, hit->status, NULL, 0, h.data, h.len,
 	    (int64_t)hit->body_len) == -1)
 		return;
@@ -612,7 +674,7 @@ sink_done(void *arg, int status, const char *error, const char *extra)
 			buf_reset(&copy);
 			buf_append(&copy, f->stale.data, f->stale.len);
 			store_count(SC_STALE, 1);
-			cache_serve(r, &f->stale_hit, "STALE");
+			cache_serve(r, &f->stale_hit, "STALE", NULL);
 		} else if (!f->head_sent)
 			req_error(r, status, error, extra);
 		else
@@ -823,13 +885,16 @@ cache_lookup(struct request *r, int64_t waited_since)
 	struct store_hit hit;
 	struct store_req q;
 	enum store_look rc;
-	const struct http_header *cc = req_header(r, "Cache-Control");
-	const struct http_header *pg = req_header(r, "Pragma");
-	enum policy_req pr = policy_request(r->head.method,
-	    r->head.method_len, cc ? cc->value : NULL, cc ? cc->value_len : 0,
-	    pg ? pg->value : NULL, pg ? pg->value_len : 0);
+	struct cache_fields fl;
+	enum policy_req pr;
 
-	if (pr == PR_BYPASS || req_has_body(r) || req_header(r, "Range") ||
+	cache_fields(r, &fl);
+	pr = policy_request(r->head.method, r->head.method_len,
+	    fl.cc ? fl.cc->value : NULL, fl.cc ? fl.cc->value_len : 0,
+	    fl.pragma ? fl.pragma->value : NULL,
+	    fl.pragma ? fl.pragma->value_len : 0);
+
+	if (pr == PR_BYPASS || req_has_body(r) || fl.range != NULL ||
 	    cache_key(r, &key) == -1 || key.len > STORE_KEY_MAX) {
 		/* An unsafe method changes what the URI answers (RFC 9111
 		 * 4.4): what is stored for it goes. */
@@ -848,14 +913,14 @@ cache_lookup(struct request *r, int64_t waited_since)
 	switch (rc) {
 	case SL_HIT:
 		store_count(SC_HIT, 1);
-		cache_serve(r, &hit, "HIT");
+		cache_serve(r, &hit, "HIT", &fl);
 		return;
 	case SL_STALE_REFRESH:
 		fill_start(r, NULL, &t, NULL);
 		/* FALLTHROUGH */
 	case SL_STALE:
 		store_count(SC_STALE, 1);
-		cache_serve(r, &hit, "STALE");
+		cache_serve(r, &hit, "STALE", &fl);
 		return;
 	case SL_WAIT:
 		waiter_add(r, &t, now_ms());
