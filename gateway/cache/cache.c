@@ -19,12 +19,10 @@
  *   from the store, or, if the fill failed or was not storable, go to
  *   the upstream themselves.
  *
- * A fill is a call of its own (struct fill): its request is a copy of
- * the client's, so the client may go away and the fill still completes
- * for the waiters.  While the client is there, the answer streams to it
- * as it comes; it is gathered in the worker's memory up to max_entry
- * and stored whole at the end.  A fill that fails, or an answer of 500,
- * 502, 503 or 504, leaves the stale answer in place for stale_if_error.
+ * A fill is a call of its own (fill.c), which completes for the waiters
+ * even if its client goes away.  Large stored bodies are sent from the
+ * shared memory in place (cache_send_ref()).  The admin listener's purge
+ * and the metrics are at the end.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -34,6 +32,7 @@
 #include <time.h>
 
 #include "gateway/cache/cache.h"
+#include "gateway/cache/fill.h"
 #include "gateway/cache/policy.h"
 #include "gateway/cache/store.h"
 #include "gateway/gateway.h"
@@ -43,32 +42,6 @@
 #include "worker/worker.h"
 
 #define WAIT_POLL_MS	1
-
-/* A fill: one upstream call whose answer the store keeps. */
-struct fill {
-	struct request		 req;		/* the call's: a copy */
-	struct request		*client;	/* NULL: gone, or a refresh */
-	struct call_spec	 spec;
-	struct call		*call;
-	struct store_ticket	 ticket;
-	struct buf		 key;
-	struct buf		 target;
-	struct buf		 hdrs;		/* the upstream request's fields:
-						 * u16 n, name, u16 n, value */
-	struct buf		 acc;		/* head fields, then body */
-	struct buf		 stale;		/* for stale_if_error */
-	struct store_hit	 stale_hit;
-	size_t			 head_len;
-	int			 status;
-	bool			 storing;
-	bool			 head_sent;	/* to the client */
-	bool			 serve_stale;	/* a 5xx: the stale answer */
-	struct policy_store	 ps;
-	int64_t			 sent_at;	/* wall ms */
-	int64_t			 came_at;
-	const struct route_cfg	*route;
-	struct fill		*next;		/* all fills of this worker */
-};
 
 /* A request waiting for another's fill. */
 struct waiter {
@@ -80,29 +53,22 @@ struct waiter {
 };
 
 static struct waiter	*waiters;
-static struct fill	*fills;
 static struct event	 poll_ev;
 static bool		 poll_ready;
-static struct buf	 copy;		/* a hit, copied out */
+struct buf		 cache_copy;	/* a hit, copied out */
 
 static void	cache_lookup(struct request *, int64_t waited_since);
 static void	waiter_abort(struct request *);
-static void	client_writable(struct request *);
-static void	client_abort(struct request *);
 
 static const struct req_hooks waiter_hooks = {
 	.abort = waiter_abort,
 };
 
-static const struct req_hooks fill_client_hooks = {
-	.writable = client_writable,
-	.abort = client_abort,
-};
 
 /* -- small things ------------------------------------------------------ */
 
-static int64_t
-wall_ms(void)
+int64_t
+cache_wall_ms(void)
 {
 	struct timespec ts;
 
@@ -161,7 +127,7 @@ is_head(const struct request *r)
 
 /* The key: path?query, a newline, the host (purges match the path):
  * Host for HTTP/1.1, :authority for HTTP/2, both in head.host. */
-static int
+int
 cache_key(const struct request *r, struct buf *k)
 {
 	int rc = 0;
@@ -202,7 +168,7 @@ store_req_of(struct store_req *q, const struct request *r,
 	q->key_len = key->len;
 	q->header = req_field;
 	q->header_arg = (void *)r;
-	q->now_ms = wall_ms();
+	q->now_ms = cache_wall_ms();
 	q->lock_timeout_ms = worker.cfg->cache_lock_timeout_ms;
 	q->revalidate = revalidate;
 }
@@ -210,8 +176,8 @@ store_req_of(struct store_req *q, const struct request *r,
 /* -- answering from the store ------------------------------------------ */
 
 /* A stored field's value, or NULL. */
-static const char *
-stored_field(const char *head, size_t len, const char *name, size_t *vlen)
+const char *
+cache_stored_field(const char *head, size_t len, const char *name, size_t *vlen)
 {
 	const char *v;
 
@@ -269,9 +235,9 @@ cache_not_modified(const struct cache_fields *f, const char *head,
 
 	if (inm == NULL && ims == NULL)
 		return false;
-	etag = stored_field(head, len, "ETag", &el);
-	lm = stored_field(head, len, "Last-Modified", &ll);
-	date = stored_field(head, len, "Date", &dl);
+	etag = cache_stored_field(head, len, "ETag", &el);
+	lm = cache_stored_field(head, len, "Last-Modified", &ll);
+	date = cache_stored_field(head, len, "Date", &dl);
 	return policy_not_modified(inm ? inm->value : NULL,
 	    inm ? inm->value_len : 0, ims ? ims->value : NULL,
 	    ims ? ims->value_len : 0, etag, el, lm, ll, date, dl);
@@ -289,7 +255,7 @@ cache_304_fields(const char *head, size_t len, struct buf *out)
 	size_t vl, i;
 
 	for (i = 0; keep[i] != NULL; i++)
-		if ((v = stored_field(head, len, keep[i], &vl)) != NULL) {
+		if ((v = cache_stored_field(head, len, keep[i], &vl)) != NULL) {
 			buf_append(out, keep[i], strlen(keep[i]));
 			buf_append(out, ": ", 2);
 			buf_append(out, v, vl);
@@ -347,12 +313,12 @@ cache_own_fields(struct buf *h, const struct request *r, uint64_t age_ms)
 
 /* Answers r from a stored answer copied into `copy` (its body maybe
  * only referenced); f: r's fields, or NULL to look them up. */
-static void
+void
 cache_serve(struct request *r, const struct store_hit *hit,
     const char *label, const struct cache_fields *f)
 {
 	static struct buf h;
-	const char *head = copy.data, *body = copy.data + hit->head_len;
+	const char *head = cache_copy.data, *body = cache_copy.data + hit->head_len;
 	struct cache_fields mine;
 
 	if (f == NULL) {
@@ -395,380 +361,11 @@ cache_bypass(struct request *r)
 	proxy_start(r);
 }
 
-/* -- fills ---------------------------------------------------------------- */
-
-/* The client stays with the fill's answer no longer. */
-static void
-fill_detach_client(struct fill *f)
-{
-	if (f->client == NULL)
-		return;
-	f->client->gw = NULL;
-	f->client->hooks = NULL;
-	f->client = NULL;
-}
-
-/* The fill's own request fields, as the client's were. */
-static int
-fill_headers(const struct call *c, call_emit_fn emit, void *arg,
-    struct buf *scratch)
-{
-	const struct fill *f = (const struct fill *)((const char *)c->spec -
-	    offsetof(struct fill, spec));
-	const unsigned char *p = (const unsigned char *)f->hdrs.data;
-	const unsigned char *end = p + f->hdrs.len;
-	size_t nl, vl;
-
-	(void)scratch;
-	while (p + 4 <= end) {
-		nl = (size_t)p[0] << 8 | p[1];
-		vl = (size_t)p[2 + nl] << 8 | p[3 + nl];
-		if (emit(arg, (const char *)p + 2, nl, (const char *)p + 4 + nl,
-		    vl) == -1)
-			return -1;
-		p += 4 + nl + vl;
-	}
-	return 0;
-}
-
-/* A field of the fill's request (for the Vary values it is stored
- * under). */
-static const char *
-fill_field(void *arg, const char *name, size_t nlen, size_t *vlen)
-{
-	const struct fill *f = arg;
-	const unsigned char *p = (const unsigned char *)f->hdrs.data;
-	const unsigned char *end = p + f->hdrs.len;
-	size_t nl, vl;
-
-	while (p + 4 <= end) {
-		nl = (size_t)p[0] << 8 | p[1];
-		vl = (size_t)p[2 + nl] << 8 | p[3 + nl];
-		if (nl == nlen && strncasecmp((const char *)p + 2, name,
-		    nlen) == 0) {
-			*vlen = vl;
-			return (const char *)p + 4 + nl;
-		}
-		p += 4 + nl + vl;
-	}
-	return NULL;
-}
-
-/* Keeps one of the client's upstream fields for the fill; validators
- * and ranges stay out (the store wants the whole answer). */
-static int
-fill_keep(void *arg, const char *name, size_t nlen, const char *value,
-    size_t vlen)
-{
-	static const char *const drop[] = {
-		"If-None-Match", "If-Modified-Since", "If-Match",
-		"If-Unmodified-Since", "If-Range", "Range", "Cache-Control",
-		"Pragma", NULL
-	};
-	struct buf *b = arg;
-	unsigned char len[2];
-	size_t i;
-
-	for (i = 0; drop[i] != NULL; i++)
-		if (http_token_eq(name, nlen, drop[i]))
-			return 0;
-	if (nlen > 0xffff || vlen > 0xffff)
-		return -1;
-	len[0] = (unsigned char)(nlen >> 8);
-	len[1] = (unsigned char)nlen;
-	if (buf_append(b, len, 2) == -1 || buf_append(b, name, nlen) == -1)
-		return -1;
-	len[0] = (unsigned char)(vlen >> 8);
-	len[1] = (unsigned char)vlen;
-	return buf_append(b, len, 2) | buf_append(b, value, vlen);
-}
-
-static void
-fill_free(struct fill *f)
-{
-	struct fill **pp;
-
-	for (pp = &fills; *pp != NULL; pp = &(*pp)->next)
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-	buf_free(&f->key);
-	buf_free(&f->target);
-	buf_free(&f->hdrs);
-	buf_free(&f->acc);
-	buf_free(&f->stale);
-	free(f);
-}
-
-/* Wakes this worker's waiters now: a fill here has ended. */
-static void
-poll_now(void)
+void
+cache_wake(void)
 {
 	if (waiters != NULL && poll_ready)
 		event_active(&poll_ev, 0, 0);
-}
-
-static bool
-is_server_error(int status)
-{
-	return status == 500 || status == 502 || status == 503 ||
-	    status == 504;
-}
-
-/* The answer's fields as stored: without Age (the cache says its own)
- * and X-Request-Id (each answer carries its request's). */
-static int
-fill_keep_head(struct buf *out, const char *fields, size_t len)
-{
-	const char *p = fields, *line, *name, *value;
-	size_t left = len, nlen, vlen;
-	int rc;
-
-	buf_reset(out);
-	for (;;) {
-		line = p;
-		if ((rc = headers_next_field(&p, &left, &name, &nlen, &value,
-		    &vlen)) <= 0)
-			return rc;
-		if (http_token_eq(name, nlen, "Age") ||
-		    http_token_eq(name, nlen, "X-Request-Id"))
-			continue;
-		if (buf_append(out, line, (size_t)(p - line)) == -1)
-			return -1;
-	}
-}
-
-static int
-sink_head(void *arg, int status, const char *reason, size_t reason_len,
-    const char *fields, size_t fields_len, int64_t clen)
-{
-	struct fill *f = arg;
-	uint64_t max = worker.cfg->cache_max_entry;
-	struct policy_answer a = {
-		.status = status, .fields = fields, .fields_len = fields_len,
-		.req_authorization = fill_field(f, "Authorization", 13,
-		    &(size_t){ 0 }) != NULL,
-		.request_time = f->sent_at, .ttl_ms = f->route->cache.ttl_ms,
-	};
-	f->status = status;
-	f->came_at = a.response_time = wall_ms();
-	if (is_server_error(status) && f->stale_hit.status != 0 &&
-	    f->client != NULL) {
-		f->serve_stale = true;		/* stale_if_error */
-		return -1;
-	}
-	policy_store(&a, &f->ps);
-	/* Already stale, but the route serves it stale a while. */
-	if (!f->ps.storable && f->ps.why != NULL &&
-	    strcmp(f->ps.why, "expired") == 0 &&
-	    !f->ps.no_stale && (f->route->cache.swr_ms > 0 ||
-	    f->route->cache.sie_ms > 0))
-		f->ps.storable = true;
-	f->storing = f->ps.storable && (clen < 0 || (uint64_t)clen <= max) &&
-	    fill_keep_head(&f->acc, fields, fields_len) == 0;
-	if (!f->ps.storable)
-		store_count(f->ps.why != NULL && strcmp(f->ps.why, "vary *") == 0 ?
-		    SC_NS_VARY :
-		    SC_NS_POLICY, 1);
-	else if (!f->storing)
-		store_count(SC_NS_TOO_BIG, 1);
-	f->head_len = f->acc.len;
-	if (f->client != NULL) {
-		f->head_sent = true;
-		if (req_start_response(f->client, status, reason, reason_len,
-		    fields, fields_len, clen) == -1)
-			fill_detach_client(f);
-	}
-	return f->storing || f->client != NULL ? 0 : -1;
-}
-
-static int
-sink_body(void *arg, const char *data, size_t len)
-{
-	struct fill *f = arg;
-
-	if (f->storing && f->acc.len - f->head_len + len >
-	    worker.cfg->cache_max_entry) {
-		f->storing = false;		/* too big: not stored */
-		store_count(SC_NS_TOO_BIG, 1);
-		buf_free(&f->acc);
-	}
-	if (f->storing && buf_append(&f->acc, data, len) == -1) {
-		f->storing = false;
-		buf_free(&f->acc);
-	}
-	if (f->client != NULL && req_write_body(f->client, data, len) == -1)
-		fill_detach_client(f);
-	return f->storing || f->client != NULL ? 0 : -1;
-}
-
-static bool
-sink_full(void *arg)
-{
-	struct fill *f = arg;
-
-	return f->client != NULL && req_output_full(f->client);
-}
-
-static void
-sink_tried(void *arg, const char *url, int tries)
-{
-	struct fill *f = arg;
-
-	if (f->client != NULL) {
-		f->client->tries = tries;
-		f->client->upstream = url;
-	}
-}
-
-/* The answer is whole: into the store. */
-static void
-fill_store(struct fill *f)
-{
-	const struct route_cache_cfg *rc = &f->route->cache;
-	struct store_req q = {
-		.key = f->key.data, .key_len = f->key.len,
-		.header = fill_field, .header_arg = f, .now_ms = wall_ms(),
-		.lock_timeout_ms = worker.cfg->cache_lock_timeout_ms,
-	};
-	struct store_put p = {
-		.status = f->status,
-		.head = f->acc.data, .head_len = f->head_len,
-		.body = f->acc.data + f->head_len,
-		.body_len = f->acc.len - f->head_len,
-		.stored_at_ms = f->came_at,
-		.asked_at_ms = f->sent_at,
-		.lifetime_ms = f->ps.lifetime_ms,
-		.initial_age_ms = f->ps.initial_age_ms,
-		.swr_ms = f->ps.swr_s >= 0 ? (uint64_t)f->ps.swr_s * 1000 :
-		    rc->swr_ms,
-		.sie_ms = f->ps.sie_s >= 0 ? (uint64_t)f->ps.sie_s * 1000 :
-		    rc->sie_ms,
-	};
-
-	p.vary = stored_field(f->acc.data, f->head_len, "Vary", &p.vary_len);
-	if (f->ps.no_stale)
-		p.swr_ms = p.sie_ms = 0;
-	if (store_fill(&q, &f->ticket, &p) == -1)
-		log_debug("cache: %.*s not stored (no room, or its Vary)",
-		    (int)f->target.len, f->target.data);
-}
-
-static void
-sink_done(void *arg, int status, const char *error, const char *extra)
-{
-	struct fill *f = arg;
-	struct request *r = f->client;
-
-	if (error == NULL && f->storing)
-		fill_store(f);
-	else
-		store_release(&f->ticket, error != NULL && (f->serve_stale ||
-		    f->client != NULL || f->storing) ? wall_ms() : 0);
-	fill_detach_client(f);
-	if (r != NULL) {
-		if (error == NULL)
-			req_end_response(r);
-		else if (!f->head_sent && f->stale_hit.status != 0) {
-			buf_reset(&copy);
-			buf_append(&copy, f->stale.data, f->stale.len);
-			store_count(SC_STALE, 1);
-			cache_serve(r, &f->stale_hit, "STALE", NULL);
-		} else if (!f->head_sent)
-			req_error(r, status, error, extra);
-		else
-			req_fail(r, error);
-	}
-	fill_free(f);
-	poll_now();
-}
-
-static const struct call_sink fill_sink = {
-	.head = sink_head,
-	.body = sink_body,
-	.full = sink_full,
-	.tried = sink_tried,
-	.done = sink_done,
-};
-
-/*
- * Starts a fill of r's key (t: its lock): for r (client), or, with
- * client NULL, a refresh in the background.  stale: the stored answer
- * for stale_if_error, in `copy`, or NULL.
- */
-static void
-fill_start(struct request *r, struct request *client,
-    const struct store_ticket *t, const struct store_hit *stale)
-{
-	const struct route_cfg *rt = r->route;
-	struct fill *f;
-	struct call *c;
-
-	if ((f = calloc(1, sizeof(*f))) == NULL ||
-	    cache_key(r, &f->key) == -1 || proxy_target(r, &f->target) == -1 ||
-	    headers_upstream_request(r, fill_keep, &f->hdrs, &f->acc) == -1 ||
-	    (stale != NULL && buf_append(&f->stale, copy.data, copy.len) ==
-	    -1)) {
-		if (f != NULL)
-			fill_free(f);
-		store_release(t, 0);
-		if (client != NULL)
-			req_error(client, 503, "out of memory", NULL);
-		return;
-	}
-	buf_reset(&f->acc);
-	f->ticket = *t;
-	f->route = rt;
-	if (stale != NULL)
-		f->stale_hit = *stale;
-	/* The call's request: the client's identity, none of its body. */
-	memcpy(f->req.id, r->id, sizeof(r->id));
-	f->req.id_len = r->id_len;
-	f->req.head.method = "GET";
-	f->req.head.method_len = 3;
-	f->req.head.path = f->target.data;
-	f->req.head.path_len = f->target.len;
-	f->req.route = rt;
-	f->req.start = r->start;
-	f->spec = (struct call_spec){
-		.req = &f->req,
-		.method = "GET", .method_len = 3,
-		.target = f->target.data, .target_len = f->target.len,
-		.headers = fill_headers,
-		.deadline = rt->timeout_ms == 0 ? 0 : now_ms() + rt->timeout_ms,
-		.hedge_after_ms = rt->hedge_after_ms,
-	};
-	f->sent_at = wall_ms();
-	f->next = fills;
-	fills = f;
-	if (client != NULL) {
-		f->client = client;
-		client->gw = f;
-		client->hooks = &fill_client_hooks;
-	}
-	if ((c = call_start(upstream_rt(rt->upstream), &f->spec, &fill_sink,
-	    f)) != NULL)
-		f->call = c;
-}
-
-static void
-client_writable(struct request *r)
-{
-	struct fill *f = r->gw;
-
-	if (f != NULL && f->call != NULL)
-		call_writable(f->call);
-}
-
-/* The client is gone: the fill goes on for the others. */
-static void
-client_abort(struct request *r)
-{
-	struct fill *f = r->gw;
-
-	if (f != NULL)
-		fill_detach_client(f);
 }
 
 /* -- waiting -------------------------------------------------------------- */
@@ -810,7 +407,7 @@ static void
 poll_cb(evutil_socket_t fd, short what, void *arg)
 {
 	uint64_t now = now_ms(), lt = worker.cfg->cache_lock_timeout_ms;
-	int64_t wall = wall_ms();
+	int64_t wall = cache_wall_ms();
 	struct waiter *w, *next, *ready = NULL;
 	int64_t ws;
 	/* A herd waits on one lock: ask the store once per lock. */
@@ -864,7 +461,7 @@ waiter_add(struct request *r, const struct store_ticket *t, uint64_t since)
 	w->r = r;
 	w->t = *t;
 	w->since = since;
-	w->wall_since = wall_ms();
+	w->wall_since = cache_wall_ms();
 	w->next = waiters;
 	waiters = w;
 	r->gw = w;
@@ -909,7 +506,7 @@ cache_lookup(struct request *r, int64_t waited_since)
 	/* What the fill it waited for stored is its answer, fresh or not
 	 * (an upstream slower than the ttl stores answers stale). */
 	q.stored_since_ms = waited_since;
-	rc = store_lookup(&q, &copy, &hit, &t);
+	rc = store_lookup(&q, &cache_copy, &hit, &t);
 	switch (rc) {
 	case SL_HIT:
 		store_count(SC_HIT, 1);
@@ -958,24 +555,17 @@ cache_start(struct request *r)
 void
 cache_free(void)
 {
-	struct fill *f;
 	struct waiter *w;
 
 	while ((w = waiters) != NULL) {
 		waiters = w->next;
 		free(w);
 	}
-	while ((f = fills) != NULL) {
-		if (f->call != NULL)
-			call_cancel(f->call);
-		/* Its waiters, elsewhere, need not wait for lock_timeout. */
-		store_release(&f->ticket, 0);
-		fill_free(f);		/* unlinks it */
-	}
+	fill_cancel_all();
 	if (poll_ready)
 		evtimer_del(&poll_ev);
 	poll_ready = false;
-	buf_free(&copy);
+	buf_free(&cache_copy);
 }
 
 /* -- admin ------------------------------------------------------------- */
