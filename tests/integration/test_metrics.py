@@ -322,9 +322,17 @@ class FanoutMetricsTest(AgateTest):
         gw.start()
         for _ in range(3):
             self.assertEqual(gw.get("/f").status, 200)
-        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
-                                    admin_port, timeout=10) as r:
-            m, _ = parse_metrics(r.read().decode())
+
+        def scrape():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" %
+                                        admin_port, timeout=10) as r:
+                return parse_metrics(r.read().decode())[0]
+        # A worker counts a request once its answer is written: the
+        # client can have the third answer, and the admin listener
+        # (maybe in the other worker) answer, a moment before.
+        m = wait_until(lambda: (lambda m: m if val(
+            m, "agate_requests_total", route="/f", code="200") == 3 else
+            None)(scrape()), what="3 requests counted")
         self.assertEqual(val(m, "agate_upstream_requests_total",
                              upstream="a", server=a.url, outcome="2xx"), 3)
         self.assertEqual(val(m, "agate_upstream_requests_total",
