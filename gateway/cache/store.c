@@ -683,9 +683,15 @@ store_body_iov(const struct store_ref *r, size_t from, struct iovec *iov,
 	while (left > 0 && n < max && b >= 1 && b <= sh->nblocks &&
 	    hops++ < sh->nblocks) {
 		k = BLOCK - off < left ? BLOCK - off : left;
-		iov[n].iov_base = BLK(b) + off;
-		iov[n].iov_len = k;
-		n++;
+		if (n > 0 && (char *)iov[n - 1].iov_base +
+		    iov[n - 1].iov_len == BLK(b) + off)
+			iov[n - 1].iov_len += k;	/* the next block
+							 * follows on */
+		else {
+			iov[n].iov_base = BLK(b) + off;
+			iov[n].iov_len = k;
+			n++;
+		}
 		*bytes += k;
 		left -= k;
 		off = 0;

@@ -1234,6 +1234,9 @@ def parse_args(argv):
     p.add_argument("--perf", type=float, default=2,
                    help="seconds of perf record per gateway and scenario "
                         "((a) 50c and (b)); 0: none")
+    p.add_argument("--hits", default=",".join(s["key"] for s in HIT_SCENARIOS),
+                   help="subset of " + ",".join(s["key"] for s in
+                                                HIT_SCENARIOS))
     p.add_argument("--gateways", default="agate,nginx",
                    help="subset of agate,nginx")
     p.add_argument("--quick", action="store_true",
@@ -1250,6 +1253,11 @@ def parse_args(argv):
     a.gateway_list = [g for g in a.gateways.split(",") if g]
     if not a.gateway_list or not set(a.gateway_list) <= set(GATEWAY_ORDER):
         p.error("--gateways: a subset of agate,nginx")
+    hits = [h for h in a.hits.split(",") if h]
+    if not hits or not set(hits) <= {s["key"] for s in HIT_SCENARIOS}:
+        p.error("--hits: a subset of " +
+                ",".join(s["key"] for s in HIT_SCENARIOS))
+    HIT_SCENARIOS[:] = [s for s in HIT_SCENARIOS if s["key"] in hits]
     a.herd_list = [h for h in a.herds.split(",") if h]
     if not set(a.herd_list) <= {h["key"] for h in HERDS}:
         p.error("--herds: a subset of " + ",".join(h["key"] for h in HERDS))
@@ -1415,7 +1423,7 @@ def main(argv):
                     log("  round %d %-6s %s" % (rnd + 1, gw.name,
                                                 describe_herd(r)))
         if a.perf > 0:
-            for scn in (HIT_SCENARIOS[0], HIT_SCENARIOS[2]):
+            for scn in [s for s in HIT_SCENARIOS if s["key"] in ("a50", "b")]:
                 for gw in live(ctx):
                     p = perf_run(ctx, gw, scn, a.perf,
                                  callgraph=gw.name == "agate")

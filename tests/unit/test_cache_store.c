@@ -2,6 +2,9 @@
  * gateway/cache/store.c, the cache's shared memory, through its API only
  * (store.h):
  *
+ *   body by reference      a large body read in place, any offset, any
+ *                          number of pieces; replaced: still read whole
+ *                          until its blocks are freed, then not intact
  *   fill, wait, hit        a miss takes the key's lock (SL_FILL), the next
  *                          one waits (SL_WAIT), the fill makes HITs whose
  *                          bytes and status are the stored ones
@@ -359,6 +362,95 @@ test_sizes(void **state)
 	}
 	assert_int_equal(stats().entries, sizeof(blens) / sizeof(blens[0]));
 	assert_int_equal(stats().stored_bytes, want_bytes);
+}
+
+/*
+ * A large body asked for by reference (store_req.body_by_ref): its head
+ * is copied out, its body read in place with store_body_iov() from any
+ * offset and in any number of pieces, byte for byte the stored one; once
+ * the key's answer is replaced, the old reference says it is no longer
+ * intact.
+ */
+static void
+test_body_by_ref(void **state)
+{
+	static const char key[] = "/r/big\nh";
+	static const char head[] = "Content-Type: application/octet-stream\r\n";
+	static char body[STORE_REF_MIN * 2 + 777], got[sizeof(body)];
+	static const size_t froms[] = { 0, 1, 2047, 2048, 5000,
+	    sizeof(body) - 1 };
+	struct store_req q = req(key, T + 1, NULL);
+	struct store_hit hit;
+	struct store_ticket t;
+	struct store_put p;
+	struct iovec iov[3];
+	size_t i, from, at, bytes, k;
+	int n, j;
+
+	(void)state;
+	for (i = 0; i < sizeof(body); i++)
+		body[i] = (char)(i * 13 + i / 509);
+	p = put(200, head, body, sizeof(body), T, 60000);
+	fill_full(key, NULL, &p);
+	q.body_by_ref = true;
+	buf_reset(&out);
+	assert_int_equal(store_lookup(&q, &out, &hit, &t), SL_HIT);
+	assert_true(hit.by_ref);
+	assert_int_equal(hit.head_len, strlen(head));
+	assert_int_equal(hit.body_len, sizeof(body));
+	assert_int_equal(hit.ref.len, sizeof(body));
+	assert_memory_equal(out.data + out.off, head, strlen(head));
+	for (i = 0; i < sizeof(froms) / sizeof(froms[0]); i++) {
+		/* Three iovecs at a time: the caller's loop, as cache.c's. */
+		for (from = at = froms[i]; at < sizeof(body); at += bytes) {
+			n = store_body_iov(&hit.ref, at, iov, 3, &bytes);
+			assert_in_range(n, 1, 3);
+			for (j = 0, k = 0; j < n; j++) {
+				assert_true(iov[j].iov_len > 0);
+				memcpy(got + at + k, iov[j].iov_base,
+				    iov[j].iov_len);
+				k += iov[j].iov_len;
+			}
+			assert_int_equal(k, bytes);
+		}
+		assert_int_equal(at, sizeof(body));
+		assert_int_equal(store_body_iov(&hit.ref, at, iov, 3,
+		    &bytes), 0);
+		assert_memory_equal(got + from, body + from,
+		    sizeof(body) - from);
+	}
+	assert_true(store_ref_intact(&hit.ref));
+	/* A small body is copied whatever the request asks. */
+	fill_simple("/r/small\nh", T, 60000, 100);
+	buf_reset(&out);
+	q = req("/r/small\nh", T + 1, NULL);
+	q.body_by_ref = true;
+	assert_int_equal(store_lookup(&q, &out, &hit, &t), SL_HIT);
+	assert_false(hit.by_ref);
+	/* Replaced: a reader of the old answer still reads it whole (its
+	 * blocks are retired, not reused, for a while); once they are
+	 * freed, the reference says so. */
+	q = req(key, T + 2, NULL);
+	q.body_by_ref = true;
+	buf_reset(&out);
+	assert_int_equal(store_lookup(&q, &out, &hit, &t), SL_HIT);
+	q.revalidate = true;
+	assert_int_equal(store_lookup(&q, &out, &(struct store_hit){0}, &t),
+	    SL_FILL);
+	memset(got, 'x', sizeof(got));
+	p = put(200, head, got, sizeof(got), T + 3, 60000);
+	assert_int_equal(store_fill(&q, &t, &p), 0);
+	for (at = 0; at < sizeof(body); at += bytes) {
+		n = store_body_iov(&hit.ref, at, iov, 3, &bytes);
+		assert_in_range(n, 1, 3);
+		for (j = 0, k = 0; j < n; k += iov[j].iov_len, j++)
+			assert_memory_equal(iov[j].iov_base, body + at + k,
+			    iov[j].iov_len);
+	}
+	assert_true(store_ref_intact(&hit.ref));
+	usleep(300 * 1000);		/* past the retired chains' time */
+	fill_simple("/r/next\nh", T + 4, 60000, 100);	/* reclaims */
+	assert_false(store_ref_intact(&hit.ref));
 }
 
 /* A second fill of the key replaces its answer. */
@@ -1660,6 +1752,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_fill_wait_hit, empty),
 		cmocka_unit_test_setup(test_sizes, empty),
+		cmocka_unit_test_setup(test_body_by_ref, empty),
 		cmocka_unit_test_setup(test_replace, empty),
 		cmocka_unit_test_setup(test_freshness, empty),
 		cmocka_unit_test_setup(test_freshness_edges, empty),
