@@ -21,6 +21,7 @@ class CliTest(unittest.TestCase):
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="agate-cli-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
 
     def write(self, text, name="agate.yaml"):
         path = os.path.join(self.dir, name)
