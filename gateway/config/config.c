@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "gateway/config/config_engine.h"
 #include "gateway/config/shared.h"
 #include "gateway/policy/jwt.h"
@@ -561,6 +563,11 @@ config_free(struct config *cfg)
 		tls_listener_free(&cfg->server.listen[i]);
 	for (i = 0; i < cfg->nroutes; i++)
 		jwks_free(cfg->routes[i].auth.jwt.set);
+	/* No private key left behind in memory given back to malloc. */
+	for (i = 0; i < cfg->nupstreams; i++)
+		if (cfg->upstreams[i].tls_key_pem != NULL)
+			OPENSSL_cleanse(cfg->upstreams[i].tls_key_pem,
+			    cfg->upstreams[i].tls_key_len);
 	shared_destroy(cfg);
 	arena_free(&cfg->arena);
 	free(cfg);

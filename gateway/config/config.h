@@ -135,6 +135,16 @@ struct upstream_cfg {
 	struct breaker_cfg	 breaker;
 	char			*tls_ca;	/* NULL: system store */
 	bool			 tls_verify;
+	/* mTLS (upcert.c): the client certificate chain and its key, as
+	 * files and as the PEM text read from them at load; NULL: none. */
+	char			*tls_cert;
+	char			*tls_key;
+	struct config_pos	 tls_cert_pos;
+	struct config_pos	 tls_key_pos;
+	char			*tls_cert_pem;
+	size_t			 tls_cert_len;
+	char			*tls_key_pem;
+	size_t			 tls_key_len;
 	struct health_check_cfg	 health;
 	size_t			 slot;		/* first server's in shared */
 	int			 mslot;		/* metrics slot (metrics.c) */
@@ -346,7 +356,8 @@ bool		 config_server_native(const struct upstream_cfg *,
  * transport: curl). */
 bool		 config_server_h2(const struct upstream_cfg *,
 		    const struct server_cfg *);
-/* Names what the config asks for that this build does not do yet. */
+/* Names what the config asks for that this build does not do yet, and
+ * keys that can have no effect where they are (logged as warnings). */
 void		 config_warn_unimplemented(const struct config *);
 /*
  * What the config needs from this machine (gateway/config_env.c): the

@@ -16,6 +16,7 @@
 #include "gateway/policy/apikeys.h"
 #include "gateway/policy/htpasswd.h"
 #include "gateway/policy/jwt.h"
+#include "gateway/upstream/upcert.h"
 #include "lib/log.h"
 #include "worker/tls.h"
 
@@ -263,6 +264,35 @@ check_route_files(struct cfg_ctx *ctx, struct route_cfg *r)
 	return 0;
 }
 
+/*
+ * tls.cert and tls.key: both or neither, files that load and match; read
+ * into the config here.  Checked even when the upstream has no https://
+ * server to show them to (config_warn_unimplemented() says so), so that
+ * a bad pair never waits for the day one is added.
+ */
+static int
+check_upstream_tls(struct cfg_ctx *ctx, struct upstream_cfg *u)
+{
+	enum upcert_file which;
+	char err[512];
+
+	if (u->tls_cert == NULL && u->tls_key == NULL)
+		return 0;
+	if (u->tls_key == NULL)
+		return check_error(ctx, u->tls_cert_pos, "upstream %s: "
+		    "tls.cert needs tls.key (the certificate's private key)",
+		    u->name);
+	if (u->tls_cert == NULL)
+		return check_error(ctx, u->tls_key_pos, "upstream %s: "
+		    "tls.key needs tls.cert (the certificate it goes with)",
+		    u->name);
+	if (upcert_load(u, &ctx->cfg->arena, err, sizeof(err), &which) == -1)
+		return check_error(ctx, which == UPCERT_CERT ?
+		    u->tls_cert_pos : u->tls_key_pos, "upstream %s: tls.%s: "
+		    "%s", u->name, which == UPCERT_CERT ? "cert" : "key", err);
+	return 0;
+}
+
 static int
 check_route(struct cfg_ctx *ctx, struct route_cfg *r)
 {
@@ -329,6 +359,9 @@ config_finish(struct cfg_ctx *ctx)
 
 	if (check_listeners(ctx) == -1)
 		return -1;
+	for (i = 0; i < cfg->nupstreams; i++)
+		if (check_upstream_tls(ctx, &cfg->upstreams[i]) == -1)
+			return -1;
 	for (i = 0; i < cfg->nroutes; i++)
 		if (check_route(ctx, &cfg->routes[i]) == -1)
 			return -1;
@@ -336,14 +369,39 @@ config_finish(struct cfg_ctx *ctx)
 }
 
 /*
+ * A client certificate on an upstream without https:// servers is never
+ * sent.  Loaded all the same (nginx takes proxy_ssl_certificate beside an
+ * http:// proxy_pass too, and CONFIG.md's example has one), but said.
+ */
+static void
+config_warn_upstream_tls(const struct config *cfg)
+{
+	size_t i, j;
+
+	for (i = 0; i < cfg->nupstreams; i++) {
+		const struct upstream_cfg *u = &cfg->upstreams[i];
+
+		for (j = 0; j < u->nservers && !u->servers[j].https; j++)
+			;
+		if (u->tls_cert != NULL && j == u->nservers)
+			log_warnx("config: upstream %s: tls.cert and tls.key "
+			    "have no effect: it has no https:// server to "
+			    "show the certificate to", u->name);
+	}
+}
+
+/*
  * Keys that parse and validate but whose behaviour this build does not
- * have yet: say so at every start and reload rather than let a config
- * look like it protects something it does not.
+ * have yet, or that can have no effect where they are: say so at every
+ * start and reload rather than let a config look like it protects
+ * something it does not.
  */
 void
 config_warn_unimplemented(const struct config *cfg)
 {
 	size_t i;
+
+	config_warn_upstream_tls(cfg);
 
 	for (i = 0; i < cfg->nroutes; i++) {
 		const struct route_cfg *r = &cfg->routes[i];

@@ -581,6 +581,12 @@ static const struct cfg_key breaker_keys[] = {
 static const struct cfg_key upstream_tls_keys[] = {
 	{ "ca", CT_FILE, offsetof(struct upstream_cfg, tls_ca) },
 	{ "verify", CT_BOOL, offsetof(struct upstream_cfg, tls_verify) },
+	{ "cert", CT_FILE, offsetof(struct upstream_cfg, tls_cert),
+	    .off2 = offsetof(struct upstream_cfg, tls_cert_pos),
+	    .flags = CK_POS },
+	{ "key", CT_FILE, offsetof(struct upstream_cfg, tls_key),
+	    .off2 = offsetof(struct upstream_cfg, tls_key_pos),
+	    .flags = CK_POS },
 	{ NULL }
 };
 

@@ -228,7 +228,9 @@ group_setup(void **state)
 	fputs(JWKS, f);
 	fclose(f);
 	if (make_test_cert(in_dir(p1, sizeof(p1), "etc/tls/cert.pem"),
-	    in_dir(p2, sizeof(p2), "etc/tls/key.pem")) == -1)
+	    in_dir(p2, sizeof(p2), "etc/tls/key.pem")) == -1 ||
+	    make_test_cert(in_dir(p1, sizeof(p1), "etc/tls/client.pem"),
+	    in_dir(p2, sizeof(p2), "etc/tls/client.key")) == -1)
 		return -1;
 	write_file("etc/htpasswd", "ann:$6$Nts/4p.CG8wYZg8c$b157qzFo9xLrUE5TIi"
 	    ".6J19xgFbYOCyzxhL6rhjBeKJrpsovxYuBZJoME5rGUMlaWUe2S72EfNa4KyRgVg"
@@ -374,6 +376,14 @@ test_full_example(void **state)
 	assert_string_equal(users->tls_ca, in_dir(p, sizeof(p),
 	    "etc/tls/ca.pem"));
 	assert_true(users->tls_verify);
+	assert_string_equal(users->tls_cert, in_dir(p, sizeof(p),
+	    "etc/tls/client.pem"));
+	assert_string_equal(users->tls_key, in_dir(p, sizeof(p),
+	    "etc/tls/client.key"));
+	/* Read at load: what is presented is what was checked. */
+	assert_non_null(strstr(users->tls_cert_pem, "BEGIN CERTIFICATE"));
+	assert_non_null(strstr(users->tls_key_pem, "PRIVATE KEY"));
+	assert_int_equal(users->tls_cert_len, strlen(users->tls_cert_pem));
 	assert_true(users->health.enabled);
 	assert_string_equal(users->health.path, "/healthz");
 	assert_int_equal(users->health.interval_ms, 5000);
@@ -408,7 +418,7 @@ test_full_example(void **state)
 	assert_false(r->segs[0].param);
 	assert_string_equal(r->segs[1].text, "users");
 	assert_int_equal(r->segs[1].len, 5);
-	assert_int_equal(r->pos.line, 72);
+	assert_int_equal(r->pos.line, 73);
 	assert_int_equal(r->pos.col, 5);
 	assert_strings(r->methods, r->nmethods, get_post, NELEM(get_post));
 	assert_ptr_equal(r->upstream, users);
