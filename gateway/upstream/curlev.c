@@ -178,6 +178,20 @@ curlev_tls(CURL *e, const struct upstream_cfg *u,
 		curl_easy_setopt(e, CURLOPT_CAINFO, u->tls_ca);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, u->tls_verify ? 1L : 0L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, u->tls_verify ? 2L : 0L);
+	if (u->tls_cert_pem != NULL) {
+		/* The PEM text read at load (upcert.c), not the files: what
+		 * the config checked is what is sent.  NOCOPY: the config
+		 * outlives every transfer of the worker. */
+		struct curl_blob cert = { u->tls_cert_pem, u->tls_cert_len,
+		    CURL_BLOB_NOCOPY };
+		struct curl_blob key = { u->tls_key_pem, u->tls_key_len,
+		    CURL_BLOB_NOCOPY };
+
+		curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cert);
+		curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+		curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &key);
+		curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+	}
 }
 
 void

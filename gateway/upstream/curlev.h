@@ -22,7 +22,8 @@ int	curlev_init(struct event_base *, long maxconnects);
 void	curlev_free(void);
 int	curlev_add(CURL *, struct curl_job *);
 void	curlev_remove(CURL *);
-/* Certificate checks for an https server, per the upstream's tls. */
+/* Certificate checks for an https server, per the upstream's tls, and
+ * the client certificate when it has one. */
 void	curlev_tls(CURL *, const struct upstream_cfg *,
 	    const struct server_cfg *);
 /*

@@ -10,7 +10,8 @@
  * connection, h2 only; and, with tls.verify,
  * the server's certificate checked against tls.ca (or the system's
  * store) and against the server's host name or address, as libcurl
- * checks it for the same upstream.
+ * checks it for the same upstream; with tls.cert and tls.key, the client
+ * certificate chain (upcert.c) for servers that ask for one.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "gateway/upstream/upcert.h"
 #include "gateway/upstream/upconn.h"
 #include "lib/log.h"
 
@@ -30,6 +32,8 @@ static SSL_CTX *
 uptls_ctx(struct upstream_rt *up)
 {
 	const struct upstream_cfg *u = up->cfg;
+	enum upcert_file which;
+	char err[512];
 	SSL_CTX *ctx;
 
 	if (up->tls_ctx != NULL)
@@ -52,6 +56,12 @@ uptls_ctx(struct upstream_rt *up)
 			    "%s", u->name, u->tls_ca ? u->tls_ca : "(system)");
 			goto fail;
 		}
+	}
+	/* Checked at load: this fails only when memory does. */
+	if (u->tls_cert_pem != NULL &&
+	    upcert_use(ctx, u, err, sizeof(err), &which) == -1) {
+		log_warnx("upstream %s: client certificate: %s", u->name, err);
+		goto fail;
 	}
 	up->tls_ctx = ctx;
 	return ctx;
