@@ -193,7 +193,9 @@ class MtlsTest(AgateTest):
         tls = {"ca": "ca.pem", "verify": True}
         if cert:
             tls.update(cert=cert, key=key)
-        up = {"servers": [self.srv.url], "tls": tls}
+        # https:// servers: auto (libcurl) unless said, whatever
+        # AGATE_TEST_TRANSPORT asks (native refuses https://).
+        up = {"servers": [self.srv.url], "tls": tls, "transport": "auto"}
         up.update(extra)
         return up
 
