@@ -1,12 +1,27 @@
 """Upstream mTLS: tls.cert and tls.key show a client certificate to https
 servers, through libcurl (plain requests, health checks) and agate's own
-TLS client (Upgrade tunnels); read at load, again on reload."""
+TLS client (Upgrade tunnels, gRPC over TLS); read at load, again on
+reload."""
+
+import os
+import sys
+
+try:
+    import grpc
+except ImportError:
+    # python3-grpcio is Debian's, under /usr/bin/python3 only.
+    if (os.path.realpath(sys.executable) !=
+            os.path.realpath("/usr/bin/python3") and
+            os.path.exists("/usr/bin/python3") and
+            not os.environ.get("AGATE_GRPC_REEXEC")):
+        os.environ["AGATE_GRPC_REEXEC"] = "1"
+        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
+    raise
 
 import base64
 import hashlib
 import http.server
 import json
-import os
 import shutil
 import signal
 import socket
@@ -318,6 +333,82 @@ class MtlsTest(AgateTest):
         self.assertEqual((r.status, r.header("X-Client-CN")),
                          (200, "agate-b"))
         self.assertEqual(set(gw.workers()), workers)
+
+
+GRPC_SERVER = r'''
+import sys
+from concurrent import futures
+import grpc
+
+def read(name):
+    with open(sys.argv[1] + "/" + name, "rb") as f:
+        return f.read()
+
+def am(req, ctx):
+    return b"cn=" + ctx.auth_context()["x509_common_name"][0]
+
+s = grpc.server(futures.ThreadPoolExecutor(4))
+for service in ("mtls.Who", "mtls.Nobody"):
+    s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        service, {"Am": grpc.unary_unary_rpc_method_handler(am)}),))
+creds = grpc.ssl_server_credentials(
+    [(read("server.key"), read("server.pem"))],
+    root_certificates=read("ca.pem"), require_client_auth=True)
+port = s.add_secure_port("127.0.0.1:0", creds)
+s.start()
+sys.stdout.write("listening %d\n" % port)
+sys.stdout.flush()
+sys.stdin.read()                     # until the test goes away
+s.stop(0)
+'''
+
+
+class MtlsGrpcTest(AgateTest):
+    """gRPC over TLS: agate's own HTTP/2 client (ALPN h2) shows the
+    certificate to a grpcio server that requires one."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki = tempfile.mkdtemp(prefix="agate-mtls-")
+        make_pki(cls.pki)
+        cls.proc = subprocess.Popen([sys.executable, "-c", GRPC_SERVER,
+                                     cls.pki], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+        first = cls.proc.stdout.readline()
+        if not first.startswith("listening "):
+            cls.tearDownClass()
+            raise RuntimeError("grpc upstream did not start: %r" % first)
+        cls.url = "https://127.0.0.1:%d" % int(first.split()[1])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.stdin.close()
+        try:
+            cls.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            cls.proc.kill()
+            cls.proc.wait(5)
+        shutil.rmtree(cls.pki, ignore_errors=True)
+
+    def test_a_grpc_call_shows_the_certificate(self):
+        for name in os.listdir(self.pki):
+            shutil.copy(os.path.join(self.pki, name), self.dir)
+        gw = self.agate(
+            {"who": {"servers": [self.url], "transport": "auto",
+                     "tls": {"ca": "ca.pem", "cert": "a.pem",
+                             "key": "a.key"}},
+             "nobody": {"servers": [self.url], "transport": "auto",
+                        "tls": {"ca": "ca.pem"}}},
+            [{"path": "/mtls.Who/", "upstream": "who"},
+             {"path": "/mtls.Nobody/", "upstream": "nobody"}])
+        ch = grpc.insecure_channel("127.0.0.1:%d" % gw.port)
+        self.addCleanup(ch.close)
+        for _ in range(3):
+            self.assertEqual(ch.unary_unary("/mtls.Who/Am")(
+                b"", timeout=5 * SLOW), b"cn=agate-a")
+        with self.assertRaises(grpc.RpcError) as e:
+            ch.unary_unary("/mtls.Nobody/Am")(b"", timeout=5 * SLOW)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
 
 class MtlsCheckTest(AgateTest):
