@@ -21,7 +21,6 @@ except ImportError:
 import base64
 import hashlib
 import http.server
-import json
 import shutil
 import signal
 import socket
