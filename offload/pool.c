@@ -37,6 +37,7 @@
 #include "lib/signame.h"
 #include "offload/frame.h"
 #include "offload/offload.h"
+#include "worker/loopwatch.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
 
@@ -233,7 +234,7 @@ helper_watch(struct helper *h)
 }
 
 static void
-respawn_cb(evutil_socket_t fd, short what, void *arg)
+respawn_cb_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct helper *h = arg;
 
@@ -257,6 +258,14 @@ respawn_cb(evutil_socket_t fd, short what, void *arg)
 	log_info("offload: helper %d restarted (pid %ld)", h->slot,
 	    (long)h->pid);
 	pool_dispatch();
+}
+
+static void
+respawn_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_OFFLOAD);
+	respawn_cb_run(fd, what, arg);
+	loopwatch_end();
 }
 
 /* A helper is gone: start another, soon or after a backoff. */
@@ -387,7 +396,9 @@ helper_flush(struct helper *h)
 static void
 helper_write_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_OFFLOAD);
 	helper_flush(arg);
+	loopwatch_end();
 }
 
 /* One result frame from h.  Returns -1 once h is lost. */
@@ -415,7 +426,7 @@ helper_result(struct helper *h, const struct frame *f)
 }
 
 static void
-helper_read_cb(evutil_socket_t fd, short what, void *arg)
+helper_read_cb_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct helper *h = arg;
 	struct frame f;
@@ -457,6 +468,14 @@ helper_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static void
+helper_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_OFFLOAD);
+	helper_read_cb_run(fd, what, arg);
+	loopwatch_end();
+}
+
 /*
  * Ends a helper: its job fails with status, its pipes close, and a new
  * helper is scheduled.  SIGCHLD reaps the process.
@@ -496,6 +515,7 @@ sigchld_cb(evutil_socket_t sig, short what, void *arg)
 	int st;
 	pid_t pid;
 
+	loopwatch_begin(LW_OFFLOAD);
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		for (int i = 0; i < pool.nhelpers; i++)
 			if (pool.helpers[i].pid == pid)
@@ -507,6 +527,7 @@ sigchld_cb(evutil_socket_t sig, short what, void *arg)
 			log_warnx("offload: helper pid %ld exited with %d",
 			    (long)pid, WEXITSTATUS(st));
 	}
+	loopwatch_end();
 }
 
 /* -- dispatch ------------------------------------------------------------- */
@@ -574,10 +595,12 @@ inline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct job *j;
 
+	loopwatch_begin(LW_OFFLOAD);
 	while ((j = TAILQ_FIRST(&pool.inline_done)) != NULL) {
 		TAILQ_REMOVE(&pool.inline_done, j, link);
 		job_finish(j, j->status, j->frame.data, j->frame.len);
 	}
+	loopwatch_end();
 }
 
 /* -- the API -------------------------------------------------------------- */

@@ -8,6 +8,10 @@
  *                               200 when done, or the job's error status
  *   GET /_agate_test/exit       a job whose helper exits mid-job (503)
  *   GET /_agate_test/helpers    {"pids":[...], "stats":{...}} of this worker
+ *   GET /_agate_test/busy/MS    spins MS ms on the worker's loop, in the
+ *                               callback that read the request, then
+ *                               answers 200: a slow callback on demand
+ *                               (log.slow_callback)
  *
  * And workers that fail at start, for the supervisor's side of that:
  * while a file named fail-worker-start is in the config's folder, each
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/gateway.h"
@@ -124,6 +129,33 @@ test_helpers(struct request *r)
 	req_respond(r, 200, "application/json", body, strlen(body), NULL);
 }
 
+static void
+test_busy(struct request *r, const char *arg, size_t len)
+{
+	struct timespec start, now;
+	char tmp[16], body[64];
+	long ms, spent;
+
+	if (len == 0 || len >= sizeof(tmp)) {
+		req_error(r, 400, "busy/MS: MS in milliseconds", NULL);
+		return;
+	}
+	memcpy(tmp, arg, len);
+	tmp[len] = '\0';
+	if ((ms = strtol(tmp, NULL, 10)) < 0 || ms > 10000) {
+		req_error(r, 400, "busy/MS: 0..10000", NULL);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	do {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		spent = (now.tv_sec - start.tv_sec) * 1000 +
+		    (now.tv_nsec - start.tv_nsec) / 1000000;
+	} while (spent < ms);
+	snprintf(body, sizeof(body), "{\"busy_ms\":%ld}\n", spent);
+	req_respond(r, 200, "application/json", body, strlen(body), NULL);
+}
+
 static bool
 test_handler(struct request *r)
 {
@@ -140,6 +172,8 @@ test_handler(struct request *r)
 		test_submit(r, JOB_TEST_EXIT, "", 0);
 	else if (n == 7 && memcmp(p, "helpers", 7) == 0)
 		test_helpers(r);
+	else if (n > 5 && memcmp(p, "busy/", 5) == 0)
+		test_busy(r, p + 5, n - 5);
 	else
 		req_error(r, 404, "no such test path", NULL);
 	return true;

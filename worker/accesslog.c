@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 #define BATCH_BYTES	(32 * 1024)
@@ -66,7 +67,9 @@ al_open_target(void)
 static void
 al_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_OTHER);
 	accesslog_flush();
+	loopwatch_end();
 }
 
 int

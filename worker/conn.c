@@ -21,6 +21,7 @@
 #include "lib/log.h"
 #include "worker/conn.h"
 #include "worker/h2.h"
+#include "worker/loopwatch.h"
 #include "worker/path.h"
 #include "worker/proxy_proto.h"
 #include "worker/tls.h"
@@ -599,6 +600,7 @@ conn_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *list = dirty_list, *c;
 
+	loopwatch_begin(LW_CLIENT_FLUSH);
 	dirty_list = NULL;
 	while ((c = list) != NULL) {
 		list = c->dirty_next;
@@ -612,6 +614,7 @@ conn_flush_cb(evutil_socket_t fd, short what, void *arg)
 		else
 			conn_flush(c);
 	}
+	loopwatch_end();
 }
 
 /* -- reading ----------------------------------------------------------- */
@@ -892,9 +895,8 @@ conn_read_fresh(struct conn *c)
 }
 
 static void
-conn_read_cb(evutil_socket_t fd, short what, void *arg)
+conn_on_read(struct conn *c)
 {
-	struct conn *c = arg;
 	size_t space;
 	ssize_t n;
 
@@ -958,10 +960,8 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-conn_write_cb(evutil_socket_t fd, short what, void *arg)
+conn_on_write(struct conn *c)
 {
-	struct conn *c = arg;
-
 	if (c->closing)
 		return;
 	if (c->ssl != NULL && !c->tls_ready) {
@@ -971,8 +971,40 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 	conn_flush(c);
 	if (c->tls_read_wants_write && !c->closing) {
 		c->tls_read_wants_write = false;
-		conn_read_cb(fd, EV_READ, c);
+		conn_on_read(c);
 	}
+}
+
+/* What the loop is doing for this connection, for loopwatch. */
+static enum lw_kind
+conn_lw_kind(const struct conn *c, bool write)
+{
+	if (c->ssl != NULL && !c->tls_ready)
+		return LW_CLIENT_TLS;
+	switch (c->state) {
+	case CS_TUNNEL:
+		return LW_TUNNEL;
+	case CS_H2:
+		return write ? LW_CLIENT_H2_WRITE : LW_CLIENT_H2_READ;
+	default:
+		return write ? LW_CLIENT_HTTP1_WRITE : LW_CLIENT_HTTP1_READ;
+	}
+}
+
+static void
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(conn_lw_kind(arg, false));
+	conn_on_read(arg);
+	loopwatch_end();
+}
+
+static void
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(conn_lw_kind(arg, true));
+	conn_on_write(arg);
+	loopwatch_end();
 }
 
 /* -- timeouts and drain ------------------------------------------------ */

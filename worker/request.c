@@ -195,6 +195,8 @@ request_new_on(struct conn *c, const struct req_carrier *carrier)
 	r->carrier = carrier;
 	r->conn = c;
 	clock_gettime(CLOCK_MONOTONIC, &r->start);
+	if (!req_admin(r))		/* scrapes are not traffic */
+		metrics_in_flight(1);
 	request_make_id(r);
 	_Static_assert(sizeof(r->client) == sizeof(c->peer_str),
 	    "client and peer_str differ in size");
@@ -248,6 +250,8 @@ request_identify(struct request *r)
 void
 request_free(struct request *r)
 {
+	if (!req_admin(r))
+		metrics_in_flight(-1);
 	if (r->filter_state != NULL && r->filter != NULL)
 		r->filter->release(r);
 	r->filter = NULL;

@@ -5,6 +5,7 @@
  */
 #include <time.h>
 
+#include "worker/loopwatch.h"
 #include "worker/timer.h"
 
 uint64_t
@@ -44,6 +45,7 @@ tlist_cb(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = now_ms();
 	struct tnode *n;
 
+	loopwatch_begin(LW_TIMER);
 	l->armed = false;
 	while ((n = TAILQ_FIRST(&l->q)) != NULL && n->at <= now) {
 		TAILQ_REMOVE(&l->q, n, link);
@@ -52,6 +54,7 @@ tlist_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!l->armed)
 		tlist_arm(l, now);
+	loopwatch_end();
 }
 
 void

@@ -31,6 +31,7 @@
 #include "lib/log.h"
 #include "lib/websocket.h"
 #include "worker/conn.h"
+#include "worker/loopwatch.h"
 #include "worker/tls.h"
 #include "worker/tunnel.h"
 #include "worker/worker.h"
@@ -415,6 +416,23 @@ tunnel_up_read_cb(evutil_socket_t fd, short what, void *arg)
 		tunnel_end(t, t->end);
 }
 
+/* The loop's entries (the two above call each other directly). */
+static void
+tunnel_up_read_ev(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_TUNNEL);
+	tunnel_up_read_cb(fd, what, arg);
+	loopwatch_end();
+}
+
+static void
+tunnel_up_write_ev(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_TUNNEL);
+	tunnel_up_write_cb(fd, what, arg);
+	loopwatch_end();
+}
+
 void
 tunnel_client_drained(struct tunnel *t)
 {
@@ -581,9 +599,9 @@ tunnel_new(const struct tunnel_side *side, void *sarg, struct request *r,
 	t->ssl = u->ssl;
 	t->websocket = u->websocket;
 	event_assign(&t->rev, worker.base, t->fd, EV_READ | EV_PERSIST,
-	    tunnel_up_read_cb, t);
+	    tunnel_up_read_ev, t);
 	event_assign(&t->wev, worker.base, t->fd, EV_WRITE | EV_PERSIST,
-	    tunnel_up_write_cb, t);
+	    tunnel_up_write_ev, t);
 	r->resp_started = true;
 	r->tunnel = true;
 	snprintf(r->tunnel_protocol, sizeof(r->tunnel_protocol), "%.*s",

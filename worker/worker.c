@@ -31,6 +31,7 @@
 #include "offload/offload.h"
 #include "worker/accesslog.h"
 #include "worker/conn.h"
+#include "worker/loopwatch.h"
 #include "worker/tunnel.h"
 #include "worker/worker.h"
 
@@ -83,13 +84,14 @@ worker_accept_resume(void)
 static void
 accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_ACCEPT);
 	worker_accept_resume();
+	loopwatch_end();
 }
 
 static void
-accept_cb(evutil_socket_t fd, short what, void *arg)
+accept_batch(int fd, struct listener *l)
 {
-	struct listener *l = arg;
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	int i, cfd;
@@ -123,6 +125,14 @@ accept_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static void
+accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_ACCEPT);
+	accept_batch(fd, arg);
+	loopwatch_end();
+}
+
 void
 worker_conn_closed(void)
 {
@@ -142,7 +152,9 @@ worker_conn_closed(void)
 static void
 bye_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_TIMER);
 	worker_stop_loop(0);
+	loopwatch_end();
 }
 
 /*
@@ -151,7 +163,7 @@ bye_timeout_cb(evutil_socket_t fd, short what, void *arg)
  * 1001, "going away") and get up to TUNNEL_BYE_MS to close their side.
  */
 static void
-drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+drain_timeout(void)
 {
 	struct timeval tv = { TUNNEL_BYE_MS / 1000,
 	    (TUNNEL_BYE_MS % 1000) * 1000 };
@@ -173,15 +185,25 @@ drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_TIMER);
+	drain_timeout();
+	loopwatch_end();
+}
+
+static void
 close_listeners_cb(evutil_socket_t fd, short what, void *arg)
 {
 	size_t i;
 
+	loopwatch_begin(LW_TIMER);
 	for (i = 0; i < worker.nlisteners; i++) {
 		if (worker.listeners[i].fd >= 0)
 			close(worker.listeners[i].fd);
 		worker.listeners[i].fd = -1;
 	}
+	loopwatch_end();
 }
 
 void
@@ -220,7 +242,9 @@ worker_drain(void)
 static void
 shutdown_delay_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_TIMER);
 	worker_drain();
+	loopwatch_end();
 }
 
 /* TERM/QUIT: fail the health check first, keep serving, then drain. */
@@ -254,7 +278,7 @@ worker_reopen(void)
 }
 
 static void
-ctl_cb(evutil_socket_t fd, short what, void *arg)
+ctl_read(int fd)
 {
 	char cmd[16];
 	ssize_t n, i;
@@ -289,12 +313,22 @@ ctl_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_SIGNAL);
+	ctl_read(fd);
+	loopwatch_end();
+}
+
+static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
+	loopwatch_begin(LW_SIGNAL);
 	if (sig == SIGINT)
 		worker_stop_loop(0);
 	else
 		worker_stop();
+	loopwatch_end();
 }
 
 /* -- start ------------------------------------------------------------- */
@@ -426,12 +460,15 @@ lag_cb(evutil_socket_t fd, short what, void *arg)
 	struct timespec now;
 	int64_t late_us;
 
+	loopwatch_begin(LW_TIMER);
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	late_us = (now.tv_sec - lag_last.tv_sec) * 1000000 +
 	    (now.tv_nsec - lag_last.tv_nsec) / 1000 - LAG_TICK_MS * 1000;
 	lag_last = now;
 	metrics_lag(late_us > 0 ? (uint64_t)late_us : 0);
+	loopwatch_tick();
 	worker.app->tick();
+	loopwatch_end();
 }
 
 static void
@@ -521,6 +558,7 @@ worker_main(const struct worker_start *ws)
 	log_set_fatal_hook(worker_tell_why);
 	worker.rbuf_size = ws->cfg->server.max_header_size + 4096;
 	metrics_attach(ws->stripe);
+	loopwatch_init(ws->cfg->log_slow_callback_us);
 	/* Files are opened as the user agate started as (root, often),
 	 * then the worker gives that up, as nginx's workers do. */
 	if (accesslog_open() == -1)

@@ -38,6 +38,7 @@
 #include "gateway/gateway.h"
 #include "gateway/upstream/call.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
 
@@ -414,6 +415,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 	struct store_ticket last = { 0, 0 };
 	bool last_over = false;
 
+	loopwatch_begin(LW_CACHE_WAIT);
 	(void)fd;
 	(void)what;
 	(void)arg;
@@ -447,6 +449,7 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 			cache_lookup(r, ws);
 	}
 	poll_arm();
+	loopwatch_end();
 }
 
 static void

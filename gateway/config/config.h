@@ -322,6 +322,7 @@ struct config {
 	enum log_access_kind	 log_access;
 	char			*log_access_file;
 	struct config_pos	 log_access_pos;
+	uint64_t		 log_slow_callback_us;	/* 0: off */
 	bool			 redis_enabled;
 	char			*redis_address;
 	int			 redis_fail_open;	/* on_failure: allow */

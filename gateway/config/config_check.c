@@ -41,6 +41,7 @@ config_defaults(struct config *cfg)
 	s->max_body_size = 10 * 1024 * 1024;
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->log_access = ACCESS_STDOUT;
+	cfg->log_slow_callback_us = 100000;
 	cfg->redis_fail_open = 1;
 	cfg->offload_processes = 1;
 	cfg->offload_queue_limit = 1024;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "gateway/config/config_engine.h"
 #include "lib/log.h"
@@ -363,12 +364,55 @@ val_log_access(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	return 0;
 }
 
+/*
+ * log.slow_callback: a duration (or "500us"), 0 for off.  It is measured
+ * with CLOCK_MONOTONIC_COARSE (worker/loopwatch.c), whose resolution is a
+ * kernel tick: a threshold below it could not be told apart from 0.
+ */
+static int
+val_slow_callback(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	const char *s = cfg_scalar(ctx, val, "a duration");
+	struct timespec res;
+	uint64_t us, ms, res_us;
+	size_t n;
+	char *end;
+
+	if (s == NULL)
+		return -1;
+	n = strlen(s);
+	if (n > 2 && strcmp(s + n - 2, "us") == 0 && s[0] >= '0' &&
+	    s[0] <= '9') {
+		us = strtoull(s, &end, 10);
+		if (end != s + n - 2 || us > (uint64_t)HOUR * 1000)
+			return cfg_error(ctx, val, "slow_callback: expected a "
+			    "duration like 100ms or 1s, got '%s'", s);
+	} else if (parse_duration_ms(s, &ms) == -1 || ms > (uint64_t)HOUR)
+		return cfg_error(ctx, val, "slow_callback: expected a duration "
+		    "like 100ms or 1s (0 for off, at most 1h), got '%s'", s);
+	else
+		us = ms * 1000;
+	if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == -1)
+		res.tv_sec = 0, res.tv_nsec = 1000000;
+	res_us = (uint64_t)res.tv_sec * 1000000 + (uint64_t)res.tv_nsec / 1000;
+	if (us != 0 && us < res_us)
+		return cfg_error(ctx, val, "slow_callback: '%s' is below the "
+		    "resolution of the clock that measures it (%llu us, "
+		    "CLOCK_MONOTONIC_COARSE); use 0 to turn it off", s,
+		    (unsigned long long)res_us);
+	*(uint64_t *)field = us;
+	return 0;
+}
+
 static const struct cfg_key log_keys[] = {
 	{ "level", CT_ENUM, offsetof(struct config, log_level),
 	    .aux = log_levels },
 	{ "error", CT_CUSTOM, offsetof(struct config, log_error),
 	    .aux = val_log_error },
 	{ "access", CT_CUSTOM, 0, .aux = val_log_access },
+	{ "slow_callback", CT_CUSTOM,
+	    offsetof(struct config, log_slow_callback_us),
+	    .aux = val_slow_callback },
 	{ NULL }
 };
 

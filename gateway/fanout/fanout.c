@@ -47,6 +47,7 @@
 #include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/offload.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 #define FANOUT_BODY_MAX	(8 * 1024 * 1024)
@@ -572,7 +573,7 @@ fcall_start(struct fcall *c)
 /* -- the fan-out --------------------------------------------------------- */
 
 static void
-fanout_timeout(evutil_socket_t fd, short what, void *arg)
+fanout_timeout_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct fanout *fo = arg;
 	size_t i, n = fo->ncalls;
@@ -604,6 +605,14 @@ fanout_timeout(evutil_socket_t fd, short what, void *arg)
 		if (answers)
 			return;
 	}
+}
+
+static void
+fanout_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_UPSTREAM_TIMER);
+	fanout_timeout_run(fd, what, arg);
+	loopwatch_end();
 }
 
 static void

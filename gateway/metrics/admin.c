@@ -20,6 +20,7 @@
 #include "gateway/cache/cache.h"
 #include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 static const char page[] =
@@ -74,10 +75,13 @@ static const char page[] =
 "i?'':u.in_flight,i?'':u.queue_depth])));\n"
 "table('upstreams',['upstream','server','health','breaker','2xx','4xx',"
 "'5xx','failed tries','retries','in flight','queued'],ups);\n"
-"table('workers',['pid','generation','slot','connections','requests',"
-"'loop lag ms','offload queued','offload running'],s.workers.map(w=>["
-"w.pid,w.generation,w.index,w.connections,w.requests,"
-"w.loop_lag_mean_ms.toFixed(2),w.offload_queued,w.offload_running]));\n"
+"table('workers',['pid','generation','slot','connections','in flight',"
+"'tunnels','requests','loop lag ms','lag p99 ms','slow callbacks',"
+"'offload queued','offload running'],s.workers.map(w=>[w.pid,w.generation,"
+"w.index,w.connections,w.in_flight,w.tunnels,w.requests,"
+"w.loop_lag_mean_ms.toFixed(2),w.loop_lag_p99_ms,w.slow_callbacks>0?"
+"'<span class=\"bad\">'+w.slow_callbacks+'</span>':0,w.offload_queued,"
+"w.offload_running]));\n"
 "table('offload',['kind','ok','failed','timed out','helper lost'],"
 "Object.keys(s.offload).map(k=>{const o=s.offload[k];return [esc(k),o.ok,"
 "o.bad_input+o.failed+o.unknown_kind,o.timeout,o.helper_lost+o.stopped];}));\n"
@@ -96,6 +100,8 @@ admin_handle(struct request *r)
 	size_t n = r->head.path_len;
 	struct buf b = { 0 };
 
+	/* The loop is answering the admin listener, not traffic. */
+	loopwatch_relabel(LW_ADMIN);
 	if (n == 6 && memcmp(p, "/cache", 6) == 0) {
 		if (!http_token_eq(r->head.method, r->head.method_len,
 		    "DELETE"))

@@ -34,6 +34,7 @@
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/http.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 #define M_STRIPES	(3 * 256)	/* 3 generations of CONFIG_MAX_WORKERS */
@@ -96,6 +97,8 @@ struct m_stripe {
 	counter		 tunnel_bytes[2];	/* to the upstream, client */
 	counter		 lag[LAG_BUCKETS];
 	counter		 lag_sum_us;
+	counter		 slow[LW_COUNT];	/* callbacks over log.slow_callback */
+	_Atomic int32_t	 in_flight;	/* requests begun, not ended */
 	counter		 requests;
 	counter		 redis_failures;
 	counter		 jobs[M_KINDS][M_STATUSES];
@@ -266,6 +269,8 @@ metrics_stripe_release(int i)
 	 * into routes, upstreams and jobs stay. */
 	memset(s->lag, 0, sizeof(s->lag));
 	atomic_store(&s->lag_sum_us, 0);
+	memset(s->slow, 0, sizeof(s->slow));
+	atomic_store(&s->in_flight, 0);
 	atomic_store(&s->requests, 0);
 	atomic_store(&s->connections, 0);
 	atomic_store(&s->tunnels, 0);
@@ -414,6 +419,23 @@ metrics_lag(uint64_t us)
 		;
 	inc(&me->lag[i], 1);
 	inc(&me->lag_sum_us, us);
+}
+
+void
+metrics_slow_callback(unsigned kind)
+{
+	if (me != NULL && kind < LW_COUNT)
+		inc(&me->slow[kind], 1);
+}
+
+/* Only this worker writes it: a relaxed load and store, no lock. */
+void
+metrics_in_flight(int delta)
+{
+	if (me != NULL)
+		atomic_store_explicit(&me->in_flight, atomic_load_explicit(
+		    &me->in_flight, memory_order_relaxed) + delta,
+		    memory_order_relaxed);
 }
 
 void
@@ -834,6 +856,28 @@ prom_tunnels(struct buf *b)
 		    "%llu\n", dir[k], (unsigned long long)bytes[k]);
 }
 
+/* Only the kinds that happened: most workers never see one. */
+static void
+prom_slow_callbacks(struct buf *b)
+{
+	int i, k;
+
+	help(b, "agate_event_loop_slow_callbacks_total", "counter", "Loop "
+	    "callbacks that took longer than log.slow_callback, by worker "
+	    "(its pid) and kind.");
+	for (i = 0; i < hwm(); i++) {
+		struct m_stripe *s = &seg->stripes[i];
+		int pid = atomic_load(&s->pid);
+
+		for (k = 0; pid > 0 && k < LW_COUNT; k++)
+			if (get(&s->slow[k]) > 0)
+				buf_appendf(b, "agate_event_loop_slow_callbacks_"
+				    "total{worker=\"%d\",kind=\"%s\"} %llu\n",
+				    pid, loopwatch_kind_name(k),
+				    (unsigned long long)get(&s->slow[k]));
+	}
+}
+
 static void
 prom_workers(struct buf *b)
 {
@@ -876,6 +920,7 @@ prom_workers(struct buf *b)
 		    "%llu\n", pid, (double)get(&s->lag_sum_us) / 1e6, pid,
 		    (unsigned long long)cum);
 	}
+	prom_slow_callbacks(b);
 }
 
 static void
@@ -1069,6 +1114,30 @@ status_upstreams(struct buf *b, const struct config *cfg)
 	LIT(b, "]");
 }
 
+/*
+ * The 99th percentile of a worker's lag since it started, from the
+ * histogram: the upper bound of the bucket that holds it (so an upper
+ * estimate, in the buckets' steps; the last bound if it is beyond).
+ */
+static double
+lag_p99_ms(const struct m_stripe *s)
+{
+	uint64_t n = 0, cum = 0, want;
+	size_t k;
+
+	for (k = 0; k < LAG_BUCKETS; k++)
+		n += get(&s->lag[k]);
+	if (n == 0)
+		return 0.0;
+	want = n - n / 100;		/* samples at or below the p99 */
+	for (k = 0; k < LAG_BUCKETS - 1; k++) {
+		cum += get(&s->lag[k]);
+		if (cum >= want)
+			return lag_le[k] * 1e3;
+	}
+	return lag_le[LAG_BUCKETS - 2] * 1e3;
+}
+
 static void
 status_workers(struct buf *b)
 {
@@ -1077,22 +1146,29 @@ status_workers(struct buf *b)
 	LIT(b, ",\"workers\":[");
 	for (i = 0; i < hwm(); i++) {
 		struct m_stripe *s = &seg->stripes[i];
-		int pid = atomic_load(&s->pid);
-		uint64_t samples = 0;
+		int pid = atomic_load(&s->pid), flight;
+		uint64_t samples = 0, slow = 0;
 		size_t k;
 
 		if (pid <= 0)
 			continue;
 		for (k = 0; k < LAG_BUCKETS; k++)
 			samples += get(&s->lag[k]);
+		for (k = 0; k < LW_COUNT; k++)
+			slow += get(&s->slow[k]);
+		flight = atomic_load(&s->in_flight);
 		buf_appendf(b, "%s{\"pid\":%d,\"generation\":%u,\"index\":%d,"
 		    "\"connections\":%u,\"tunnels\":%u,\"requests\":%llu,"
-		    "\"loop_lag_mean_ms\":%.3f,\"offload_queued\":%u,"
-		    "\"offload_running\":%u}", n++ ? "," : "", pid,
-		    atomic_load(&s->generation), atomic_load(&s->index),
-		    atomic_load(&s->connections), atomic_load(&s->tunnels),
-		    (unsigned long long)get(&s->requests), samples ?
+		    "\"in_flight\":%d,\"loop_lag_mean_ms\":%.3f,"
+		    "\"loop_lag_p99_ms\":%g,\"slow_callbacks\":%llu,"
+		    "\"offload_queued\":%u,\"offload_running\":%u}",
+		    n++ ? "," : "", pid, atomic_load(&s->generation),
+		    atomic_load(&s->index), atomic_load(&s->connections),
+		    atomic_load(&s->tunnels),
+		    (unsigned long long)get(&s->requests),
+		    flight > 0 ? flight : 0, samples ?
 		    (double)get(&s->lag_sum_us) / 1e3 / (double)samples : 0.0,
+		    lag_p99_ms(s), (unsigned long long)slow,
 		    atomic_load(&s->off_queued), atomic_load(&s->off_running));
 	}
 	LIT(b, "]");

@@ -65,6 +65,11 @@ void	metrics_tunnel_closed(enum m_tunnel_end, uint64_t to_upstream,
 	    uint64_t to_client);
 /* A sample of event-loop lag. */
 void	metrics_lag(uint64_t us);
+/* A callback of this kind (enum lw_kind, worker/loopwatch.h) took
+ * longer than log.slow_callback. */
+void	metrics_slow_callback(unsigned kind);
+/* A request began (+1) or ended (-1) in this worker. */
+void	metrics_in_flight(int delta);
 void	metrics_upstream_queue(int upstream, uint32_t waiting,
 	    uint32_t in_flight);
 void	metrics_offload_job(unsigned kind, int status);

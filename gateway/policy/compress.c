@@ -35,6 +35,7 @@
 #include "lib/log.h"
 #include "offload/offload.h"
 #include "worker/http.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 #define PIECE		(64 * 1024)
@@ -342,8 +343,10 @@ gz_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct gz *z = arg;
 
+	loopwatch_begin(LW_TIMER);
 	z->flush_armed = false;
 	gz_next(z, true);
+	loopwatch_end();
 }
 
 /* More may come, or not: make sure what waits goes out either way. */

@@ -29,6 +29,7 @@
 #include "gateway/stage.h"
 #include "lib/log.h"
 #include "worker/http.h"
+#include "worker/loopwatch.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
 
@@ -97,7 +98,9 @@ rd_warn(const char *what, const char *detail)
 static void
 retry_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_OTHER);
 	rd_connect();
+	loopwatch_end();
 }
 
 static void
@@ -236,10 +239,12 @@ wait_timeout(evutil_socket_t fd, short what, void *arg)
 	struct rl_wait *w = arg;
 	struct request *r = w->req;
 
+	loopwatch_begin(LW_OTHER);
 	rd_warn("no answer in time", NULL);
 	wait_release(w);
 	if (rd_failure(r))
 		stage_resume(r, STAGE_NEXT);
+	loopwatch_end();
 }
 
 static void

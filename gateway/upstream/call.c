@@ -24,6 +24,7 @@
 #include "gateway/upstream/call.h"
 #include "gateway/upstream/retry.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 #define CALL_POOL_MAX	256
@@ -111,7 +112,7 @@ call_log_cut(const struct call *c, const char *what)
 /* -- the pool ----------------------------------------------------------- */
 
 static void
-call_timer_cb(evutil_socket_t fd, short what, void *arg)
+call_timer_cb_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct call *c = arg;
 
@@ -125,6 +126,14 @@ call_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	call_try(c);
+}
+
+static void
+call_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_UPSTREAM_TIMER);
+	call_timer_cb_run(fd, what, arg);
+	loopwatch_end();
 }
 
 static struct call *
@@ -692,7 +701,7 @@ call_transport(struct call *c, int k)
  * Once one has won, the same event cancels the other from the loop.
  */
 static void
-call_hedge_cb(evutil_socket_t fd, short what, void *arg)
+call_hedge_cb_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct call *c = arg;
 	const struct request *r = c->spec->req;
@@ -732,6 +741,14 @@ call_hedge_cb(evutil_socket_t fd, short what, void *arg)
 	c->t[1].trial = trial;
 	c->hedging = true;
 	call_transport(c, 1);
+}
+
+static void
+call_hedge_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_UPSTREAM_TIMER);
+	call_hedge_cb_run(fd, what, arg);
+	loopwatch_end();
 }
 
 /* Lets go of everything the call holds; its slot goes to the first

@@ -14,6 +14,7 @@
 #include "gateway/config/config.h"
 #include "gateway/upstream/curlev.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 
 struct csock {
 	struct event	 ev;
@@ -57,8 +58,10 @@ curlev_event_cb(evutil_socket_t fd, short what, void *arg)
 	    ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 	int running;
 
+	loopwatch_begin(LW_CURL_SOCKET);
 	curl_multi_socket_action(multi, fd, action, &running);
 	curlev_check_done();
+	loopwatch_end();
 }
 
 static void
@@ -66,8 +69,10 @@ curlev_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	int running;
 
+	loopwatch_begin(LW_CURL_TIMER);
 	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	curlev_check_done();
+	loopwatch_end();
 }
 
 static int

@@ -25,6 +25,7 @@
 #include "gateway/upstream/call.h"
 #include "gateway/upstream/h2up.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
 
@@ -741,7 +742,7 @@ h2up_callbacks(nghttp2_session_callbacks *cb)
 /* -- the call's hooks -------------------------------------------------- */
 
 static void
-h2up_timeout(evutil_socket_t fd, short what, void *arg)
+h2up_timeout_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct h2up *x = arg;
 
@@ -760,6 +761,14 @@ h2up_timeout(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	h2up_fail(x, TRY_TIMEOUT, 504, "upstream timed out", "timeout");
+}
+
+static void
+h2up_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_UPSTREAM_TIMER);
+	h2up_timeout_run(fd, what, arg);
+	loopwatch_end();
 }
 
 static void

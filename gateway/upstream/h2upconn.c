@@ -24,6 +24,7 @@
 #include "gateway/upstream/h2up.h"
 #include "gateway/upstream/upconn.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 #include "worker/timer.h"
 #include "worker/worker.h"
 
@@ -98,7 +99,7 @@ h2upconn_lost(struct h2upconn *hc, const char *msg, const char *detail)
 }
 
 static void
-h2upconn_timer_cb(evutil_socket_t fd, short what, void *arg)
+h2upconn_timer_cb_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct h2upconn *hc = arg;
 
@@ -117,13 +118,23 @@ h2upconn_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
+h2upconn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_UPSTREAM_H2);
+	h2upconn_timer_cb_run(fd, what, arg);
+	loopwatch_end();
+}
+
+static void
 h2upconn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct h2upconn *hc = arg;
 
+	loopwatch_begin(LW_UPSTREAM_H2);
 	(void)fd;
 	(void)what;
 	h2upconn_flush(hc);
+	loopwatch_end();
 }
 
 static struct h2upconn *

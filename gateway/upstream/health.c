@@ -12,6 +12,7 @@
 #include "gateway/upstream/curlev.h"
 #include "gateway/upstream/health.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 
 struct probe {
 	struct curl_job			 job;	/* first: curlev's cookie */
@@ -133,11 +134,13 @@ probe_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct probe *p = arg;
 
+	loopwatch_begin(LW_OTHER);
 	(void)fd;
 	(void)what;
 	probe_arm(p, p->up->health.interval_ms);
 	if (!p->busy)		/* a check never overlaps the one before */
 		probe_start(p);
+	loopwatch_end();
 }
 
 int

@@ -26,6 +26,7 @@
 #include "gateway/upstream/call.h"
 #include "gateway/upstream/upconn.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 #include "worker/worker.h"
 
 /*
@@ -804,7 +805,7 @@ native_ready(void *arg, short what)
 }
 
 static void
-native_timeout(evutil_socket_t fd, short what, void *arg)
+native_timeout_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct native *x = arg;
 
@@ -820,6 +821,14 @@ native_timeout(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	native_fail(x, TRY_TIMEOUT, 504, "upstream timed out", "timeout");
+}
+
+static void
+native_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	loopwatch_begin(LW_UPSTREAM_TIMER);
+	native_timeout_run(fd, what, arg);
+	loopwatch_end();
 }
 
 /* -- worker hooks ------------------------------------------------------- */

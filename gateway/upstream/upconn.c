@@ -14,6 +14,7 @@
 
 #include "gateway/upstream/upconn.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 #include "worker/tls.h"
 #include "worker/worker.h"
 
@@ -64,9 +65,8 @@ told:
 }
 
 static void
-upconn_cb(evutil_socket_t fd, short what, void *arg)
+upconn_ready(struct upconn *uc, short what)
 {
-	struct upconn *uc = arg;
 	char b;
 
 	if (uc->tls_pending && uc->owner != NULL) {
@@ -91,6 +91,17 @@ upconn_cb(evutil_socket_t fd, short what, void *arg)
 	    (errno == EAGAIN || errno == EINTR))
 		return;
 	upconn_close(uc);
+}
+
+static void
+upconn_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upconn *uc = arg;
+
+	loopwatch_begin(uc->h2 ? LW_UPSTREAM_H2 : (what & EV_READ) ?
+	    LW_UPSTREAM_HTTP1_READ : LW_UPSTREAM_HTTP1_WRITE);
+	upconn_ready(uc, what);
+	loopwatch_end();
 }
 
 static struct upconn *
