@@ -1,6 +1,7 @@
 /*
  * agate's command line: run in the foreground (-c FILE), test a config
- * (-t), signal a running agate through its pid file (-s), print the
+ * (-t), signal a running agate through its pid file or ask it how it is
+ * through its admin listener (-s), print the
  * version (-V, --version) or the usage (-h, --help).  A usage error
  * exits 1, like an invalid config: both mean "nothing was done".
  */
@@ -44,13 +45,16 @@ static void __attribute__((noreturn))
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: agate [-c FILE] [-t | -s reload|stop|quit|reopen]\n"
+	    "usage: agate [-c FILE] [-t | -s reload|stop|quit|reopen|status]\n"
 	    "       agate -V | --version\n"
 	    "       agate -h | --help\n"
 	    "  -c FILE  config file (default %s)\n"
 	    "  -t       check the config and exit 0 if it is valid, 1 if not\n"
 	    "  -s CMD   signal the running agate named by the config's "
-	    "pid_file\n"
+	    "pid_file;\n"
+	    "           -s status prints its workers' numbers from the "
+	    "config's\n"
+	    "           admin.listen (GET /status)\n"
 	    "  -V       print the version\n"
 	    "  -h       print this help\n", AGATE_CONF_PATH);
 	exit(code);
@@ -64,12 +68,14 @@ send_command(const char *path, const char *cmd)
 	size_t i;
 	pid_t pid;
 
+	if (strcmp(cmd, "status") == 0)
+		return statuscmd_run(path);
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(cmd, commands[i].name) == 0)
 			break;
 	if (i == sizeof(commands) / sizeof(commands[0])) {
 		fprintf(stderr, "agate: unknown command '%s' (expected reload, "
-		    "stop, quit or reopen)\n", cmd);
+		    "stop, quit, reopen or status)\n", cmd);
 		return 1;
 	}
 	if ((cfg = config_load(path, err, sizeof(err))) == NULL) {

@@ -7,6 +7,7 @@
 #define AGATE_SUPERVISOR_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "gateway/config/config.h"
@@ -47,6 +48,15 @@ int	sd_notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* sd_listen_fds(3): the descriptors systemd passed to this process (and
  * the LISTEN_* variables unset).  Returns how many. */
 int	sd_listen_fds_take(int *fds, int max);
+
+/* -- statuscmd.c ------------------------------------------------------- */
+
+/* agate -s status: the exit code (1 with a reason on stderr). */
+int	statuscmd_run(const char *conf_path);
+/* An HTTP answer to GET /status (resp[len] is NUL) as a table on out.
+ * 0, or -1 with a reason in err. */
+int	statuscmd_print(const char *resp, size_t len, FILE *out, char *err,
+	    size_t errlen);
 
 /* -- pidfile.c --------------------------------------------------------- */
 
