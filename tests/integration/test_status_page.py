@@ -122,6 +122,16 @@ class StatusPageTest(AgateTest):
         workers = wd.script("return document.querySelectorAll("
                             "'#workers tr').length")
         self.assertEqual(workers, 1 + 2)        # header + 2 workers
+        # Each worker's loop health, from /status: a number in each cell.
+        cells = wd.script(
+            "const t=document.getElementById('workers');"
+            "const h=[...t.rows[0].cells].map(c=>c.textContent);"
+            "return [...t.rows].slice(1).map(r=>['in flight','lag p99 ms',"
+            "'slow callbacks'].map(k=>r.cells[h.indexOf(k)].textContent));")
+        self.assertEqual(len(cells), 2)
+        for in_flight, p99, slow in cells:
+            self.assertEqual((in_flight, slow), ("0", "0"))
+            self.assertGreaterEqual(float(p99), 1)
 
 
 if __name__ == "__main__":
