@@ -13,8 +13,10 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
+import time
 
 from harness import (AGATE, AGATE_TEST, SLOW, VALGRIND, AgateTest,
                      free_port, main, wait_until)
@@ -132,10 +134,24 @@ class LoopHealthTest(AgateTest):
     def test_fast_callbacks_and_an_admin_scrape_are_not_slow(self):
         gw = self.gateway(slow_callback="200ms")
         pid = gw.workers()[0]
-        self.assertEqual(self.busy(gw, 20), 20)
+        self.assertGreaterEqual(self.busy(gw, 20), 20)
         self.assertEqual(self.slow_counter(pid, "client_http1_read"), 0)
         self.assertNotIn("slow callback", gw.error_log())
         self.assertEqual(self.status()["workers"][0]["slow_callbacks"], 0)
+
+    def test_the_kind_follows_the_protocol(self):
+        gw = self.gateway(slow_callback="200ms")
+        pid = gw.workers()[0]
+        r = subprocess.run(
+            ["curl", "-sS", "--max-time", "20", "--http2-prior-knowledge",
+             "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+             "http://127.0.0.1:%d/_agate_test/busy/250" % gw.port],
+            capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.stdout, "2 200", r.stderr)
+        self.assertEqual(self.slow_counter(pid, "client_h2_read"), 1)
+        self.assertEqual(self.slow_counter(pid, "client_http1_read"), 0)
+        m = SLOW_LINE.search(gw.error_log())
+        self.assertEqual(m.group(2), "client_h2_read")
 
     def test_zero_turns_it_off(self):
         gw = self.gateway(slow_callback="0")
@@ -277,6 +293,23 @@ class LoopHealthTest(AgateTest):
                       "127.0.0.1:%d" % self.admin_port, err)
         self.assertIn("(is agate running?)", err)
         self.assertEqual(err.count("\n"), 1, err)
+
+    def test_status_command_gives_up_after_2s_on_a_silent_listener(self):
+        # Something else holds the admin port and never answers.
+        port = free_port()
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", port))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        path = os.path.join(self.dir, "silent.yaml")
+        with open(path, "w") as f:
+            f.write("admin:\n  listen: \"127.0.0.1:%d\"\n" % port)
+        t = time.monotonic()
+        rc, out, err = run("-s", "status", "-c", path)
+        took = time.monotonic() - t
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("timed out (is agate running?)", err)
+        self.assertLess(took, 10)
 
 
 if __name__ == "__main__":
