@@ -1162,6 +1162,9 @@ void
 conn_to_h2(struct conn *c)
 {
 	conn_set_state(c, CS_H2);
+	/* The rest of this read (the first streams, often in the same
+	 * packet as the preface) is HTTP/2's. */
+	loopwatch_relabel(LW_CLIENT_H2_READ);
 	/* Streams answer in pieces: no Nagle delay between them. */
 	conn_nodelay(c);
 }
