@@ -250,7 +250,7 @@ request_identify(struct request *r)
 void
 request_free(struct request *r)
 {
-	if (!req_admin(r))
+	if (!req_admin(r) && !r->tunnel)	/* a tunnel said so already */
 		metrics_in_flight(-1);
 	if (r->filter_state != NULL && r->filter != NULL)
 		r->filter->release(r);

@@ -604,6 +604,9 @@ tunnel_new(const struct tunnel_side *side, void *sarg, struct request *r,
 	    tunnel_up_write_ev, t);
 	r->resp_started = true;
 	r->tunnel = true;
+	/* From here it counts as a tunnel (tunnel_count), not as a request
+	 * in flight; request_free() knows. */
+	metrics_in_flight(-1);
 	snprintf(r->tunnel_protocol, sizeof(r->tunnel_protocol), "%.*s",
 	    (int)u->protocol_len, u->protocol);
 	TAILQ_INSERT_TAIL(&tunnels, t, link);

@@ -246,6 +246,37 @@ class LoopHealthTest(AgateTest):
         self.assertEqual(cout, "2 200", cerr)
         self.wait_in_flight(lambda n: n == 0, "in_flight back to 0")
 
+    def test_a_tunnel_is_not_a_request_in_flight(self):
+        up = self.upstream()
+        gw = self.agate({"up": {"servers": [up.url]}},
+                        [{"path": "/ws/", "upstream": "up"}], start=False,
+                        workers=2)
+        self.admin_port = free_port()
+        gw.config["admin"] = {"listen": "127.0.0.1:%d" % self.admin_port}
+        gw.write_config(gw.config)
+        gw.start()
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /ws/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket"
+                  b"\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            b = s.recv(4096)
+            self.assertTrue(b, head)
+            head += b
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+
+        def totals():
+            ws = self.status()["workers"]
+            return (sum(w["tunnels"] for w in ws),
+                    sum(w["in_flight"] for w in ws))
+        wait_until(lambda: totals() == (1, 0), timeout=10,
+                   what="one tunnel, no request in flight")
+        s.close()
+        wait_until(lambda: totals() == (0, 0), timeout=10,
+                   what="no tunnel, no request in flight")
+
     def test_lag_p99_shows_a_stalled_loop(self):
         gw = self.gateway(slow_callback="0")
         self.busy(gw, 300)
