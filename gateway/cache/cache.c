@@ -415,10 +415,10 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 	struct store_ticket last = { 0, 0 };
 	bool last_over = false;
 
-	loopwatch_begin(LW_CACHE_WAIT);
 	(void)fd;
 	(void)what;
 	(void)arg;
+	loopwatch_begin(LW_CACHE_WAIT);
 	for (w = waiters; w != NULL; w = next) {
 		next = w->next;
 		if (w->t.entry != last.entry || w->t.seq != last.seq) {

@@ -130,9 +130,9 @@ h2upconn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct h2upconn *hc = arg;
 
-	loopwatch_begin(LW_UPSTREAM_H2);
 	(void)fd;
 	(void)what;
+	loopwatch_begin(LW_UPSTREAM_H2);
 	h2upconn_flush(hc);
 	loopwatch_end();
 }

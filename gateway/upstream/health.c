@@ -134,9 +134,9 @@ probe_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct probe *p = arg;
 
-	loopwatch_begin(LW_OTHER);
 	(void)fd;
 	(void)what;
+	loopwatch_begin(LW_OTHER);
 	probe_arm(p, p->up->health.interval_ms);
 	if (!p->busy)		/* a check never overlaps the one before */
 		probe_start(p);
