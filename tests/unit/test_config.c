@@ -541,6 +541,7 @@ test_minimal_defaults(void **state)
 	assert_null(cfg->log_error);
 	assert_int_equal(cfg->log_access, ACCESS_STDOUT);
 	assert_null(cfg->log_access_file);
+	assert_int_equal(cfg->log_slow_callback_us, 100000);
 	assert_false(cfg->redis_enabled);
 	assert_true(cfg->redis_fail_open);
 	assert_int_equal(cfg->offload_processes, 1);
@@ -846,6 +847,57 @@ test_log_access_file(void **state)
  * Relative paths resolve against the folder of the config file, not the
  * working directory, even when the file itself is named relatively.
  */
+/* log.slow_callback: microseconds, 0 off, nothing below the clock's
+ * resolution (CLOCK_MONOTONIC_COARSE, worker/loopwatch.c). */
+static void
+test_slow_callback(void **state)
+{
+	static const struct {
+		const char	*in;
+		uint64_t	 us;
+	} ok[] = {
+		{ "0", 0 }, { "100ms", 100000 }, { "1s", 1000000 },
+		{ "1h", 3600000000ULL }, { "20000us", 20000 },
+	};
+	static const struct {
+		const char	*in;
+		const char	*why;
+	} bad[] = {
+		{ "500us", "2:18: slow_callback: '500us' is below the "
+		    "resolution of the clock that measures it (" },
+		{ "fast", "2:18: slow_callback: expected a duration like 100ms "
+		    "or 1s (0 for off, at most 1h), got 'fast'" },
+		{ "2h", "2:18: slow_callback: expected a duration like 100ms "
+		    "or 1s (0 for off, at most 1h), got '2h'" },
+		{ "12xus", "2:18: slow_callback: expected a duration like 100ms "
+		    "or 1s, got '12xus'" },
+		{ "[1s]", "2:18: slow_callback: expected a duration, got a "
+		    "list" },
+	};
+	char text[128], err[CONFIG_ERR_MAX], path[PBUF], want[PBUF + 256];
+	struct config *cfg;
+	size_t i;
+
+	for (i = 0; i < NELEM(ok); i++) {
+		snprintf(text, sizeof(text), "log:\n  slow_callback: %s\n",
+		    ok[i].in);
+		cfg = load_ok(text);
+		assert_int_equal(cfg->log_slow_callback_us, ok[i].us);
+		config_free(cfg);
+	}
+	in_dir(path, sizeof(path), "bad.yaml");
+	for (i = 0; i < NELEM(bad); i++) {
+		snprintf(text, sizeof(text), "log:\n  slow_callback: %s\n",
+		    bad[i].in);
+		cfg = load_text("bad.yaml", text, err, sizeof(err));
+		assert_null(cfg);
+		snprintf(want, sizeof(want), "%s:%s", path, bad[i].why);
+		if (strncmp(err, want, strlen(want)) != 0)
+			fail_msg("slow_callback: %s:\n    got  %s\n    want %s",
+			    bad[i].in, err, want);
+	}
+}
+
 static void
 test_relative_paths(void **state)
 {
@@ -1632,6 +1684,7 @@ main(void)
 		cmocka_unit_test(test_section_defaults),
 		cmocka_unit_test(test_other_values),
 		cmocka_unit_test(test_log_access_file),
+		cmocka_unit_test(test_slow_callback),
 		cmocka_unit_test(test_relative_paths),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_error_no_file),
