@@ -71,6 +71,7 @@ struct server_cfg {
 	char		*curl_url;	/* url as libcurl takes it (http://) */
 	char		*host;
 	uint16_t	 port;
+	bool		 named;		/* host is a name: looked up (dns.c) */
 	int		 mslot;		/* metrics slot (metrics.c) */
 };
 
@@ -146,6 +147,7 @@ struct upstream_cfg {
 	char			*tls_key_pem;
 	size_t			 tls_key_len;
 	struct health_check_cfg	 health;
+	uint64_t		 resolve_ms;	/* named servers: lookup period */
 	size_t			 slot;		/* first server's in shared */
 	int			 mslot;		/* metrics slot (metrics.c) */
 	struct config_pos	 pos;
@@ -333,6 +335,8 @@ struct config {
 	uint64_t		 cache_memory;
 	uint64_t		 cache_max_entry;
 	uint64_t		 cache_lock_timeout_ms;
+	char			**resolvers;	/* "ip:port"; none: resolv.conf */
+	size_t			 nresolvers;
 	struct upstream_cfg	*upstreams;
 	size_t			 nupstreams;
 	struct route_cfg	*routes;
@@ -378,5 +382,8 @@ int	parse_address(const char *s, struct sockaddr_storage *sa,
 int	parse_cidr(const char *s, struct cidr *out);
 bool	cidr_match(const struct cidr *, const struct sockaddr *sa);
 int	parse_rate(const char *s, double *per_second);
+/* resolver: "IPv4[:port]" or "[IPv6][:port]" into "ip:port" (port 53
+ * when absent); -1 if it is neither. */
+int	config_resolver_address(const char *s, char *out, size_t outlen);
 
 #endif

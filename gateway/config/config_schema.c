@@ -5,6 +5,7 @@
  * defaults, and the cross-reference checks that need the whole file
  * (a route's upstream exists, templates name real parameters...).
  */
+#include <arpa/inet.h>
 #include <math.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -467,6 +468,45 @@ static const struct cfg_key cache_keys[] = {
 
 /* -- upstreams -------------------------------------------------------- */
 
+/* Whether host is an IPv4 address or a bracketed IPv6 one: never looked
+ * up. */
+static bool
+host_is_literal(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	char buf[64];
+	size_t n = strlen(host);
+
+	if (host[0] == '[' && n >= 2 && n - 2 < sizeof(buf)) {
+		memcpy(buf, host + 1, n - 2);
+		buf[n - 2] = '\0';
+		return inet_pton(AF_INET6, buf, &a6) == 1;
+	}
+	return inet_pton(AF_INET, host, &a4) == 1;
+}
+
+/* A DNS name: letters, digits, '-', '_' and dots, labels 1..63 long. */
+static int
+check_host_name(const char *h)
+{
+	size_t label = 0, n = 0;
+
+	for (; *h != '\0'; h++, n++) {
+		if (*h == '.') {
+			if (label == 0)
+				return -1;
+			label = 0;
+			continue;
+		}
+		if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
+		    (*h >= '0' && *h <= '9') || *h == '-' || *h == '_') ||
+		    ++label > 63)
+			return -1;
+	}
+	return n > 0 && n <= 253 ? 0 : -1;
+}
+
 /* "http://host[:port]", "https://..." or "h2c://..." (HTTP/2 with prior
  * knowledge, agate's own client), with nothing after but "/". */
 static int
@@ -516,6 +556,9 @@ val_server(struct cfg_ctx *ctx, yaml_node_t *item, struct server_cfg *srv)
 	srv->host = cfg_alloc(ctx, hlen + 1);
 	memcpy(srv->host, h, hlen);
 	srv->port = (uint16_t)port;
+	if ((srv->named = !host_is_literal(srv->host)) &&
+	    check_host_name(srv->host) == -1)
+		return cfg_error(ctx, item, "server '%s': bad host name", s);
 	n = (size_t)(end - s) + 1;
 	srv->url = cfg_alloc(ctx, n);
 	memcpy(srv->url, s, n - 1);
@@ -696,6 +739,8 @@ static const struct cfg_key upstream_keys[] = {
 	    .aux = health_check_keys,
 	    .off2 = offsetof(struct upstream_cfg, health.enabled),
 	    .flags = CK_ENABLE },
+	{ "resolve", CT_DURATION, offsetof(struct upstream_cfg, resolve_ms),
+	    SEC(1), DAY },
 	{ NULL }
 };
 
@@ -729,6 +774,7 @@ upstream_defaults(struct upstream_cfg *up)
 	up->health.timeout_ms = 1000;
 	up->health.healthy = 2;
 	up->health.unhealthy = 3;
+	up->resolve_ms = 30000;
 }
 
 static int
@@ -1220,6 +1266,39 @@ val_routes(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
 	return 0;
 }
 
+/*
+ * resolver: the DNS servers to ask, "ip:port" or a list of them (an
+ * IPv6 address in brackets; the port defaults to 53).  Addresses only: a
+ * resolver named by a name would need a resolver.
+ */
+static int
+val_resolver(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	struct config *cfg = ctx->cfg;
+	size_t n = cfg_list_len(val), i;
+
+	(void)field;
+	if (n == 0)
+		return cfg_error(ctx, val, "resolver: expected ip:port or a "
+		    "list of them");
+	cfg->resolvers = cfg_alloc(ctx, n * sizeof(*cfg->resolvers));
+	cfg->nresolvers = n;
+	for (i = 0; i < n; i++) {
+		yaml_node_t *item = cfg_list_item(ctx, val, i);
+		const char *s = cfg_scalar(ctx, item, "ip:port");
+		char buf[80];
+
+		if (s == NULL)
+			return -1;
+		if (config_resolver_address(s, buf, sizeof(buf)) == -1)
+			return cfg_error(ctx, item, "resolver: expected an IP "
+			    "address with an optional port (127.0.0.1:53, "
+			    "[::1]:5353), got '%s'", s);
+		cfg->resolvers[i] = cfg_strdup(ctx, buf);
+	}
+	return 0;
+}
+
 const struct cfg_key config_top_keys[] = {
 	{ "server", CT_SECTION, offsetof(struct config, server),
 	    .aux = server_keys },
@@ -1234,6 +1313,7 @@ const struct cfg_key config_top_keys[] = {
 	{ "cache", CT_SECTION, 0, .aux = cache_keys,
 	    .off2 = offsetof(struct config, cache_enabled),
 	    .flags = CK_ENABLE },
+	{ "resolver", CT_CUSTOM, 0, .aux = val_resolver },
 	{ "upstreams", CT_CUSTOM, 0, .aux = val_upstreams },
 	{ "routes", CT_CUSTOM, 0, .aux = val_routes },
 	{ NULL }

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,4 +265,49 @@ parse_rate(const char *s, double *per_second)
 		return -1;
 	*per_second = (double)n / div;
 	return 0;
+}
+
+/*
+ * A DNS server: "IPv4[:port]" or "[IPv6][:port]" (port 53 when absent),
+ * written to out as "ip:port" with IPv6 in brackets (evdns's form).
+ */
+int
+config_resolver_address(const char *s, char *out, size_t outlen)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	char host[64];
+	const char *rest;
+	uint16_t port = 53;
+	size_t hlen;
+	int n;
+
+	if (*s == '[') {
+		const char *end = strchr(s, ']');
+
+		if (end == NULL || (hlen = (size_t)(end - s - 1)) >=
+		    sizeof(host))
+			return -1;
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		if (inet_pton(AF_INET6, host, &a6) != 1)
+			return -1;
+		rest = end + 1;
+	} else {
+		hlen = strcspn(s, ":");
+		if (hlen >= sizeof(host))
+			return -1;
+		memcpy(host, s, hlen);
+		host[hlen] = '\0';
+		if (inet_pton(AF_INET, host, &a4) != 1)
+			return -1;
+		rest = s + hlen;
+	}
+	if (*rest == ':' && units_port(rest + 1, &port) == -1)
+		return -1;
+	if (*rest != ':' && *rest != '\0')
+		return -1;
+	n = snprintf(out, outlen, s[0] == '[' ? "[%s]:%u" : "%s:%u", host,
+	    (unsigned)port);
+	return n > 0 && (size_t)n < outlen ? 0 : -1;
 }

@@ -965,7 +965,28 @@ static const struct err_case err_cases[] = {
 	    "  workers: 2\n"
 	    "frobnicate: true\n",
 	    "3:1: unknown key 'frobnicate' in the file (expected one of: "
-	    "server, admin, log, redis, offload, cache, upstreams, routes)" },
+	    "server, admin, log, redis, offload, cache, resolver, upstreams, "
+	    "routes)" },
+	/* DNS */
+	{ "resolver named by a name",
+	    "resolver: dns.example:53\n",
+	    "1:11: resolver: expected an IP address with an optional port "
+	    "(127.0.0.1:53, [::1]:5353), got 'dns.example:53'" },
+	{ "resolver list with a bad port",
+	    "resolver: [\"10.0.0.1\", \"[::1]:0\"]\n",
+	    "1:24: resolver: expected an IP address with an optional port "
+	    "(127.0.0.1:53, [::1]:5353), got '[::1]:0'" },
+	{ "resolve below a second",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: http://api.example:9001\n"
+	    "    resolve: 200ms\n",
+	    "4:14: resolve: '200ms' is out of range (1000ms..86400000ms)" },
+	{ "server with a bad host name",
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: http://api..example:9001\n",
+	    "3:14: server 'http://api..example:9001': bad host name" },
 	{ "unknown key in a flow mapping, nothing near",
 	    "upstreams:\n"
 	    "  a:\n"
