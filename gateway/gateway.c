@@ -13,6 +13,7 @@
 #include "gateway/metrics/metrics.h"
 #include "gateway/stage.h"
 #include "gateway/upstream/curlev.h"
+#include "gateway/upstream/dns.h"
 #include "gateway/upstream/health.h"
 #include "gateway/upstream/call.h"
 #include "gateway/upstream/upstream.h"
@@ -40,7 +41,7 @@ gateway_init(struct event_base *base, const struct config *cfg)
 	 * without closing each connection as its transfer ends; idle ones
 	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
 	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
-	    upstream_init(base, cfg) == -1 ||
+	    upstream_init(base, cfg) == -1 || dns_init(base, cfg) == -1 ||
 	    health_init(base, cfg, worker.index == 0) == -1) {
 		log_warnx("gateway: out of memory");
 		return -1;
@@ -72,6 +73,7 @@ gateway_shutdown(void)
 	proxy_free();
 	stage_fini_all();
 	health_free();
+	dns_free();
 	curlev_free();
 	upstream_free();
 	curl_global_cleanup();

@@ -85,6 +85,8 @@ struct m_upstream {
 
 struct m_server {
 	counter		 outcome[MO_COUNT];
+	counter		 dns[2];		/* lookups: ok, failed */
+	_Atomic uint32_t addresses;		/* gauge: live, this worker */
 };
 
 struct m_stripe {
@@ -280,6 +282,8 @@ metrics_stripe_release(int i)
 		atomic_store(&s->upstreams[j].waiting, 0);
 		atomic_store(&s->upstreams[j].in_flight, 0);
 	}
+	for (j = 0; j < M_SERVERS; j++)
+		atomic_store(&s->servers[j].addresses, 0);
 	atomic_store(&s->pid, 0);
 }
 
@@ -350,6 +354,16 @@ metrics_try(int upstream, int server, enum m_outcome o, uint64_t us,
 	hist_add(&me->upstreams[upstream].dur, us);
 	if (server >= 0)
 		inc(&me->servers[server].outcome[o], 1);
+}
+
+void
+metrics_dns(int server, bool ok, unsigned live)
+{
+	if (me == NULL || server < 0)
+		return;
+	inc(&me->servers[server].dns[ok ? 0 : 1], 1);
+	atomic_store_explicit(&me->servers[server].addresses, live,
+	    memory_order_relaxed);
 }
 
 void
@@ -969,6 +983,62 @@ live_workers(void)
 	return n;
 }
 
+/* Lookups of named servers (a sum), and their addresses: the most any
+ * running worker has (each looks up on its own). */
+static void
+prom_dns(struct buf *b, const struct config *cfg)
+{
+	static const char *const result[] = { "ok", "failed" };
+	size_t u, s;
+	int i, k;
+
+	for (k = 0; k < 3; k++) {
+		if (k == 0)
+			help(b, "agate_dns_lookups_total", "counter", "Lookups "
+			    "of upstream server names, by result (failed: "
+			    "the last good addresses were kept).");
+		else if (k == 2)
+			help(b, "agate_upstream_addresses", "gauge", "Addresses "
+			    "a server name has now (the most of any worker).");
+		for (u = 0; u < cfg->nupstreams; u++)
+			for (s = 0; s < cfg->upstreams[u].nservers; s++) {
+				const struct upstream_cfg *up =
+				    &cfg->upstreams[u];
+				int ss = up->servers[s].mslot;
+				uint64_t n = 0;
+
+				if (ss < 0 || !up->servers[s].named ||
+				    server_repeated(up, s))
+					continue;
+				for (i = 0; i < hwm(); i++) {
+					const struct m_server *m =
+					    &seg->stripes[i].servers[ss];
+					uint64_t v;
+
+					if (k < 2) {
+						n += get(&m->dns[k]);
+						continue;
+					}
+					v = atomic_load(&m->addresses);
+					if (atomic_load(&seg->stripes[i].pid) >
+					    0 && v > n)
+						n = v;
+				}
+				buf_appendf(b, "%s{upstream=\"", k < 2 ?
+				    "agate_dns_lookups_total" :
+				    "agate_upstream_addresses");
+				put_label(b, up->name);
+				LIT(b, "\",name=\"");
+				put_label(b, up->servers[s].host);
+				if (k < 2)
+					buf_appendf(b, "\",result=\"%s",
+					    result[k]);
+				buf_appendf(b, "\"} %llu\n",
+				    (unsigned long long)n);
+			}
+	}
+}
+
 void
 metrics_prometheus(struct buf *b, const struct config *cfg)
 {
@@ -979,6 +1049,7 @@ metrics_prometheus(struct buf *b, const struct config *cfg)
 	prom_requests(b, cfg);
 	prom_upstreams(b, cfg);
 	prom_servers(b, cfg);
+	prom_dns(b, cfg);
 	prom_upstream_gauges(b, cfg);
 	prom_workers(b);
 	prom_offload(b);

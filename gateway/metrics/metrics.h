@@ -57,6 +57,9 @@ void	metrics_request(const struct request *);
  * answer (or the failure); retry if it was not the first try. */
 void	metrics_try(int upstream, int server, enum m_outcome, uint64_t us,
 	    bool retry);
+/* A lookup of a named server (server slot) ended; live: its addresses
+ * in this worker now. */
+void	metrics_dns(int server, bool ok, unsigned live);
 void	metrics_connections(int n);
 /* Tunnels open in this worker now. */
 void	metrics_tunnels(int n);

@@ -80,7 +80,7 @@ call_log(const struct call *c, int slot, const char *what,
 		return;
 	if (slot >= 0)
 		snprintf(where, sizeof(where), "upstream %s server %s",
-		    u->name, u->servers[c->t[slot].server].url);
+		    u->name, c->up->servers[c->t[slot].server].cfg->url);
 	else
 		snprintf(where, sizeof(where), "upstream %s", u->name);
 	if (c->spec->name != NULL)
@@ -263,7 +263,7 @@ call_measure(struct call *c, int k, enum m_outcome o)
 	if (t->measured)
 		return;
 	t->measured = true;
-	metrics_try(u->mslot, u->servers[t->server].mslot, o,
+	metrics_try(u->mslot, c->up->servers[t->server].cfg->mslot, o,
 	    call_mono_us() - t->start_us, t->retry);
 }
 
@@ -430,7 +430,7 @@ call_log_retry(const struct call *c, enum try_fail why, int status)
 	else
 		snprintf(reason, sizeof(reason), "%s", retry_fail_name(why));
 	log_info("retry: upstream %s: %s: server %s %s; try %d of %d in "
-	    "%llu ms", u->name, what, u->servers[c->t[c->cur].server].url,
+	    "%llu ms", u->name, what, c->up->servers[c->t[c->cur].server].cfg->url,
 	    reason, c->tries + 1, u->retry.attempts,
 	    (unsigned long long)c->backoff_ms);
 }
@@ -568,7 +568,7 @@ call_tell_server(struct call *c, int k)
 {
 	if (c->sink->tried != NULL)
 		c->sink->tried(c->sink_arg,
-		    c->up->cfg->servers[c->t[k].server].url,
+		    c->up->servers[c->t[k].server].cfg->url,
 		    c->tries + c->resends);
 }
 
@@ -618,6 +618,13 @@ no_server(struct call *c)
 	const struct upstream_cfg *u = c->up->cfg;
 	char msg[200];
 
+	/* Its names do not resolve (yet): dns.c logs why and retries. */
+	if (upstream_live(c->up) == 0) {
+		snprintf(msg, sizeof(msg), "no address for upstream %s: its "
+		    "server names do not resolve (yet)", u->name);
+		call_finish(c, 503, msg, "Retry-After: 1\r\n");
+		return;
+	}
 	if (log_allowed(&w, "requests refused for want of a server"))
 		log_info("proxy: upstream %s: no server available (all down "
 		    "or circuit open); answering 503", u->name);
@@ -658,7 +665,7 @@ call_try(struct call *c)
 	c->t[0].server = (size_t)server;
 	/* The first try may be hedged (not its retries). */
 	if (c->tries == 0 && c->spec->hedge_after_ms > 0 && !call_has_body(c) &&
-	    call_method_retryable(c) && up->cfg->nservers > 1)
+	    call_method_retryable(c) && up->nslots > 1)
 		call_arm_ev(&c->hedge, c->spec->hedge_after_ms);
 	call_transport(c, 0);
 }
@@ -734,9 +741,9 @@ call_hedge_cb_run(evutil_socket_t fd, short what, void *arg)
 		    "after %llu ms; also trying %s", u->name,
 		    (int)r->head.method_len, r->head.method,
 		    (int)r->head.path_len, r->head.path,
-		    u->servers[c->t[0].server].url,
+		    c->up->servers[c->t[0].server].cfg->url,
 		    (unsigned long long)c->spec->hedge_after_ms,
-		    u->servers[server].url);
+		    c->up->servers[server].cfg->url);
 	c->t[1].server = (size_t)server;
 	c->t[1].trial = trial;
 	c->hedging = true;

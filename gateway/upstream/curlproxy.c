@@ -238,6 +238,19 @@ proxy_trailer(struct proxy *p, const char *line, size_t len)
 	return len;
 }
 
+/*
+ * The address left the DNS answer while this transfer ran: its
+ * connection is not to go back to libcurl's pool.  (Idle ones there are
+ * never taken again, CONNECT_TO keys them by the address, and close
+ * after keepalive_timeout.)
+ */
+static void
+proxy_drained(struct proxy *p)
+{
+	if (p->up->servers[p->server].state != ADDR_LIVE)
+		curl_easy_setopt(p->easy, CURLOPT_FORBID_REUSE, 1L);
+}
+
 static size_t
 proxy_header_cb(char *line, size_t size, size_t n, void *arg)
 {
@@ -272,6 +285,7 @@ proxy_header_cb(char *line, size_t size, size_t n, void *arg)
 		return len;
 	}
 	p->head_done = true;
+	proxy_drained(p);
 	return proxy_head_end(p) == -1 ? 0 : len;
 }
 
@@ -283,6 +297,7 @@ proxy_write_cb(char *data, size_t size, size_t n, void *arg)
 
 	if (p->req == NULL || !p->head_done)
 		return 0;
+	proxy_drained(p);
 	if (call_full(p->call)) {
 		p->write_paused = true;
 		return CURL_WRITEFUNC_PAUSE;
@@ -632,12 +647,15 @@ static int
 proxy_setup(struct proxy *p, const struct upstream_cfg *u)
 {
 	CURL *e = p->easy;
-	const struct server_cfg *srv = &u->servers[p->server];
+	const struct server_rt *rt = &p->up->servers[p->server];
+	const struct server_cfg *srv = rt->cfg;
 
 	if (proxy_build_url(p, srv) != 0 || proxy_headers(p) != 0)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_URL, p->url.data);
 	curlev_upstream(e, u, srv);
+	/* The address balancing picked, not one libcurl would look up. */
+	curl_easy_setopt(e, CURLOPT_CONNECT_TO, rt->connect_to);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->errbuf);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, proxy_header_cb);

@@ -480,7 +480,7 @@ h2up_resend(struct h2up *x, bool unprocessed)
 	    (!unprocessed && x->sent && !call_method_retryable(x->call)))
 		return false;
 	log_debug("h2up: %s did not take the request; sending it again",
-	    x->up->cfg->servers[x->server].url);
+	    x->up->servers[x->server].cfg->url);
 	h2up_detach(x, true);
 	x->resent = true;
 	x->id = 0;

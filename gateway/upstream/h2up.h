@@ -90,6 +90,9 @@ void	h2upconn_goaway(struct h2upconn *);
 /* Every connection of srv, or of every server, closed now (their tries
  * fail); for a worker that stops. */
 void	h2upconn_close_server(struct server_rt *);
+/* srv's address left the DNS answer: no new streams on its connections;
+ * idle ones close now, busy ones when their streams end. */
+void	h2upconn_drain_server(struct server_rt *);
 
 /* h2up.c: the session's callbacks, and what a try hears of its
  * connection. */

@@ -246,7 +246,8 @@ h2upconn_closed(struct h2upconn *hc)
 	hc->nstreams--;
 	if (hc->nstreams > 0 || hc->state != HC_OPEN)
 		return;
-	if (hc->up->cfg->keepalive == 0 || worker.phase == WP_DRAINING) {
+	if (hc->up->cfg->keepalive == 0 || worker.phase == WP_DRAINING ||
+	    hc->srv->state != ADDR_LIVE) {
 		nghttp2_session_terminate_session(hc->s, NGHTTP2_NO_ERROR);
 		hc->state = HC_CLOSING;
 		h2upconn_kick(hc);	/* closes once the GOAWAY is out */
@@ -290,6 +291,25 @@ h2upconn_close_server(struct server_rt *srv)
 	while ((hc = TAILQ_FIRST(&srv->h2conns)) != NULL) {
 		TAILQ_INIT(&hc->tries);
 		h2upconn_close(hc, TRY_LOCAL, 502, "worker exiting", "");
+	}
+}
+
+void
+h2upconn_drain_server(struct server_rt *srv)
+{
+	struct h2upconn *hc;
+
+	/* Idle ones say GOAWAY and close now; busy ones take no new stream
+	 * and close once theirs are done (h2upconn_flush).  Both close on
+	 * the kick, later: the list stays as it is while we walk it. */
+	TAILQ_FOREACH(hc, &srv->h2conns, link) {
+		if (hc->state == HC_OPEN && hc->nstreams == 0) {
+			nghttp2_session_terminate_session(hc->s,
+			    NGHTTP2_NO_ERROR);
+			hc->state = HC_CLOSING;
+			h2upconn_kick(hc);
+		} else
+			h2upconn_goaway(hc);
 	}
 }
 

@@ -11,6 +11,7 @@
 #include "gateway/config/shared.h"
 #include "gateway/upstream/curlev.h"
 #include "gateway/upstream/health.h"
+#include "gateway/upstream/upstream.h"
 #include "lib/log.h"
 #include "worker/loopwatch.h"
 
@@ -24,6 +25,8 @@ struct probe {
 	int				 ok_run;	/* successes in a row */
 	int				 fail_run;
 	struct event			 timer;
+	struct curl_slist		*pin;	/* CONNECT_TO: the address */
+	unsigned			 turn;	/* the name's last address */
 	char				 url[512];
 	char				 errbuf[CURL_ERROR_SIZE];
 };
@@ -99,6 +102,28 @@ probe_done(struct curl_job *job, CURLcode rc)
 	probe_result(p, rc == CURLE_OK && status >= 200 && status < 400, why);
 }
 
+/*
+ * A named server's probe goes to its addresses in turn, one per round,
+ * pinned like any request (libcurl never resolves); its result counts
+ * for the server, as health is per configured server.  The pin is the
+ * probe's own copy: a drained address's slot may be reused meanwhile.
+ */
+static int
+probe_pin(struct probe *p)
+{
+	struct server_rt *s;
+
+	curl_slist_free_all(p->pin);
+	p->pin = NULL;
+	if (!p->up->servers[p->server].named)
+		return 0;
+	s = upstream_next_address(upstream_rt(p->up), p->server, &p->turn);
+	if (s == NULL || s->connect_to == NULL)
+		return -1;
+	p->pin = curl_slist_append(NULL, s->connect_to->data);
+	return p->pin != NULL ? 0 : -1;
+}
+
 static void
 probe_start(struct probe *p)
 {
@@ -109,6 +134,11 @@ probe_start(struct probe *p)
 
 	curl_easy_reset(e);
 	p->errbuf[0] = '\0';
+	/* A name without addresses takes no request either: nothing to
+	 * check, nothing counted, until it resolves. */
+	if (probe_pin(p) == -1)
+		return;
+	curl_easy_setopt(e, CURLOPT_CONNECT_TO, p->pin);
 	curl_easy_setopt(e, CURLOPT_URL, p->url);
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -194,6 +224,7 @@ health_free(void)
 		if (probes[i].busy)
 			curlev_remove(probes[i].easy);
 		curl_easy_cleanup(probes[i].easy);
+		curl_slist_free_all(probes[i].pin);
 	}
 	free(probes);
 	probes = NULL;

@@ -350,7 +350,7 @@ native_lost(struct native *x, const char *detail)
 	    call_method_retryable(x->call)) {
 		log_debug("native: %s on a reused connection to %s; sending "
 		    "again on a fresh one", detail,
-		    x->up->cfg->servers[x->server].url);
+		    x->up->servers[x->server].cfg->url);
 		upconn_close(x->uc);
 		x->uc = NULL;
 		x->retried = true;

@@ -123,7 +123,7 @@ upconn_connect(struct upstream_rt *up, struct server_rt *srv)
 	struct upconn *uc;
 	int fd, one = 1;
 
-	if (!srv->resolved) {
+	if (srv->state == ADDR_FREE) {
 		errno = EHOSTUNREACH;
 		return NULL;
 	}
@@ -291,8 +291,9 @@ upconn_put(struct upconn *uc)
 {
 	struct upstream_rt *up = uc->up;
 
+	/* A drained address (gone from DNS) keeps no idle connection. */
 	if (up->cfg->keepalive == 0 || worker.phase == WP_DRAINING ||
-	    uc->ssl != NULL) {
+	    uc->ssl != NULL || uc->srv->state != ADDR_LIVE) {
 		upconn_close(uc);
 		return;
 	}

@@ -1,0 +1,18 @@
+/*
+ * Host names of upstream servers, looked up without blocking (libevent's
+ * evdns), again and again: see dns.c.  Each worker looks up its own
+ * names and hands the addresses to upstream.c's slots.
+ */
+#ifndef AGATE_DNS_H
+#define AGATE_DNS_H
+
+#include "gateway/config/config.h"
+
+struct event_base;
+
+/* Starts looking up every named server of cfg (upstream_init() first).
+ * 0, or -1 when out of memory. */
+int	dns_init(struct event_base *, const struct config *);
+void	dns_free(void);
+
+#endif
