@@ -12,6 +12,10 @@
  * - Each worker looks up its own names, as nginx's workers do: no
  *   message between processes, and a worker's view changes with its own
  *   answers.  The lookups of workers and names are spread by jitter.
+ * - A new worker waits for its first answers (up to 1 s) before it takes
+ *   connections, as Envoy warms its clusters, so that a reload does not
+ *   answer 503 for want of an address; past that it serves, and a name
+ *   without an answer is a name that does not resolve (yet).
  * - One lookup of a name is an A and an AAAA query; every address of
  *   both becomes a slot of the server (upstream_set_addresses()).  The
  *   next lookup comes after min(resolve, the smallest TTL), at least 1 s,
@@ -46,6 +50,7 @@
 #define DNS_HOSTS_MAX	(256 * 1024)
 #define DNS_MIN_MS	1000
 #define DNS_LOG_EVERY	60		/* s between logs of a failing run */
+#define DNS_WARM_MS	1000		/* a new worker waits for answers */
 
 /* One named server of one upstream. */
 struct dns_name {
@@ -60,6 +65,7 @@ struct dns_name {
 	socklen_t		 salen[UPSTREAM_NAME_SLOTS];
 	size_t			 n;
 	uint64_t		 backoff_ms;	/* next wait after a failure */
+	bool			 answered;	/* its first lookup is over */
 	unsigned		 fails;		/* in a row */
 	time_t			 logged;	/* last failure logged */
 };
@@ -67,6 +73,7 @@ struct dns_name {
 static struct evdns_base	*dns_base;
 static struct dns_name		*names;
 static size_t			 nnames;
+static size_t			 nwaiting;	/* first lookups under way */
 
 static void	dns_lookup(struct dns_name *);
 
@@ -93,6 +100,15 @@ dns_timer_cb(evutil_socket_t fd, short what, void *arg)
 	dns_lookup(arg);
 }
 
+static void
+dns_answered(struct dns_name *d)
+{
+	if (!d->answered) {
+		d->answered = true;
+		nwaiting--;
+	}
+}
+
 /* The addresses of a lookup are in: they replace the server's. */
 static void
 dns_ok(struct dns_name *d, const char *how)
@@ -103,6 +119,7 @@ dns_ok(struct dns_name *d, const char *how)
 
 	live = upstream_set_addresses(d->up, d->ci, d->sa, d->salen, d->n);
 	metrics_dns(d->srv->mslot, true, (unsigned)live);
+	dns_answered(d);
 	if (d->fails > 0)
 		log_info("upstream %s: %s resolves again (%zu address%s, %s) "
 		    "after %u failed lookup%s", u->name, d->srv->host, live,
@@ -123,6 +140,7 @@ dns_failed(struct dns_name *d, const char *why)
 	size_t live = upstream_live_of(d->up, d->ci);
 
 	metrics_dns(d->srv->mslot, false, (unsigned)live);
+	dns_answered(d);
 	if (d->fails++ == 0 || now - d->logged >= DNS_LOG_EVERY) {
 		d->logged = now;
 		if (live == 0)
@@ -328,6 +346,47 @@ dns_lookup(struct dns_name *d)
 	}
 }
 
+static void
+dns_warm_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	*(bool *)arg = true;
+}
+
+/*
+ * A new worker (start, reload, respawn) runs its loop for the first
+ * answers, up to DNS_WARM_MS, before it takes connections, as Envoy
+ * warms its clusters: otherwise the first requests of a new generation
+ * would find no address and get 503.  A name still unanswered then is
+ * served as one that does not resolve.  A stop asked for meanwhile
+ * (loopbreak/loopexit, which the next loop would forget) is asked again.
+ */
+static void
+dns_warm(struct event_base *base)
+{
+	static const struct timeval zero = { 0, 0 };
+	struct timeval tv = { DNS_WARM_MS / 1000, (DNS_WARM_MS % 1000) * 1000 };
+	struct event *t;
+	bool over = false;
+
+	if (nwaiting == 0 || (t = evtimer_new(base, dns_warm_cb, &over)) ==
+	    NULL)
+		return;
+	evtimer_add(t, &tv);
+	while (nwaiting > 0 && !over && !event_base_got_break(base) &&
+	    !event_base_got_exit(base))
+		if (event_base_loop(base, EVLOOP_ONCE) == -1)
+			break;
+	if (event_base_got_break(base) || event_base_got_exit(base))
+		event_base_loopexit(base, &zero);
+	event_free(t);
+	if (nwaiting > 0)
+		log_info("dns: %zu name%s not answered within %d ms; serving "
+		    "(their upstreams answer 503 until they resolve)",
+		    nwaiting, log_plural((long long)nwaiting), DNS_WARM_MS);
+}
+
 int
 dns_init(struct event_base *base, const struct config *cfg)
 {
@@ -353,8 +412,10 @@ dns_init(struct event_base *base, const struct config *cfg)
 			d->srv = &cfg->upstreams[i].servers[j];
 			d->backoff_ms = DNS_MIN_MS;
 			evtimer_assign(&d->timer, base, dns_timer_cb, d);
+			nwaiting++;
 			dns_lookup(d);
 		}
+	dns_warm(base);
 	return 0;
 }
 
@@ -371,5 +432,5 @@ dns_free(void)
 	dns_base = NULL;
 	free(names);
 	names = NULL;
-	nnames = 0;
+	nnames = nwaiting = 0;
 }

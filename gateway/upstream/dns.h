@@ -10,8 +10,9 @@
 
 struct event_base;
 
-/* Starts looking up every named server of cfg (upstream_init() first).
- * 0, or -1 when out of memory. */
+/* Starts looking up every named server of cfg (upstream_init() first),
+ * and runs the loop for their first answers, up to 1 s, before the
+ * worker listens.  0, or -1 when out of memory. */
 int	dns_init(struct event_base *, const struct config *);
 void	dns_free(void);
 

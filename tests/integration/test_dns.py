@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -30,7 +31,8 @@ NAME = "api.agate-test"
 class DNSServer:
     """Answers A queries for its names with their addresses and TTL,
     AAAA with no record, other names with NXDOMAIN; or, per mode,
-    SERVFAIL or nothing.  Counts A queries per name."""
+    SERVFAIL or nothing; after delay seconds.  Counts A queries per
+    name."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -39,6 +41,7 @@ class DNSServer:
         self.port = self.sock.getsockname()[1]
         self.records = {}           # name -> ([address], ttl)
         self.mode = "answer"        # answer | servfail | silent
+        self.delay = 0.0            # seconds before each answer
         self.queries = {}
         self.lock = threading.Lock()
         self.running = True
@@ -67,8 +70,20 @@ class DNSServer:
             except OSError:
                 return
             reply = self._reply(data)
-            if reply is not None:
-                self.sock.sendto(reply, peer)
+            if reply is None:
+                continue
+            if self.delay:
+                t = threading.Timer(self.delay, self._send, (reply, peer))
+                t.daemon = True
+                t.start()
+            else:
+                self._send(reply, peer)
+
+    def _send(self, reply, peer):
+        try:
+            self.sock.sendto(reply, peer)
+        except OSError:
+            pass                    # closed meanwhile
 
     def _reply(self, q):
         if len(q) < 12:
@@ -191,8 +206,7 @@ class DNSTest(AgateTest):
         self.serve_at("127.0.0.2", "two")
         self.dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
         gw = self.start(resolve="30s")
-        wait_until(lambda: gw.get("/x").status == 200, 5 * SLOW,
-                   what="the name to resolve")
+        # A new worker waits for its first answers before it serves.
         seen = [self.served_by(gw) for _ in range(10)]
         # round_robin walks the addresses: each serves every other one.
         self.assertEqual(seen.count("one"), 5, seen)
@@ -279,6 +293,16 @@ class DNSTest(AgateTest):
         self.assertRegex(gw.error_log(), r"cannot resolve %s \([^)]*\S; "
                          r"1 in a row\), keeping its 1 address" %
                          re.escape(NAME))
+        # A server that stops answering: the lookup times out (2 s, sent
+        # twice), with the same outcome.
+        self.dns.mode = "silent"
+        failed = self.metric("agate_dns_lookups_total", upstream="api",
+                             name=NAME, result="failed")
+        wait_until(lambda: self.metric("agate_dns_lookups_total",
+                                       upstream="api", name=NAME,
+                                       result="failed") > failed,
+                   10 * SLOW, what="a timed-out lookup to be counted")
+        self.assertEqual(self.served_by(gw), "one")
 
     def test_start_without_an_answer_serves_503_then_200(self):
         self.serve_at("127.0.0.1", "one")
@@ -329,6 +353,40 @@ class DNSTest(AgateTest):
                    what="the idle h2c connection to close")
         with h2.lock:
             self.assertIn(7, [f["type"] for f in h2.frames])
+
+    def test_reload_finds_the_addresses_before_serving(self):
+        self.serve_at("127.0.0.1", "one")
+        self.dns.set(NAME, ["127.0.0.1"])
+        gw = self.start(resolve="30s", workers=2)
+        statuses = []
+        stop = threading.Event()
+
+        def loop():
+            while not stop.is_set() and len(statuses) < 5000:
+                statuses.append(gw.get("/x").status)
+        t = threading.Thread(target=loop)
+        t.start()
+        try:
+            wait_until(lambda: len(statuses) >= 20, 5 * SLOW,
+                       what="requests before the reload")
+            old = set(gw.workers())
+            # The new generation looks the name up again, on its own; a
+            # slow answer must not cost requests (the old one serves
+            # until the new has its addresses).
+            self.dns.delay = 0.3
+            gw.signal(signal.SIGHUP)
+            wait_until(lambda: not old & set(gw.workers()) and
+                       len(gw.workers()) == 2, 10 * SLOW,
+                       what="a new generation of workers")
+            n = len(statuses)
+            wait_until(lambda: len(statuses) >= n + 20, 5 * SLOW,
+                       what="requests after the reload")
+        finally:
+            stop.set()
+            t.join(10)
+        bad = [s for s in statuses if s != 200]
+        self.assertEqual(bad, [], "%d of %d requests failed" % (
+            len(bad), len(statuses)))
 
     def test_hosts_names_resolve_without_dns(self):
         # localhost is in /etc/hosts: no query for it, it serves at once.
