@@ -243,16 +243,22 @@ upstream_any_available(const struct upstream_rt *u, uint64_t now)
 }
 
 static bool
-pickable(const struct upstream_rt *u, size_t i, uint64_t avoid, uint64_t now)
+pickable(const struct upstream_rt *u, size_t i, uint64_t avoid,
+    uint64_t blocked, uint64_t now)
 {
+	size_t ci = u->servers[i].ci;
+
 	if (i < 64 && (avoid & (UINT64_C(1) << i)))
+		return false;
+	if (ci < 64 && (blocked & (UINT64_C(1) << ci)))
 		return false;
 	return upstream_server_available(u, i, now);
 }
 
 /* One choice by the balance policy among pickable servers; -1: none. */
 static ssize_t
-pick_one(struct upstream_rt *u, uint64_t avoid, uint64_t now)
+pick_one(struct upstream_rt *u, uint64_t avoid, uint64_t blocked,
+    uint64_t now)
 {
 	size_t n = u->nslots, i, k, ties = 0;
 	ssize_t best = -1;
@@ -260,13 +266,13 @@ pick_one(struct upstream_rt *u, uint64_t avoid, uint64_t now)
 	switch (u->cfg->balance) {
 	case BALANCE_RANDOM:
 		for (i = 0; i < n; i++)
-			if (pickable(u, i, avoid, now) &&
+			if (pickable(u, i, avoid, blocked, now) &&
 			    rand_below((unsigned)++ties) == 0)
 				best = (ssize_t)i;	/* reservoir sampling */
 		return best;
 	case BALANCE_LEAST_REQUEST:
 		for (i = 0; i < n; i++) {
-			if (!pickable(u, i, avoid, now))
+			if (!pickable(u, i, avoid, blocked, now))
 				continue;
 			if (best < 0 || u->servers[i].inflight <
 			    u->servers[best].inflight) {
@@ -282,7 +288,7 @@ pick_one(struct upstream_rt *u, uint64_t avoid, uint64_t now)
 	default:
 		for (k = 0; k < n; k++) {
 			i = (u->rr + k) % n;
-			if (pickable(u, i, avoid, now)) {
+			if (pickable(u, i, avoid, blocked, now)) {
 				u->rr = (unsigned)(i + 1);
 				return (ssize_t)i;
 			}
@@ -303,8 +309,8 @@ upstream_pick(struct upstream_rt *u, uint64_t avoid, uint64_t now,
 	/* A breaker may turn its trial away between the look and the
 	 * entry (another worker took it): look again without it. */
 	for (round = 0; round <= n; round++) {
-		if ((i = pick_one(u, avoid | blocked, now)) < 0 &&
-		    (i = pick_one(u, blocked, now)) < 0)
+		if ((i = pick_one(u, avoid, blocked, now)) < 0 &&
+		    (i = pick_one(u, 0, blocked, now)) < 0)
 			return -1;
 		switch (breaker_enter(&u->servers[i].sh->breaker,
 		    &u->cfg->breaker, now)) {
@@ -314,9 +320,11 @@ upstream_pick(struct upstream_rt *u, uint64_t avoid, uint64_t now,
 		case BREAKER_PASS:
 			return i;
 		case BREAKER_BLOCK:
-			if (i >= 64)
+			/* The breaker is the configured server's: none of
+			 * its addresses now. */
+			if (u->servers[i].ci >= 64)
 				return -1;
-			blocked |= UINT64_C(1) << i;
+			blocked |= UINT64_C(1) << u->servers[i].ci;
 			break;
 		}
 	}
