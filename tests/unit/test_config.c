@@ -385,6 +385,7 @@ test_full_example(void **state)
 	assert_non_null(strstr(users->tls_key_pem, "PRIVATE KEY"));
 	assert_int_equal(users->tls_cert_len, strlen(users->tls_cert_pem));
 	assert_true(users->health.enabled);
+	assert_int_equal(users->resolve_ms, 30000);
 	assert_string_equal(users->health.path, "/healthz");
 	assert_int_equal(users->health.interval_ms, 5000);
 	assert_int_equal(users->health.timeout_ms, 1000);
@@ -418,7 +419,7 @@ test_full_example(void **state)
 	assert_false(r->segs[0].param);
 	assert_string_equal(r->segs[1].text, "users");
 	assert_int_equal(r->segs[1].len, 5);
-	assert_int_equal(r->pos.line, 73);
+	assert_int_equal(r->pos.line, 74);
 	assert_int_equal(r->pos.col, 5);
 	assert_strings(r->methods, r->nmethods, get_post, NELEM(get_post));
 	assert_ptr_equal(r->upstream, users);
@@ -1655,6 +1656,44 @@ test_single_values_are_lists(void **state)
 	config_free(cfg);
 }
 
+/* resolver: and resolve:, and which servers are looked up. */
+static void
+test_dns_keys(void **state)
+{
+	struct config *cfg;
+	const struct upstream_cfg *up;
+
+	(void)state;
+	cfg = load_ok(
+	    "resolver: [\"127.0.0.1:5353\", \"10.0.0.53\", \"[::1]:53\"]\n"
+	    "upstreams:\n"
+	    "  a:\n"
+	    "    servers: [\"http://api.internal:9001\", \"http://10.0.0.1\",\n"
+	    "              \"https://[::1]:8443\", \"h2c://localhost:50051\"]\n"
+	    "    resolve: 5s\n"
+	    "  b:\n"
+	    "    servers: http://10.0.0.2:9001\n");
+	assert_int_equal(cfg->nresolvers, 3);
+	assert_string_equal(cfg->resolvers[0], "127.0.0.1:5353");
+	assert_string_equal(cfg->resolvers[1], "10.0.0.53:53");
+	assert_string_equal(cfg->resolvers[2], "[::1]:53");
+	up = &cfg->upstreams[0];
+	assert_int_equal(up->resolve_ms, 5000);
+	assert_true(up->servers[0].named);
+	assert_false(up->servers[1].named);
+	assert_false(up->servers[2].named);
+	assert_true(up->servers[3].named);
+	assert_int_equal(cfg->upstreams[1].resolve_ms, 30000);
+	config_free(cfg);
+
+	cfg = load_ok("resolver: 127.0.0.1:53\n");
+	assert_int_equal(cfg->nresolvers, 1);
+	config_free(cfg);
+	cfg = load_ok("server:\n  workers: 1\n");
+	assert_int_equal(cfg->nresolvers, 0);
+	config_free(cfg);
+}
+
 /*
  * The bundled config (make run) has a demo login: it listens on the
  * loopback only, so trying agate never opens it to the network.
@@ -1710,6 +1749,7 @@ main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_error_no_file),
 		cmocka_unit_test(test_single_values_are_lists),
+		cmocka_unit_test(test_dns_keys),
 		cmocka_unit_test(test_bundled_config_is_local),
 		cmocka_unit_test(test_error_file_is_directory),
 		cmocka_unit_test(test_error_strip_prefix_mid_segment),
