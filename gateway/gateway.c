@@ -12,6 +12,7 @@
 #include "gateway/gateway.h"
 #include "gateway/metrics/metrics.h"
 #include "gateway/stage.h"
+#include "gateway/trace/trace.h"
 #include "gateway/upstream/curlev.h"
 #include "gateway/upstream/dns.h"
 #include "gateway/upstream/health.h"
@@ -42,7 +43,8 @@ gateway_init(struct event_base *base, const struct config *cfg)
 	 * still go after keepalive_timeout (CURLOPT_MAXAGE_CONN). */
 	if (curlev_init(base, keep > 0 ? 4 * keep : 4) == -1 ||
 	    upstream_init(base, cfg) == -1 || dns_init(base, cfg) == -1 ||
-	    health_init(base, cfg, worker.index == 0) == -1) {
+	    health_init(base, cfg, worker.index == 0) == -1 ||
+	    trace_init(base, cfg) == -1) {
 		log_warnx("gateway: out of memory");
 		return -1;
 	}
@@ -73,6 +75,7 @@ gateway_shutdown(void)
 	proxy_free();
 	stage_fini_all();
 	health_free();
+	trace_shutdown();	/* its last flush, before libcurl goes */
 	dns_free();
 	curlev_free();
 	upstream_free();
@@ -138,6 +141,7 @@ gateway_handle(struct request *r)
 		admin_handle(r);
 		return;
 	}
+	trace_begin(r);
 	if (is_health_path(r, cfg->server.health_path)) {
 		health_respond(r);
 		return;
@@ -171,6 +175,7 @@ const struct worker_app gateway_app = {
 	.jobs = fanout_jobs,
 	.init = gateway_init,
 	.handle = gateway_handle,
+	.done = trace_end,
 	.tick = gateway_tick,
 	.shutdown = gateway_shutdown,
 };

@@ -205,6 +205,22 @@ al_str(struct buf *b, const char *key, const char *v, size_t n)
 	buf_append(b, "\"", 1);
 }
 
+/* The trace id as 32 lowercase hex digits. */
+static void
+al_trace_id(struct buf *b, const uint8_t id[16])
+{
+	static const char hex[] = "0123456789abcdef";
+	char s[13 + 32 + 1] = ",\"trace_id\":\"";
+	int i;
+
+	for (i = 0; i < 16; i++) {
+		s[13 + 2 * i] = hex[id[i] >> 4];
+		s[13 + 2 * i + 1] = hex[id[i] & 15];
+	}
+	s[45] = '"';
+	buf_append(b, s, sizeof(s));
+}
+
 void
 accesslog_write(const struct request *r)
 {
@@ -235,6 +251,8 @@ accesslog_write(const struct request *r)
 	if (r->upstream != NULL)
 		al_str(b, "upstream", r->upstream, strlen(r->upstream));
 	buf_appendf(b, ",\"tries\":%d", r->tries);
+	if (r->trace.on)
+		al_trace_id(b, r->trace.trace_id);
 	if (r->cache != NULL)
 		al_str(b, "cache", r->cache, strlen(r->cache));
 	if (r->tunnel) {

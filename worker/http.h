@@ -106,6 +106,22 @@ struct req_hooks {
 #define REQ_MAX_PARAMS	8
 #define REQ_ID_MAX	64
 
+/*
+ * A request's W3C trace context (gateway/trace/ fills it; the access log
+ * prints its trace id).  on is false when tracing is off.
+ */
+struct req_trace {
+	uint8_t		 trace_id[16];
+	uint8_t		 span_id[8];	/* agate's span for the request */
+	uint8_t		 parent_id[8];	/* the client's span; zero: none */
+	uint8_t		 flags;		/* bit 0: sampled */
+	bool		 on;
+	bool		 record;	/* sampled, and spans are exported */
+	const char	*state;		/* tracestate to pass on, or NULL */
+	size_t		 state_len;
+	uint64_t	 start_ns;	/* CLOCK_REALTIME */
+};
+
 struct route_param {
 	const char	*name;
 	const char	*value;
@@ -164,6 +180,7 @@ struct request {
 	const char		*upstream;	/* server URL of the last try */
 	int			 tries;
 	const char		*cache;		/* X-Cache, for the log */
+	struct req_trace	 trace;
 
 	/* A tunnel after a 101 (worker/tunnel.c), for the log line. */
 	bool			 tunnel;

@@ -231,6 +231,7 @@ request_rebase(struct request *r, const char *old, size_t len, char *nb)
 	}
 	for (i = 0; i < r->nparams; i++)
 		rebase(&r->params[i].value, old, len, nb);
+	rebase(&r->trace.state, old, len, nb);
 }
 
 /* Called once the head is parsed: adopt the client's ids. */
@@ -281,6 +282,8 @@ request_log(struct request *r)
 	if (req_admin(r))
 		return;			/* scrapes are not traffic */
 	metrics_request(r);
+	if (worker.app != NULL && worker.app->done != NULL)
+		worker.app->done(r);
 	accesslog_write(r);
 }
 

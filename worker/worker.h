@@ -58,6 +58,8 @@ struct worker_app {
 	int	(*init)(struct event_base *, const struct config *);
 	/* Each parsed request (worker/http.h says what it may do). */
 	void	(*handle)(struct request *);
+	/* A request has ended and is about to be logged, or NULL. */
+	void	(*done)(const struct request *);
 	/* Every LAG_TICK_MS: publish its gauges. */
 	void	(*tick)(void);
 	/* The worker is exiting: let go of everything. */

@@ -19,6 +19,7 @@
 #include "gateway/cache/policy.h"
 #include "gateway/cache/store.h"
 #include "gateway/gateway.h"
+#include "gateway/trace/trace.h"
 #include "gateway/upstream/call.h"
 #include "lib/log.h"
 #include "worker/timer.h"
@@ -37,6 +38,7 @@ struct fill {
 						 * u16 n, name, u16 n, value */
 	struct buf		 acc;		/* head fields, then body */
 	struct buf		 stale;		/* for stale_if_error */
+	struct buf		 tstate;	/* req's tracestate, a copy */
 	struct store_hit	 stale_hit;
 	size_t			 head_len;
 	int			 status;
@@ -163,6 +165,7 @@ fill_free(struct fill *f)
 	buf_free(&f->hdrs);
 	buf_free(&f->acc);
 	buf_free(&f->stale);
+	buf_free(&f->tstate);
 	free(f);
 }
 
@@ -312,12 +315,57 @@ fill_store(struct fill *f)
 		    (int)f->target.len, f->target.data);
 }
 
+/*
+ * A fill is a span of its own (INTERNAL), child of the request that
+ * started it, a background refresh's too; its tries are its children.
+ * The tracestate is copied: the client may go before the fill ends.
+ */
+static void
+fill_trace(struct fill *f, const struct request *r)
+{
+	struct req_trace *t = &f->req.trace;
+
+	*t = r->trace;
+	if (!t->on)
+		return;
+	memcpy(t->parent_id, r->trace.span_id, sizeof(t->parent_id));
+	trace_new_span_id(t->span_id);
+	t->start_ns = t->record ? trace_now_ns() : 0;
+	t->state = NULL;
+	if (r->trace.state != NULL && buf_append(&f->tstate, r->trace.state,
+	    r->trace.state_len) == 0) {
+		t->state = f->tstate.data;
+		t->state_len = f->tstate.len;
+	}
+}
+
+static void
+fill_trace_end(struct fill *f, const char *error)
+{
+	const struct req_trace *t = &f->req.trace;
+	const char *outcome = error != NULL ? "failed" : f->storing ?
+	    "stored" : "not stored";
+
+	if (!trace_recording(t) || !span_open(SPAN_INTERNAL, t->trace_id,
+	    t->span_id, t->parent_id, t->start_ns, trace_now_ns(),
+	    "cache fill", 10))
+		return;
+	span_str(SA_URL_PATH, f->target.data, f->target.len);
+	if (f->status > 0)
+		span_int(SA_STATUS, f->status);
+	span_str(SA_FILL_OUTCOME, outcome, strlen(outcome));
+	if (error != NULL)
+		span_str(SA_ERROR_TYPE, error, strlen(error));
+	span_close(error != NULL ? SPAN_ERROR : SPAN_UNSET);
+}
+
 static void
 sink_done(void *arg, int status, const char *error, const char *extra)
 {
 	struct fill *f = arg;
 	struct request *r = f->client;
 
+	fill_trace_end(f, error);
 	if (error == NULL && f->storing)
 		fill_store(f);
 	else
@@ -388,6 +436,7 @@ fill_start(struct request *r, struct request *client,
 	f->req.head.path_len = f->target.len;
 	f->req.route = rt;
 	f->req.start = r->start;
+	fill_trace(f, r);
 	f->spec = (struct call_spec){
 		.req = &f->req,
 		.method = "GET", .method_len = 3,

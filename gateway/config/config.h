@@ -337,6 +337,10 @@ struct config {
 	uint64_t		 cache_lock_timeout_ms;
 	char			**resolvers;	/* "ip:port"; none: resolv.conf */
 	size_t			 nresolvers;
+	bool			 tracing_enabled;	/* a tracing: section */
+	double			 tracing_sample_ratio;	/* without a parent */
+	char			*tracing_otlp;	/* NULL: no export */
+	char			*tracing_service_name;
 	struct upstream_cfg	*upstreams;
 	size_t			 nupstreams;
 	struct route_cfg	*routes;

@@ -49,6 +49,7 @@ config_defaults(struct config *cfg)
 	cfg->cache_memory = 256 * 1024 * 1024;
 	cfg->cache_max_entry = 1024 * 1024;
 	cfg->cache_lock_timeout_ms = 5000;
+	cfg->tracing_sample_ratio = 1.0;
 }
 
 static int

@@ -466,6 +466,56 @@ static const struct cfg_key cache_keys[] = {
 	{ NULL }
 };
 
+/* sample_ratio: a number 0..1 (0.1 = one request in ten). */
+static int
+val_sample_ratio(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	const char *s = cfg_scalar(ctx, val, "a number 0..1");
+	char *end = NULL;
+	double v = -1;
+
+	if (s == NULL)
+		return -1;
+	if ((*s >= '0' && *s <= '9') || *s == '.')
+		v = strtod(s, &end);
+	if (end == NULL || *end != '\0' || !(v >= 0 && v <= 1))
+		return cfg_error(ctx, val, "sample_ratio: expected a number "
+		    "0..1 (e.g. 0.1), got '%s'", s);
+	*(double *)field = v;
+	return 0;
+}
+
+/* otlp: the collector's OTLP/HTTP traces URL. */
+static int
+val_otlp(struct cfg_ctx *ctx, yaml_node_t *val, void *field)
+{
+	const char *s = cfg_scalar(ctx, val, "an http:// or https:// URL");
+	size_t skip;
+
+	if (s == NULL)
+		return -1;
+	skip = strncmp(s, "http://", 7) == 0 ? 7 :
+	    strncmp(s, "https://", 8) == 0 ? 8 : 0;
+	if (skip == 0 || s[skip] == '\0' || s[skip] == '/' ||
+	    strpbrk(s, " \t\r\n") != NULL)
+		return cfg_error(ctx, val, "otlp: expected an http:// or "
+		    "https:// URL (e.g. http://127.0.0.1:4318/v1/traces), got "
+		    "'%s'", s);
+	*(char **)field = cfg_strdup(ctx, s);
+	return 0;
+}
+
+static const struct cfg_key tracing_keys[] = {
+	{ "sample_ratio", CT_CUSTOM,
+	    offsetof(struct config, tracing_sample_ratio),
+	    .aux = val_sample_ratio },
+	{ "otlp", CT_CUSTOM, offsetof(struct config, tracing_otlp),
+	    .aux = val_otlp },
+	{ "service_name", CT_STRING,
+	    offsetof(struct config, tracing_service_name) },
+	{ NULL }
+};
+
 /* -- upstreams -------------------------------------------------------- */
 
 /* Whether host is an IPv4 address or a bracketed IPv6 one: never looked
@@ -1312,6 +1362,9 @@ const struct cfg_key config_top_keys[] = {
 	{ "offload", CT_SECTION, 0, .aux = offload_keys },
 	{ "cache", CT_SECTION, 0, .aux = cache_keys,
 	    .off2 = offsetof(struct config, cache_enabled),
+	    .flags = CK_ENABLE },
+	{ "tracing", CT_SECTION, 0, .aux = tracing_keys,
+	    .off2 = offsetof(struct config, tracing_enabled),
 	    .flags = CK_ENABLE },
 	{ "resolver", CT_CUSTOM, 0, .aux = val_resolver },
 	{ "upstreams", CT_CUSTOM, 0, .aux = val_upstreams },

@@ -103,6 +103,7 @@ struct m_stripe {
 	_Atomic int32_t	 in_flight;	/* requests begun, not ended */
 	counter		 requests;
 	counter		 redis_failures;
+	counter		 tracing[3];	/* exported, dropped, failed */
 	counter		 jobs[M_KINDS][M_STATUSES];
 	_Atomic uint32_t off_queued;
 	_Atomic uint32_t off_running;
@@ -371,6 +372,19 @@ metrics_redis_failure(void)
 {
 	if (me != NULL)
 		inc(&me->redis_failures, 1);
+}
+
+void
+metrics_tracing(uint64_t exported, uint64_t dropped, uint64_t failed)
+{
+	if (me == NULL)
+		return;
+	if (exported > 0)
+		inc(&me->tracing[0], exported);
+	if (dropped > 0)
+		inc(&me->tracing[1], dropped);
+	if (failed > 0)
+		inc(&me->tracing[2], failed);
 }
 
 void
@@ -1039,6 +1053,28 @@ prom_dns(struct buf *b, const struct config *cfg)
 	}
 }
 
+static void
+prom_tracing(struct buf *b)
+{
+	static const char *const names[3][2] = {
+		{ "agate_tracing_spans_exported_total",
+		    "Spans the collector accepted." },
+		{ "agate_tracing_spans_dropped_total", "Spans dropped: the "
+		    "queue was full or their export failed." },
+		{ "agate_tracing_exports_failed_total", "Span exports that "
+		    "failed (collector down, slow or refusing)." },
+	};
+	uint64_t n;
+	int i, k;
+
+	for (k = 0; k < 3; k++) {
+		for (n = 0, i = 0; i < hwm(); i++)
+			n += get(&seg->stripes[i].tracing[k]);
+		help(b, names[k][0], "counter", names[k][1]);
+		buf_appendf(b, "%s %llu\n", names[k][0], (unsigned long long)n);
+	}
+}
+
 void
 metrics_prometheus(struct buf *b, const struct config *cfg)
 {
@@ -1070,6 +1106,7 @@ metrics_prometheus(struct buf *b, const struct config *cfg)
 		buf_appendf(b, "agate_redis_failures_total %llu\n",
 		    (unsigned long long)n);
 	}
+	prom_tracing(b);
 	help(b, "agate_workers", "gauge", "Worker processes alive, all "
 	    "generations.");
 	buf_appendf(b, "agate_workers %d\n", live_workers());

@@ -78,6 +78,8 @@ void	metrics_upstream_queue(int upstream, uint32_t waiting,
 void	metrics_offload_job(unsigned kind, int status);
 /* Redis (rate limits) could not answer. */
 void	metrics_redis_failure(void);
+/* Tracing spans exported, dropped, and exports that failed. */
+void	metrics_tracing(uint64_t exported, uint64_t dropped, uint64_t failed);
 /* A request of route slot refused by its rate limit. */
 void	metrics_rate_limited(int route);
 void	metrics_offload_queue(uint32_t queued, uint32_t running);

@@ -27,6 +27,7 @@
 #include "gateway/config/config.h"
 #include "gateway/policy/htpasswd.h"
 #include "gateway/stage.h"
+#include "gateway/trace/trace.h"
 #include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/offload.h"
@@ -53,6 +54,7 @@ struct basic_wait {
 	struct job	*job;
 	unsigned char	 mac[32];
 	bool		 known;		/* the user is in the file */
+	uint64_t	 start_ns;	/* its job's span, or 0 */
 };
 
 static void	basic_abort(struct request *);
@@ -157,6 +159,8 @@ basic_done(void *arg, int status, const char *out, size_t len)
 	w->job = NULL;
 	r->gw = NULL;
 	r->hooks = NULL;
+	trace_job(&r->trace, "crypt", status, offload_status_str(status),
+	    w->start_ns);
 	if (ok)
 		cache_put(w->mac);
 	free(w);
@@ -237,6 +241,7 @@ basic_run(struct request *r)
 	}
 	iov[0] = (struct iovec){ (void *)hash, strlen(hash) + 1 };
 	iov[1] = (struct iovec){ cred + colon + 1, plen };
+	w->start_ns = trace_recording(&r->trace) ? trace_now_ns() : 0;
 	w->job = offload_submit(JOB_CRYPT, iov, 2, basic_done, w);
 	OPENSSL_cleanse(cred, sizeof(cred));
 	if (w->job == NULL) {

@@ -18,6 +18,7 @@
 #include "gateway/config/config.h"
 #include "gateway/policy/signature.h"
 #include "gateway/stage.h"
+#include "gateway/trace/trace.h"
 #include "lib/encode.h"
 #include "lib/log.h"
 #include "offload/frame.h"
@@ -32,6 +33,7 @@ struct sig_wait {
 	struct request	*req;
 	struct job	*job;
 	unsigned char	 want[MAC_LEN];	/* from the header */
+	uint64_t	 start_ns;	/* its job's span, or 0 */
 };
 
 static void	sig_body_ready(struct request *);
@@ -129,6 +131,8 @@ sig_job_done(void *arg, int status, const char *out, size_t len)
 	struct sig_wait *w = arg;
 
 	w->job = NULL;
+	trace_job(&w->req->trace, "hmac", status, offload_status_str(status),
+	    w->start_ns);
 	sig_verdict(w, status, out, len);
 }
 
@@ -149,6 +153,7 @@ sig_compute(struct sig_wait *w)
 	iov[1] = (struct iovec){ vs->secret, vs->secret_len };
 	iov[2] = (struct iovec){ (void *)body, blen };
 	if (blen > INLINE_MAX) {
+		w->start_ns = trace_recording(&r->trace) ? trace_now_ns() : 0;
 		if ((w->job = offload_submit(JOB_HMAC, iov, 3, sig_job_done,
 		    w)) != NULL)
 			return;

@@ -313,6 +313,9 @@ call_slot_done(struct call *c, int k)
 
 	if (!t->in_try)
 		return;
+	if (t->span_status == 0 && t->span_error == NULL)
+		t->span_error = "cancelled";
+	call_trace_end(c, k);
 	t->in_try = false;
 	t->ops = NULL;
 	t->arg = NULL;
@@ -457,6 +460,7 @@ call_accept(struct call *c, int k, int status)
 {
 	const struct retry_cfg *rc = &c->up->cfg->retry;
 
+	c->t[k].span_status = status;
 	call_measure(c, k, status_outcome(status));
 	if (c->won && k != c->cur)
 		return false;		/* the hedged try that lost */
@@ -499,6 +503,10 @@ call_try_failed(struct call *c, int k, enum try_fail why, int status,
 
 	if (why != TRY_CLIENT)
 		call_measure(c, k, call_outcome(why, status));
+	if (why == TRY_STATUS)
+		c->t[k].span_status = status;
+	else
+		c->t[k].span_error = retry_fail_name(why);
 	if (why == TRY_STATUS && (msg == NULL || *msg == '\0')) {
 		snprintf(answered, sizeof(answered), "upstream answered %d",
 		    status);
@@ -685,6 +693,7 @@ call_transport(struct call *c, int k)
 	t->measured = false;
 	t->retry = c->tries > 1 && !(k == 1 && c->hedging);
 	t->start_us = call_mono_us();
+	call_trace_start(c, k);
 	t->ops = NULL;
 	t->arg = NULL;
 	upstream_begin(up, t->server);

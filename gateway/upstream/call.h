@@ -159,6 +159,13 @@ struct call_try {
 	bool			 measured;	/* its outcome is in metrics */
 	bool			 retry;		/* not the call's first try */
 	uint64_t		 start_us;	/* monotonic */
+	/* Its client span (gateway/trace/): the id it sends as the
+	 * traceparent's parent, and what it ended with. */
+	uint8_t			 span_id[8];
+	uint64_t		 span_start_ns;	/* 0: not recorded */
+	int			 span_nth;	/* 0: the first try */
+	int			 span_status;	/* the answer's, or 0 */
+	const char		*span_error;	/* error.type, or NULL */
 	const struct call_try_ops *ops;		/* the transport's */
 	void			*arg;
 };
@@ -257,6 +264,10 @@ call_full(const struct call *c)
 	return c->sink->full != NULL && c->sink->full(c->sink_arg);
 }
 
+/* The header fields of try slot's request (its spec's headers() with
+ * the trace context of the try). */
+int	call_headers(const struct call *, int slot, call_emit_fn, void *arg,
+	    struct buf *scratch);
 void	call_try_attach(struct call *, int slot, const struct call_try_ops *,
 	    void *arg);
 bool	call_accept(struct call *, int slot, int status);
@@ -282,6 +293,10 @@ void	call_log_failure(const struct call *, int slot, const char *what,
 enum m_outcome call_outcome(enum try_fail, int status);
 /* CLOCK_MONOTONIC in microseconds. */
 uint64_t call_mono_us(void);
+
+/* call_trace.c: a try's client span starts, ends. */
+void	call_trace_start(struct call *, int slot);
+void	call_trace_end(struct call *, int slot);
 
 /* The transports. */
 void	native_start(struct call *, int slot);

@@ -539,11 +539,11 @@ proxy_add_header(void *arg, const char *name, size_t nlen, const char *value,
 static int
 proxy_headers(struct proxy *p)
 {
-	const struct call_spec *sp = p->call->spec;
 	struct curl_slist *l;
 
 	p->has_accept = p->has_ctype = false;
-	if (sp->headers(p->call, proxy_add_header, p, &p->rhead) == -1)
+	if (call_headers(p->call, p->slot, proxy_add_header, p,
+	    &p->rhead) == -1)
 		return -1;
 	buf_reset(&p->rhead);
 	buf_reset(&p->chead);

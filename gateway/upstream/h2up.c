@@ -285,7 +285,8 @@ h2up_build(struct h2up *x)
 	rc |= h2up_field_add(":authority", 10, srv->host_hdr,
 	    strlen(srv->host_hdr));
 	rc |= h2up_field_add(":path", 5, sp->target, sp->target_len);
-	if (rc != 0 || sp->headers(x->call, h2up_emit, NULL, &x->chead) == -1)
+	if (rc != 0 || call_headers(x->call, x->slot, h2up_emit, NULL,
+	    &x->chead) == -1)
 		return -1;
 	buf_reset(&x->chead);
 	if (sp->client_body && req_has_body(r) && !r->body_chunked &&

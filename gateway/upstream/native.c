@@ -929,7 +929,7 @@ native_build(struct native *x)
 	rc |= buf_append(o, " HTTP/1.1\r\nHost: ", 17);
 	rc |= buf_append(o, srv->host_hdr, strlen(srv->host_hdr));
 	rc |= buf_append(o, "\r\n", 2);
-	if (rc != 0 || sp->headers(x->call, native_add_header, o,
+	if (rc != 0 || call_headers(x->call, x->slot, native_add_header, o,
 	    &x->chead) == -1)
 		return -1;
 	buf_reset(&x->chead);

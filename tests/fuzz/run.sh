@@ -11,7 +11,7 @@ set -eu
 secs=${1:-60}
 src=${FUZZ_SRCDIR:?}
 out=${FUZZ_BUILD:-$PWD/build-fuzz}
-targets="request path frame config websocket h2 h2up cache status hosts"
+targets="request path frame config websocket h2 h2up cache status hosts traceparent"
 cc=${CLANG:-clang}
 
 command -v "$cc" >/dev/null || {

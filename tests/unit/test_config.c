@@ -966,7 +966,7 @@ static const struct err_case err_cases[] = {
 	    "  workers: 2\n"
 	    "frobnicate: true\n",
 	    "3:1: unknown key 'frobnicate' in the file (expected one of: "
-	    "server, admin, log, redis, offload, cache, resolver, upstreams, "
+	    "server, admin, log, redis, offload, cache, tracing, resolver, upstreams, "
 	    "routes)" },
 	/* DNS */
 	{ "resolver named by a name",
@@ -1086,6 +1086,25 @@ static const struct err_case err_cases[] = {
 	    "    retry: {budget: 20}\n",
 	    "4:21: budget: expected a percentage 0%..1000% (e.g. 20%), "
 	    "got '20'" },
+	{ "tracing sample_ratio above 1",
+	    "tracing:\n"
+	    "  sample_ratio: 1.5\n",
+	    "2:17: sample_ratio: expected a number 0..1 (e.g. 0.1), "
+	    "got '1.5'" },
+	{ "tracing sample_ratio not a number",
+	    "tracing: {sample_ratio: 10%}\n",
+	    "1:25: sample_ratio: expected a number 0..1 (e.g. 0.1), "
+	    "got '10%'" },
+	{ "tracing otlp not a URL",
+	    "tracing:\n"
+	    "  otlp: 127.0.0.1:4318\n",
+	    "2:9: otlp: expected an http:// or https:// URL (e.g. "
+	    "http://127.0.0.1:4318/v1/traces), got '127.0.0.1:4318'" },
+	{ "tracing otlp without a host",
+	    "tracing:\n"
+	    "  otlp: http:///v1/traces\n",
+	    "2:9: otlp: expected an http:// or https:// URL (e.g. "
+	    "http://127.0.0.1:4318/v1/traces), got 'http:///v1/traces'" },
 	{ "retry budget out of range",
 	    "upstreams:\n"
 	    "  a:\n"
