@@ -88,78 +88,272 @@ export_queued(void)
 		event_active(&ex_now, EV_TIMEOUT, 0);
 }
 
-/* -- JSON ---------------------------------------------------------------- */
+/* -- JSON ----------------------------------------------------------------
+ * Plain appends into a buffer reserved ahead, no printf: at 512 spans a
+ * batch and a dozen values a span, formatting is most of an export's
+ * cost on the loop.
+ */
 
-static void
-json_id(struct buf *b, const char *key, const uint8_t *id, size_t n)
+/* Each attribute's '{"key":"...","value":{"stringValue":"' (or
+ * intValue), made once, in ATTR_OPEN_MAX bytes: copied whole (a fixed
+ * size the compiler turns into two moves), then the length counted. */
+#define ATTR_OPEN_MAX	64
+static char		 attr_open[SA_COUNT][ATTR_OPEN_MAX];
+static size_t		 attr_open_len[SA_COUNT];
+
+/* Up to this many bytes a span may add beyond its strings (ids, times,
+ * keys, quoting): buf_reserve() once per span. */
+#define SPAN_JSON_SLACK	2048
+
+static inline char *
+put(char *o, const char *s, size_t n)
 {
-	char hex[32];
-
-	trace_hex(hex, id, n);
-	buf_append(b, ",\"", 2);
-	buf_append(b, key, strlen(key));
-	buf_append(b, "\":\"", 3);
-	buf_append(b, hex, 2 * n);
-	buf_append(b, "\"", 1);
+	memcpy(o, s, n);
+	return o + n;
 }
 
-/* A record's attributes, p[0..n), as OTLP KeyValues. */
+#define PUT(o, lit)	put((o), (lit), sizeof(lit) - 1)
+
+/* Decimal, written from its last digit back, two digits at a time
+ * (times are 19 digits long). */
+static char *
+put_u64(char *o, uint64_t v)
+{
+	static const char pairs[201] =
+	    "00010203040506070809101112131415161718192021222324252627282930"
+	    "31323334353637383940414243444546474849505152535455565758596061"
+	    "62636465666768697071727374757677787980818283848586878889909192"
+	    "93949596979899";
+	static const uint64_t pow10[20] = { 1ULL, 10ULL, 100ULL, 1000ULL,
+	    10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+	    1000000000ULL, 10000000000ULL, 100000000000ULL,
+	    1000000000000ULL, 10000000000000ULL, 100000000000000ULL,
+	    1000000000000000ULL, 10000000000000000ULL,
+	    100000000000000000ULL, 1000000000000000000ULL,
+	    10000000000000000000ULL };
+	size_t n = 20;
+	char *t;
+
+	/* Digits, counted from the top: a time takes two compares, the
+	 * small numbers (kind, status) one or two here. */
+	if (v < 1000)
+		n = v < 10 ? 1 : v < 100 ? 2 : 3;
+	while (n > 1 && v < pow10[n - 1])
+		n--;
+	t = o + n;
+	while (v >= 100) {
+		t -= 2;
+		memcpy(t, pairs + 2 * (v % 100), 2);
+		v /= 100;
+	}
+	if (v >= 10) {
+		t -= 2;
+		memcpy(t, pairs + 2 * v, 2);
+	} else
+		*--t = (char)('0' + v);
+	return o + n;
+}
+
+/* A byte's two hex digits, for the ids. */
+static uint16_t	hexpair[256];
+
+static char *
+put_hex(char *o, const uint8_t *id, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		memcpy(o + 2 * i, &hexpair[id[i]], 2);
+	return o + 2 * n;
+}
+
+/* Bytes that go into a JSON string as they are. */
+static uint8_t	json_plain[256];
+
 static void
-json_attrs(struct buf *b, const char *p, size_t n)
+export_tables(void)
+{
+	static const char hex[] = "0123456789abcdef";
+	int c;
+
+	for (c = 0; c < 256; c++) {
+		char pair[2] = { hex[c >> 4], hex[c & 15] };
+
+		memcpy(&hexpair[c], pair, 2);
+		json_plain[c] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+	}
+}
+
+/* The length of a valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	size_t k, i;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		k = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		k = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		k = 4;
+	else
+		return 0;
+	if (k > n)
+		return 0;
+	for (i = 1; i < k; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return k;
+}
+
+/*
+ * s[0..n) as JSON string contents; room for 6n bytes is the caller's.
+ * Header values are bytes, not text: a byte that is not part of valid
+ * UTF-8 becomes '?', or the collector would refuse the whole batch.
+ */
+static char *
+put_json(char *o, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, k;
+
+	while (i < n) {
+		unsigned char c = p[i];
+		size_t run = i;
+
+		/* Most values are plain ASCII: copy runs of it at once. */
+		while (run < n && json_plain[p[run]])
+			run++;
+		if (run > i) {
+			o = put(o, s + i, run - i);
+			i = run;
+			continue;
+		}
+		if (c == '"' || c == '\\') {
+			*o++ = '\\';
+			*o++ = (char)c;
+			i++;
+		} else if (c < 0x80) {
+			o = PUT(o, "\\u00");
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+			i++;
+		} else if ((k = utf8_len(p + i, n - i)) > 0) {
+			o = put(o, s + i, k);
+			i += k;
+		} else {
+			*o++ = '?';
+			i++;
+		}
+	}
+	return o;
+}
+
+static int
+export_attr_keys(void)
+{
+	static const char s1[] = "{\"key\":\"", s2[] = "\",\"value\":{\"",
+	    si[] = "intValue\":\"", ss[] = "stringValue\":\"";
+	bool is_int;
+	size_t i, n;
+	char *o;
+
+	for (i = 0; i < SA_COUNT; i++) {
+		const char *key = span_attr_key((enum span_attr)i, &is_int);
+
+		n = strlen(key) + sizeof(s1) + sizeof(s2) + sizeof(ss);
+		if (n > ATTR_OPEN_MAX)
+			return -1;	/* a key too long: a bug, seen at once */
+		o = put(attr_open[i], s1, sizeof(s1) - 1);
+		o = put(o, key, strlen(key));
+		o = put(o, s2, sizeof(s2) - 1);
+		o = is_int ? put(o, si, sizeof(si) - 1) :
+		    put(o, ss, sizeof(ss) - 1);
+		attr_open_len[i] = (size_t)(o - attr_open[i]);
+	}
+	return 0;
+}
+
+/* A record's attributes, p[0..n), as OTLP KeyValues, at o. */
+static char *
+put_attrs(char *o, const char *p, size_t n)
 {
 	size_t i = 0;
-	bool first = true, is_int;
 	uint16_t len;
 	int64_t v;
+	unsigned a;
 
-	buf_append(b, ",\"attributes\":[", 15);
-	while (i + 2 <= n && p[i] < SA_COUNT) {
-		const char *key = span_attr_key((enum span_attr)p[i], &is_int);
-
-		buf_appendf(b, "%s{\"key\":\"%s\",\"value\":{", first ? "" :
-		    ",", key);
-		first = false;
+	o = PUT(o, ",\"attributes\":[");
+	while (i + 2 <= n && (a = (uint8_t)p[i]) < SA_COUNT) {
+		if (i > 0)
+			*o++ = ',';
+		memcpy(o, attr_open[a], ATTR_OPEN_MAX);
+		o += attr_open_len[a];
 		if (p[i + 1] == 1 && i + 10 <= n) {
 			memcpy(&v, p + i + 2, 8);
-			buf_appendf(b, "\"intValue\":\"%" PRId64 "\"}}", v);
+			if (v < 0) {
+				*o++ = '-';
+				o = put_u64(o, (uint64_t)0 - (uint64_t)v);
+			} else
+				o = put_u64(o, (uint64_t)v);
 			i += 10;
 		} else if (p[i + 1] == 0 && i + 4 <= n) {
 			memcpy(&len, p + i + 2, 2);
 			if (i + 4 + len > n)
 				len = 0;
-			buf_append(b, "\"stringValue\":\"", 15);
-			buf_append_json(b, p + i + 4, len);
-			buf_append(b, "\"}}", 3);
+			o = put_json(o, p + i + 4, len);
 			i += 4 + (size_t)len;
 		} else
 			break;
+		o = PUT(o, "\"}}");
 	}
-	buf_append(b, "]", 1);
+	*o++ = ']';
+	return o;
 }
 
-/* One record as an OTLP Span. */
-static void
+/* One record as an OTLP Span; false if there is no memory for it. */
+static bool
 json_span(struct buf *b, const char *p, const struct span_rec *h,
     bool first)
 {
 	static const uint8_t zero[8];
 	uint16_t nlen;
+	char *o;
 
+	/* Strings at most 6x as JSON; the rest fits in the slack. */
+	if (buf_reserve(b, 6 * (size_t)h->len + SPAN_JSON_SLACK) == -1)
+		return false;
+	o = b->data + b->len;
 	memcpy(&nlen, p + sizeof(*h), 2);
-	buf_append(b, first ? "{" : ",{", first ? 1 : 2);
-	buf_append(b, "\"name\":\"", 8);
-	buf_append_json(b, p + sizeof(*h) + 2, nlen);
-	buf_append(b, "\"", 1);
-	json_id(b, "traceId", h->trace_id, 16);
-	json_id(b, "spanId", h->span_id, 8);
-	if (memcmp(h->parent_id, zero, 8) != 0)
-		json_id(b, "parentSpanId", h->parent_id, 8);
-	buf_appendf(b, ",\"kind\":%u,\"startTimeUnixNano\":\"%" PRIu64 "\","
-	    "\"endTimeUnixNano\":\"%" PRIu64 "\"", h->kind, h->start_ns,
-	    h->end_ns);
-	json_attrs(b, p + sizeof(*h) + 2 + nlen,
+	o = first ? PUT(o, "{\"name\":\"") : PUT(o, ",{\"name\":\"");
+	o = put_json(o, p + sizeof(*h) + 2, nlen);
+	o = PUT(o, "\",\"traceId\":\"");
+	o = put_hex(o, h->trace_id, 16);
+	o = PUT(o, "\",\"spanId\":\"");
+	o = put_hex(o, h->span_id, 8);
+	if (memcmp(h->parent_id, zero, 8) != 0) {
+		o = PUT(o, "\",\"parentSpanId\":\"");
+		o = put_hex(o, h->parent_id, 8);
+	}
+	o = PUT(o, "\",\"kind\":");
+	o = put_u64(o, h->kind);
+	o = PUT(o, ",\"startTimeUnixNano\":\"");
+	o = put_u64(o, h->start_ns);
+	o = PUT(o, "\",\"endTimeUnixNano\":\"");
+	o = put_u64(o, h->end_ns);
+	*o++ = '"';
+	o = put_attrs(o, p + sizeof(*h) + 2 + nlen,
 	    h->len - sizeof(*h) - 2 - nlen);
-	buf_appendf(b, ",\"status\":{\"code\":%u}}", h->status);
+	/* Unset (0) is OTLP's default: said by leaving it out. */
+	if (h->status != 0) {
+		o = PUT(o, ",\"status\":{\"code\":");
+		o = put_u64(o, h->status);
+		*o++ = '}';
+	}
+	*o++ = '}';
+	b->len = (size_t)(o - b->data);
+	return true;
 }
 
 /* Up to BATCH_SPANS records off the queue into x->body. */
@@ -179,7 +373,8 @@ export_build(struct export *x)
 		memcpy(&h, p, sizeof(h));
 		if (h.len < sizeof(h) + 2 || h.len > left)
 			break;		/* cannot be: span.c writes whole ones */
-		json_span(&x->body, p, &h, x->nspans == 0);
+		if (!json_span(&x->body, p, &h, x->nspans == 0))
+			break;
 		buf_consume(&queue, h.len);
 		queued--;
 		x->nspans++;
@@ -304,7 +499,8 @@ export_init(struct event_base *base, const struct config *cfg)
 	struct curl_slist *l;
 
 	ex_url = cfg->tracing_otlp;
-	if (export_resource(cfg) == -1 ||
+	export_tables();
+	if (export_attr_keys() == -1 || export_resource(cfg) == -1 ||
 	    (l = curl_slist_append(NULL, "Content-Type: application/json")) ==
 	    NULL)
 		return -1;

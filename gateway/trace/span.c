@@ -242,18 +242,40 @@ span_open(enum span_kind kind, const uint8_t trace_id[16],
 void
 span_str(enum span_attr a, const char *v, size_t n)
 {
+	span_str2(a, v, n, NULL, 0);
+}
+
+void
+span_str2(enum span_attr a, const char *v1, size_t n1, const char *v2,
+    size_t n2)
+{
 	struct buf *q = export_queue();
 	uint8_t kt[2] = { (uint8_t)a, 0 };
 	uint16_t n16;
+	char *o;
 
-	if (rec_at == SIZE_MAX || v == NULL)
+	if (rec_at == SIZE_MAX || v1 == NULL)
 		return;
-	if (n > SPAN_STR_MAX)
-		n = SPAN_STR_MAX;
-	n16 = (uint16_t)n;
-	if (buf_append(q, kt, 2) == -1 || buf_append(q, &n16, 2) == -1 ||
-	    buf_append(q, v, n) == -1)
+	if (n1 > SPAN_STR_MAX)
+		n1 = SPAN_STR_MAX;
+	if (n2 > SPAN_STR_MAX - n1)
+		n2 = SPAN_STR_MAX - n1;
+	n16 = (uint16_t)(n1 + n2);
+	/* Room checked here, then plain copies: this is the request's
+	 * path, and the queue's buffer is nearly always big enough. */
+	if (q->cap - q->len < 4 + n1 + n2 &&
+	    buf_reserve(q, 4 + n1 + n2) == -1) {
 		span_abort(q);
+		return;
+	}
+	o = q->data + q->len;
+	memcpy(o, kt, 2);
+	memcpy(o + 2, &n16, 2);
+	if (n1 > 0)
+		memcpy(o + 4, v1, n1);
+	if (n2 > 0)
+		memcpy(o + 4 + n1, v2, n2);
+	q->len += 4 + n1 + n2;
 }
 
 void
@@ -261,11 +283,18 @@ span_int(enum span_attr a, int64_t v)
 {
 	struct buf *q = export_queue();
 	uint8_t kt[2] = { (uint8_t)a, 1 };
+	char *o;
 
 	if (rec_at == SIZE_MAX)
 		return;
-	if (buf_append(q, kt, 2) == -1 || buf_append(q, &v, 8) == -1)
+	if (q->cap - q->len < 10 && buf_reserve(q, 10) == -1) {
 		span_abort(q);
+		return;
+	}
+	o = q->data + q->len;
+	memcpy(o, kt, 2);
+	memcpy(o + 2, &v, 8);
+	q->len += 10;
 }
 
 void
@@ -311,17 +340,23 @@ trace_end(const struct request *r)
 	const struct req_trace *t = &r->trace;
 	const struct http_header *ua;
 	const char *proto = r->carrier->protocol;
-	char name[320];
-	size_t nlen;
+	char name[SPAN_STR_MAX];
+	size_t nlen, mlen, plen;
 
 	if (!trace_recording(t) || r->head.method == NULL)
 		return;
-	nlen = (size_t)snprintf(name, sizeof(name), "%.*s%s%s",
-	    (int)(r->head.method_len > 32 ? 32 : r->head.method_len),
-	    r->head.method, r->route != NULL ? " " : "",
-	    r->route != NULL ? r->route->path : "");
-	if (nlen >= sizeof(name))
-		nlen = sizeof(name) - 1;
+	/* "METHOD route": what the spans of one route share. */
+	mlen = r->head.method_len > 32 ? 32 : r->head.method_len;
+	memcpy(name, r->head.method, mlen);
+	nlen = mlen;
+	if (r->route != NULL) {
+		plen = strlen(r->route->path);
+		if (plen > sizeof(name) - mlen - 1)
+			plen = sizeof(name) - mlen - 1;
+		name[nlen++] = ' ';
+		memcpy(name + nlen, r->route->path, plen);
+		nlen += plen;
+	}
 	if (!span_open(SPAN_SERVER, t->trace_id, t->span_id, t->parent_id,
 	    t->start_ns, trace_now_ns(), name, nlen))
 		return;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "gateway/config/config.h"
+#include "gateway/trace/span.h"
 #include "worker/http.h"
 
 struct event_base;
@@ -123,6 +124,9 @@ bool	span_open(enum span_kind, const uint8_t trace_id[16],
 	    const uint8_t span_id[8], const uint8_t parent_id[8],
 	    uint64_t start_ns, uint64_t end_ns, const char *name, size_t nlen);
 void	span_str(enum span_attr, const char *v, size_t n);
+/* The same for the concatenation of two strings. */
+void	span_str2(enum span_attr, const char *v1, size_t n1,
+	    const char *v2, size_t n2);
 void	span_int(enum span_attr, int64_t v);
 void	span_close(enum span_status);
 /* The attribute's key and whether it is an integer. */

@@ -79,6 +79,7 @@ trace_hex(char *out, const uint8_t *p, size_t n)
 	}
 }
 
+
 void
 traceparent_format(char *out, const uint8_t trace_id[16],
     const uint8_t span_id[8], uint8_t flags)

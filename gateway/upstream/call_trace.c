@@ -68,7 +68,7 @@ call_trace_end(struct call *c, int k)
 	const struct request *r = c->spec->req;
 	struct call_try *t = &c->t[k];
 	const struct server_cfg *srv;
-	char url[1024];
+	char code[16];
 	int n;
 
 	if (t->span_start_ns == 0 || r == NULL)
@@ -84,10 +84,8 @@ call_trace_end(struct call *c, int k)
 	span_str(SA_METHOD, c->spec->method, c->spec->method_len);
 	span_str(SA_SERVER_ADDRESS, srv->host, strlen(srv->host));
 	span_int(SA_SERVER_PORT, srv->port);
-	n = snprintf(url, sizeof(url), "%s%.*s", srv->url,
-	    (int)c->spec->target_len, c->spec->target);
-	span_str(SA_URL_FULL, url, n < 0 ? 0 : (size_t)n >= sizeof(url) ?
-	    sizeof(url) - 1 : (size_t)n);
+	span_str2(SA_URL_FULL, srv->url, strlen(srv->url), c->spec->target,
+	    c->spec->target_len);
 	if (t->span_status > 0)
 		span_int(SA_STATUS, t->span_status);
 	if (t->span_nth > 0)
@@ -96,8 +94,8 @@ call_trace_end(struct call *c, int k)
 	if (t->span_error != NULL)
 		span_str(SA_ERROR_TYPE, t->span_error, strlen(t->span_error));
 	else if (t->span_status >= 500) {
-		n = snprintf(url, sizeof(url), "%d", t->span_status);
-		span_str(SA_ERROR_TYPE, url, (size_t)n);
+		n = snprintf(code, sizeof(code), "%d", t->span_status);
+		span_str(SA_ERROR_TYPE, code, (size_t)n);
 	}
 	span_close(t->span_error != NULL || t->span_status >= 500 ?
 	    SPAN_ERROR : SPAN_UNSET);
