@@ -41,6 +41,7 @@
 
 #include "gateway/fanout/fanout.h"
 #include "gateway/gateway.h"
+#include "gateway/trace/trace.h"
 #include "gateway/upstream/call.h"
 #include "gateway/upstream/upstream.h"
 #include "lib/buf.h"
@@ -94,6 +95,7 @@ struct fanout {
 	uint64_t			 deadline;	/* monotonic ms */
 	struct event			 timer;		/* the fan-out timeout */
 	struct job			*merge;		/* merging in the pool */
+	uint64_t			 merge_ns;	/* its span's start, or 0 */
 	bool				 reading;	/* the client's body */
 	bool				 streaming;
 };
@@ -318,6 +320,8 @@ merged_done(void *arg, int status, const char *out, size_t len)
 	size_t nfailed = fo->nfailed;
 
 	fo->merge = NULL;
+	trace_job(&fo->req->trace, "json_merge", status,
+	    offload_status_str(status), fo->merge_ns);
 	merged_respond(fanout_release(fo), nfailed, status, out, len);
 }
 
@@ -351,6 +355,8 @@ answer_merged(struct fanout *fo)
 	iov.iov_len = in.len;
 	if (rc == 0 && bodies > MERGE_INLINE_MAX) {
 		evtimer_del(&fo->timer);
+		fo->merge_ns = trace_recording(&fo->req->trace) ?
+		    trace_now_ns() : 0;
 		fo->merge = offload_submit(JOB_JSON_MERGE, &iov, 1, merged_done,
 		    fo);
 		if (fo->merge != NULL) {

@@ -29,6 +29,10 @@ import threading
 import time
 
 from harness import AGATE, AgateTest, free_port, main, wait_until
+# agate's HTTP/2 upstream client is checked against test_h2upstream's
+# h2c server (python3-h2: importing it moves this file to the system
+# python if the one running it lacks h2).
+from test_h2upstream import H2Upstream
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -315,9 +319,7 @@ class TracingTest(AgateTest):
     # -- spans of tries, calls, jobs, fills ----------------------------------
 
     def test_retries_give_one_client_span_per_try(self):
-        a = self.gw(ups=None)
-        a.stop()
-        self.agates.remove(a)
+        self.up = self.upstream()
         a = self.agate({"u": {"servers": [self.up.url],
                               "retry": {"attempts": 3, "backoff": "1ms"}}},
                        [{"path": "/", "upstream": "u"}], start=False,
@@ -344,6 +346,28 @@ class TracingTest(AgateTest):
         # The last try's span is the parent the upstream saw last.
         self.assertEqual(TP_RE.match(self.last_fwd()[0][0]).group(2),
                          tries[-1]["spanId"])
+
+    def test_h2c_upstream_gets_the_context_too(self):
+        up = H2Upstream()
+        self.addCleanup(up.stop)
+        a = self.agate({"u": {"servers": [up.url]}},
+                       [{"path": "/", "upstream": "u"}], start=False,
+                       workers=1)
+        a.config["tracing"] = {"otlp": self.col.url}
+        a.write_config(a.config)
+        a.start()
+        r = a.get("/echo", headers={"traceparent": VALID,
+                                    "tracestate": "h2=1"})
+        self.assertEqual(r.status, 200, r.body)
+        tp, ts = fwd([tuple(h) for h in r.json()["headers"]])
+        self.assertEqual(len(tp), 1, tp)
+        m = TP_RE.match(tp[0])
+        self.assertEqual(m.group(1), TRACE)
+        self.assertEqual(ts, ["h2=1"])
+        spans = self.wait_trace(TRACE)
+        client = [s for s in spans if s["kind"] == 3][0]
+        self.assertEqual(client["spanId"], m.group(2))
+        self.assertEqual(client["attrs"]["url.full"], up.url + "/echo")
 
     def test_connect_failure_span_has_error_type(self):
         dead = "http://127.0.0.1:%d" % free_port()
