@@ -217,6 +217,9 @@ span_open(enum span_kind kind, const uint8_t trace_id[16],
 	uint16_t n16;
 
 	rec_at = SIZE_MAX;
+	/* Tries cancelled while the worker exits end after the exporter. */
+	if (!tr_export)
+		return false;
 	if (nlen > SPAN_STR_MAX)
 		nlen = SPAN_STR_MAX;
 	if (!export_room(sizeof(h) + 2 + nlen))
