@@ -9,7 +9,10 @@
  * export that fails (no retry: a collector that is down would only be
  * sent the same batch again while new spans pile up).  At most
  * EXPORTS_MAX exports are in flight, each cut after EXPORT_TIMEOUT_MS.
- * A batch leaves every EXPORT_MS, or as soon as BATCH_SPANS are queued.
+ * A batch (up to BATCH_SPANS spans, BATCH_BYTES of JSON) leaves every
+ * EXPORT_MS, or as soon as BATCH_SPANS are queued.  Buffers keep their
+ * storage between batches: with these caps a worker holds at most some
+ * 12 MiB for tracing, whatever the collector does.
  * The JSON is built here, at export time, so the request path only pays
  * for a few appends to the queue.
  */
@@ -32,6 +35,7 @@
 #define QUEUE_SPANS		8192
 #define QUEUE_BYTES		(4 * 1024 * 1024)
 #define BATCH_SPANS		512
+#define BATCH_BYTES		(1024 * 1024)	/* of JSON, about */
 #define EXPORT_MS		1000
 #define EXPORTS_MAX		2
 #define EXPORT_TIMEOUT_MS	5000
@@ -367,7 +371,8 @@ export_build(struct export *x)
 	buf_reset(&x->body);
 	buf_append(&x->body, ex_resource.data, ex_resource.len);
 	x->nspans = 0;
-	while (x->nspans < BATCH_SPANS && queued > 0 &&
+	while (x->nspans < BATCH_SPANS && x->body.len < BATCH_BYTES &&
+	    queued > 0 &&
 	    (left = buf_pending(&queue)) >= sizeof(h)) {
 		p = buf_head(&queue);
 		memcpy(&h, p, sizeof(h));
@@ -380,8 +385,16 @@ export_build(struct export *x)
 		x->nspans++;
 	}
 	buf_append(&x->body, "]}]}]}", 6);
-	if (queued == 0)
-		buf_trim(&queue, 256 * 1024);
+	/* What is left goes to the front: the queue then cycles through the
+	 * same few hundred KiB, which stay in the cache, instead of walking
+	 * through all of its storage before it wraps. */
+	if (queue.off > 0 && buf_pending(&queue) > 0) {
+		memmove(queue.data, buf_head(&queue), buf_pending(&queue));
+		queue.len = buf_pending(&queue);
+		queue.off = 0;
+	}
+	/* Storage is kept (the queue is bounded): freeing and faulting in
+	 * a few hundred KiB per batch cost more than the batch itself. */
 }
 
 /* -- sending ------------------------------------------------------------- */
@@ -415,7 +428,6 @@ export_done(struct curl_job *job, CURLcode rc)
 			    x->nspans == 1 ? "" : "s");
 		last = now;
 	}
-	buf_trim(&x->body, 256 * 1024);
 	if (queued >= BATCH_SPANS)
 		event_active(&ex_now, EV_TIMEOUT, 0);
 }
