@@ -18,6 +18,8 @@ a sampled request after it and wait for that one: one worker exports in
 order, so once the later span is there, the earlier would be too.
 """
 
+import base64
+import hashlib
 import http.client
 import http.server
 import json
@@ -368,6 +370,65 @@ class TracingTest(AgateTest):
         client = [s for s in spans if s["kind"] == 3][0]
         self.assertEqual(client["spanId"], m.group(2))
         self.assertEqual(client["attrs"]["url.full"], up.url + "/echo")
+
+    def test_websocket_handshake_carries_the_context(self):
+        heads = []
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        self.addCleanup(srv.close)
+
+        def serve():
+            c, _ = srv.accept()
+            with c:
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head = buf.split(b"\r\n\r\n")[0].decode("latin-1")
+                heads.append(head)
+                key = re.search(r"(?im)^sec-websocket-key:\s*(\S+)",
+                                head).group(1)
+                acc = base64.b64encode(hashlib.sha1(
+                    (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                    .encode()).digest()).decode()
+                c.sendall(("HTTP/1.1 101 Switching Protocols\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Accept: %s\r\n\r\n" % acc)
+                          .encode())
+                c.recv(1)       # until agate closes the tunnel
+
+        threading.Thread(target=serve, daemon=True).start()
+        a = self.agate({"w": {"servers": ["http://127.0.0.1:%d" %
+                                          srv.getsockname()[1]]}},
+                       [{"path": "/ws/", "upstream": "w"}], start=False,
+                       workers=1)
+        a.config["tracing"] = {"otlp": self.col.url}
+        a.write_config(a.config)
+        a.start()
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+        with s:
+            s.sendall(("GET /ws/x HTTP/1.1\r\nHost: t\r\n"
+                       "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\n"
+                       "traceparent: %s\r\ntracestate: ws=1\r\n\r\n"
+                       % VALID).encode())
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 101 "))
+        self.assertEqual(len(heads), 1)
+        tp = re.findall(r"(?im)^traceparent:\s*(\S+)", heads[0])
+        self.assertEqual(len(tp), 1, heads[0])
+        m = TP_RE.match(tp[0])
+        self.assertEqual(m.group(1), TRACE)
+        self.assertNotEqual(m.group(2), PARENT)
+        self.assertEqual(re.findall(r"(?im)^tracestate:\s*(\S+)",
+                                    heads[0]), ["ws=1"])
+        spans = self.wait_trace(TRACE)
+        client = [s for s in spans if s["kind"] == 3][0]
+        self.assertEqual(client["spanId"], m.group(2))
+        self.assertEqual(client["attrs"]["http.response.status_code"], 101)
 
     def test_connect_failure_span_has_error_type(self):
         dead = "http://127.0.0.1:%d" % free_port()
