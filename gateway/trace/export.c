@@ -120,14 +120,15 @@ put(char *o, const char *s, size_t n)
 
 /* Decimal, written from its last digit back, two digits at a time
  * (times are 19 digits long). */
+static const char pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930"
+    "31323334353637383940414243444546474849505152535455565758596061"
+    "62636465666768697071727374757677787980818283848586878889909192"
+    "93949596979899";
+
 static char *
 put_u64(char *o, uint64_t v)
 {
-	static const char pairs[201] =
-	    "00010203040506070809101112131415161718192021222324252627282930"
-	    "31323334353637383940414243444546474849505152535455565758596061"
-	    "62636465666768697071727374757677787980818283848586878889909192"
-	    "93949596979899";
 	static const uint64_t pow10[20] = { 1ULL, 10ULL, 100ULL, 1000ULL,
 	    10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
 	    1000000000ULL, 10000000000ULL, 100000000000ULL,
@@ -158,16 +159,39 @@ put_u64(char *o, uint64_t v)
 	return o + n;
 }
 
-/* A byte's two hex digits, for the ids. */
-static uint16_t	hexpair[256];
+/*
+ * A time in ns: the seconds of a batch's spans are mostly the same, so
+ * they are formatted once and copied; the nanoseconds are 9 digits.
+ */
+static char *
+put_time(char *o, uint64_t v)
+{
+	static uint64_t last = UINT64_MAX;
+	static char secs[20];
+	static size_t nsecs;
+	uint64_t sec = v / 1000000000, ns = v % 1000000000;
+	int i;
+
+	if (sec == 0)
+		return put_u64(o, v);
+	if (sec != last) {
+		nsecs = (size_t)(put_u64(secs, sec) - secs);
+		last = sec;
+	}
+	memcpy(o, secs, nsecs);
+	o += nsecs;
+	for (i = 7; i >= 1; i -= 2) {
+		memcpy(o + i, pairs + 2 * (ns % 100), 2);
+		ns /= 100;
+	}
+	o[0] = (char)('0' + ns);
+	return o + 9;
+}
 
 static char *
 put_hex(char *o, const uint8_t *id, size_t n)
 {
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		memcpy(o + 2 * i, &hexpair[id[i]], 2);
+	trace_hex(o, id, n);
 	return o + 2 * n;
 }
 
@@ -177,15 +201,10 @@ static uint8_t	json_plain[256];
 static void
 export_tables(void)
 {
-	static const char hex[] = "0123456789abcdef";
 	int c;
 
-	for (c = 0; c < 256; c++) {
-		char pair[2] = { hex[c >> 4], hex[c & 15] };
-
-		memcpy(&hexpair[c], pair, 2);
+	for (c = 0; c < 256; c++)
 		json_plain[c] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-	}
 }
 
 /* The length of a valid UTF-8 sequence at p (at most n bytes), or 0. */
@@ -343,9 +362,9 @@ json_span(struct buf *b, const char *p, const struct span_rec *h,
 	o = PUT(o, "\",\"kind\":");
 	o = put_u64(o, h->kind);
 	o = PUT(o, ",\"startTimeUnixNano\":\"");
-	o = put_u64(o, h->start_ns);
+	o = put_time(o, h->start_ns);
 	o = PUT(o, "\",\"endTimeUnixNano\":\"");
-	o = put_u64(o, h->end_ns);
+	o = put_time(o, h->end_ns);
 	*o++ = '"';
 	o = put_attrs(o, p + sizeof(*h) + 2 + nlen,
 	    h->len - sizeof(*h) - 2 - nlen);
