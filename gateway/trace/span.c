@@ -145,6 +145,33 @@ trace_new_id(uint8_t id[16])
 	memcpy(id + 8, &b, 8);
 }
 
+/*
+ * The request's traceparent and (first) tracestate fields, in one pass.
+ * Two traceparent fields make none: the spec has no way to choose.
+ */
+static void
+trace_fields(const struct request *r, const struct http_header **tp,
+    const struct http_header **ts)
+{
+	const struct http_head *h = &r->head;
+	size_t i, ntp = 0;
+
+	*tp = *ts = NULL;
+	for (i = 0; i < h->nheaders; i++) {
+		const struct http_header *f = &h->headers[i];
+
+		if (f->name_len == 11 &&
+		    strncasecmp(f->name, "traceparent", 11) == 0) {
+			*tp = f;
+			ntp++;
+		} else if (f->name_len == 10 && *ts == NULL &&
+		    strncasecmp(f->name, "tracestate", 10) == 0)
+			*ts = f;
+	}
+	if (ntp > 1)
+		*tp = NULL;
+}
+
 void
 trace_begin(struct request *r)
 {
@@ -154,14 +181,13 @@ trace_begin(struct request *r)
 	if (!tr_on)
 		return;
 	t->on = true;
-	tp = req_header(r, "traceparent");
+	trace_fields(r, &tp, &ts);
 	if (tp != NULL && traceparent_parse(tp->value, tp->value_len,
 	    t->trace_id, t->parent_id, &t->flags) == 0) {
 		/* Parent-based: the caller decided.  Only the sampled bit
 		 * is ours to pass on (the others are reserved in level 1). */
 		t->flags &= TRACE_SAMPLED;
-		if ((ts = req_header(r, "tracestate")) != NULL &&
-		    ts->value_len > 0) {
+		if (ts != NULL && ts->value_len > 0) {
 			t->state = ts->value;
 			t->state_len = ts->value_len;
 		}

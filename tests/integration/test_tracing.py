@@ -264,6 +264,14 @@ class TracingTest(AgateTest):
         r = a.get("/", headers={"traceparent": "cc-%s-%s-01-what-ever"
                                 % (TRACE, PARENT)})
         self.assertEqual(TP_RE.match(self.last_fwd()[0][0]).group(1), TRACE)
+        # Two traceparent fields: neither is followed.
+        r = a.raw(("GET / HTTP/1.1\r\nHost: t\r\ntraceparent: %s\r\n"
+                   "traceparent: %s\r\nConnection: close\r\n\r\n"
+                   % (VALID, VALID)).encode())
+        self.assertTrue(r.startswith(b"HTTP/1.1 200 "), r[:100])
+        tp = self.last_fwd()[0]
+        self.assertEqual(len(tp), 1, tp)
+        self.assertNotEqual(TP_RE.match(tp[0]).group(1), TRACE)
         # Without any traceparent: a new trace too.
         a.get("/")
         m = TP_RE.match(self.last_fwd()[0][0])
