@@ -551,6 +551,30 @@ class TracingTest(AgateTest):
             self.metric("agate_tracing_exports_failed_total"), 1)
         self.assertEqual(self.metric("agate_tracing_spans_exported_total"), 0)
 
+    def test_collector_that_never_answers_costs_spans_not_latency(self):
+        # Takes the POSTs' connections and reads nothing: each export
+        # waits for its 5 s timeout, and two are the most in flight.
+        mute = socket.socket()
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        self.addCleanup(mute.close)
+        url = "http://127.0.0.1:%d/v1/traces" % mute.getsockname()[1]
+        a = self.gw(tracing={"otlp": url}, admin=True)
+        c = a.conn()
+        t0 = time.monotonic()
+        for _ in range(300):
+            c.request("GET", "/")
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        c.close()
+        self.assertLess(time.monotonic() - t0, 5)
+        wait_until(lambda: (self.metric("agate_tracing_exports_failed_total")
+                            or 0) >= 1, 10, what="an export timed out")
+        self.assertGreaterEqual(
+            self.metric("agate_tracing_spans_dropped_total"), 1)
+        self.assertEqual(self.metric("agate_tracing_spans_exported_total"), 0)
+
     def test_exported_counter_and_last_flush_at_stop(self):
         a = self.gw(admin=True)
         for _ in range(5):
