@@ -73,7 +73,7 @@ call_trace_end(struct call *c, int k)
 
 	if (t->span_start_ns == 0 || r == NULL)
 		return;
-	srv = &c->up->cfg->servers[t->server];
+	srv = c->up->servers[t->server].cfg;	/* t->server: an address slot */
 	if (!span_open(SPAN_CLIENT, r->trace.trace_id, t->span_id,
 	    r->trace.span_id, t->span_start_ns, trace_now_ns(),
 	    c->spec->method, c->spec->method_len)) {
