@@ -32,10 +32,10 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 
-#define QUEUE_SPANS		8192
+#define QUEUE_SPANS		16384
 #define QUEUE_BYTES		(4 * 1024 * 1024)
-#define BATCH_SPANS		512
-#define BATCH_BYTES		(1024 * 1024)	/* of JSON, about */
+#define BATCH_SPANS		2048
+#define BATCH_BYTES		(2 * 1024 * 1024)	/* of JSON, about */
 #define EXPORT_MS		1000
 #define EXPORTS_MAX		2
 #define EXPORT_TIMEOUT_MS	5000

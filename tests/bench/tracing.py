@@ -215,6 +215,7 @@ def report(ctx, rows, counters, received, wall):
         "vary; the ratio within a round is what to compare.",
         "",
     ]
+    os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "benchmarks-tracing.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
