@@ -738,8 +738,11 @@ call_hedge_cb_run(evutil_socket_t fd, short what, void *arg)
 		return;
 	if ((server = upstream_pick(c->up, c->tried, now_ms(), &trial)) < 0)
 		return;
-	if (server < 64 && (c->tried & (UINT64_C(1) << server))) {
-		/* Only servers tried already: no hedge. */
+	if ((size_t)server == c->t[0].server ||
+	    (server < 64 && (c->tried & (UINT64_C(1) << server)))) {
+		/* Only servers tried already: no hedge.  (The mask holds
+		 * the first 64 address slots; the first try's is checked
+		 * whatever its number.) */
 		if (trial != 0)
 			breaker_release(&c->up->servers[server].sh->breaker,
 			    trial, now_ms());
