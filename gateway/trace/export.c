@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -30,6 +31,7 @@
 #include "gateway/trace/trace.h"
 #include "gateway/upstream/curlev.h"
 #include "lib/buf.h"
+#include "worker/loopwatch.h"
 #include "lib/log.h"
 
 #define QUEUE_SPANS		16384
@@ -498,7 +500,9 @@ export_flush(void)
 static void
 export_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
+	loopwatch_begin(LW_OTHER);	/* the batch's JSON is built here */
 	export_flush();
+	loopwatch_end();
 }
 
 /* The JSON every batch starts with: the resource and the scope. */
@@ -546,15 +550,25 @@ export_init(struct event_base *base, const struct config *cfg)
 	return 0;
 }
 
+static int64_t
+export_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
  * The worker is exiting and its loop has stopped: what is queued gets
- * one blocking try of at most FINAL_TIMEOUT_MS (nothing else is served
- * any more), exports in flight are given up and counted.
+ * blocking POSTs for at most FINAL_TIMEOUT_MS in all (nothing else is
+ * served any more), exports in flight are given up and counted.
  */
 void
 export_shutdown(void)
 {
 	struct export *x;
+	int64_t deadline, left;
 	int i;
 
 	if (!ex_ready)
@@ -570,13 +584,20 @@ export_shutdown(void)
 	x = &exps[0];
 	if (queued > 0 && x->easy == NULL)
 		x->easy = export_easy(x);
+	deadline = export_mono_ms() + FINAL_TIMEOUT_MS;
 	while (queued > 0 && x->easy != NULL) {
+		left = deadline - export_mono_ms();
 		export_build(x);
+		/* Nothing taken (a record it cannot write), or no time
+		 * left: what is still queued is dropped. */
+		if (x->nspans == 0 || left <= 0) {
+			metrics_tracing(0, x->nspans + queued, 0);
+			break;
+		}
 		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body.data);
 		curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE,
 		    (curl_off_t)x->body.len);
-		curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS,
-		    (long)FINAL_TIMEOUT_MS);
+		curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)left);
 		if (curl_easy_perform(x->easy) == CURLE_OK)
 			metrics_tracing(x->nspans, 0, 0);
 		else {
