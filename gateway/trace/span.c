@@ -145,6 +145,13 @@ trace_new_id(uint8_t id[16])
 	memcpy(id + 8, &b, 8);
 }
 
+/* One draw at sample_ratio. */
+static bool
+tr_sampled_draw(void)
+{
+	return tr_threshold == UINT64_MAX || (rng_next() >> 1) < tr_threshold;
+}
+
 /*
  * The request's traceparent and (first) tracestate fields, in one pass.
  * Two traceparent fields make none: the spec has no way to choose.
@@ -184,9 +191,14 @@ trace_begin(struct request *r)
 	trace_fields(r, &tp, &ts);
 	if (tp != NULL && traceparent_parse(tp->value, tp->value_len,
 	    t->trace_id, t->parent_id, &t->flags) == 0) {
-		/* Parent-based: the caller decided.  Only the sampled bit
-		 * is ours to pass on (the others are reserved in level 1). */
+		/* A sampled parent decided (only that bit is ours to pass
+		 * on: the others are reserved in level 1); one that did not
+		 * sample is sampled at sample_ratio, like a request without
+		 * a parent (CONFIG.md: "of requests that arrive without a
+		 * sampled parent"), in the caller's trace. */
 		t->flags &= TRACE_SAMPLED;
+		if (t->flags == 0 && tr_sampled_draw())
+			t->flags = TRACE_SAMPLED;
 		if (ts != NULL && ts->value_len > 0) {
 			t->state = ts->value;
 			t->state_len = ts->value_len;
@@ -194,8 +206,7 @@ trace_begin(struct request *r)
 	} else {
 		trace_new_id(t->trace_id);
 		memset(t->parent_id, 0, sizeof(t->parent_id));
-		t->flags = tr_threshold == UINT64_MAX ||
-		    (rng_next() >> 1) < tr_threshold ? TRACE_SAMPLED : 0;
+		t->flags = tr_sampled_draw() ? TRACE_SAMPLED : 0;
 	}
 	trace_new_span_id(t->span_id);
 	t->record = tr_export && (t->flags & TRACE_SAMPLED);

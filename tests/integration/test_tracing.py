@@ -4,9 +4,11 @@ upstreams and a collector see them.
 
 Covered: a valid traceparent is kept (same trace id, agate's own span as
 the upstream's parent, the client's span as the server span's parent)
-and tracestate passed on; each invalid form starts a new trace; parent-
-based sampling (flags 00: nothing exported, the header still forwarded
-with 00) and sample_ratio 0 for requests without a parent; one client
+and tracestate passed on; each invalid form starts a new trace; sampling
+(a sampled parent is followed; a parent with flags 00 and a request
+without a parent are drawn for at sample_ratio: at 0 nothing is
+exported and 00 forwarded, at 1 the unsampled parent's trace is
+sampled); one client
 span per try with its retry number; one per fan-out call; spans of an
 offload job and of a cache fill; service.name and the HTTP attributes;
 trace_id in the access log; a collector that is down (requests stay
@@ -277,8 +279,8 @@ class TracingTest(AgateTest):
         m = TP_RE.match(self.last_fwd()[0][0])
         self.assertNotIn(m.group(1), seen | {TRACE})
 
-    def test_unsampled_parent_exports_nothing_but_forwards_flags_00(self):
-        a = self.gw()
+    def test_unsampled_parent_at_ratio_0_exports_nothing_forwards_00(self):
+        a = self.gw(tracing={"sample_ratio": 0})
         quiet = "11111111111111111111111111111111"
         r = a.get("/", headers={"traceparent": "00-%s-%s-00" % (quiet,
                                                                PARENT)})
@@ -293,6 +295,22 @@ class TracingTest(AgateTest):
         wait_until(lambda: quiet in [l.get("trace_id")
                                      for l in a.access_log()],
                    what="the unsampled request's trace_id in the log")
+
+    def test_unsampled_parent_is_sampled_at_sample_ratio(self):
+        # CONFIG.md: sample_ratio is "of requests that arrive without a
+        # sampled parent": a parent that did not sample is drawn for,
+        # and a sampled answer stays in the caller's trace.
+        a = self.gw()                       # sample_ratio 1.0
+        loud = "22222222222222222222222222222222"
+        r = a.get("/", headers={"traceparent": "00-%s-%s-00" % (loud,
+                                                               PARENT)})
+        self.assertEqual(r.status, 200)
+        m = TP_RE.match(self.last_fwd()[0][0])
+        self.assertEqual((m.group(1), m.group(3)), (loud, "01"))
+        spans = self.wait_trace(loud)
+        server = [s for s in spans if s["kind"] == 2]
+        self.assertEqual(len(server), 1, spans)
+        self.assertEqual(server[0]["parentSpanId"], PARENT)
 
     def test_sample_ratio_0_exports_no_request_without_parent(self):
         a = self.gw(tracing={"sample_ratio": 0})
