@@ -44,6 +44,7 @@
 #include "gateway/upstream/dns.h"
 #include "gateway/upstream/hosts.h"
 #include "gateway/upstream/upstream.h"
+#include "worker/loopwatch.h"
 #include "lib/log.h"
 
 #define DNS_HOSTS	"/etc/hosts"
@@ -97,7 +98,9 @@ dns_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	loopwatch_begin(LW_OTHER);
 	dns_lookup(arg);
+	loopwatch_end();
 }
 
 static void
