@@ -736,7 +736,7 @@ sup_reload(void)
 	sup_cache(cfg);
 	if ((g = gen_active()) != NULL)
 		shared_inherit(cfg, g->cfg);
-	config_warn_unimplemented(cfg);
+	config_warn_ineffective(cfg);
 	sup_log_upstreams(cfg);
 	if (sup_start_generation(cfg, config_workers(cfg), "reload") == 0) {
 		for (g = sup.gens; g != NULL; g = g->next)
@@ -1295,7 +1295,7 @@ supervisor_run(const char *conf_path, struct config *cfg, char **argv)
 	}
 	if (cfg->server.pid_file != NULL)
 		sup.pid_file = strdup(cfg->server.pid_file);
-	config_warn_unimplemented(cfg);
+	config_warn_ineffective(cfg);
 	sup_log_upstreams(cfg);
 	if ((g = gen_new(cfg, groups, config_workers(cfg), GEN_ACTIVE)) ==
 	    NULL)

@@ -365,9 +365,9 @@ bool		 config_server_native(const struct upstream_cfg *,
  * transport: curl). */
 bool		 config_server_h2(const struct upstream_cfg *,
 		    const struct server_cfg *);
-/* Names what the config asks for that this build does not do yet, and
- * keys that can have no effect where they are (logged as warnings). */
-void		 config_warn_unimplemented(const struct config *);
+/* Logs a warning for each key that can have no effect where it is
+ * (tls.cert on an upstream without https:// servers). */
+void		 config_warn_ineffective(const struct config *);
 /*
  * What the config needs from this machine (gateway/config_env.c): the
  * user exists, the pid file's folder can be written, the log files can

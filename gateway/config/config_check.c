@@ -269,7 +269,7 @@ check_route_files(struct cfg_ctx *ctx, struct route_cfg *r)
 /*
  * tls.cert and tls.key: both or neither, files that load and match; read
  * into the config here.  Checked even when the upstream has no https://
- * server to show them to (config_warn_unimplemented() says so), so that
+ * server to show them to (config_warn_ineffective() says so), so that
  * a bad pair never waits for the day one is added.
  */
 static int
@@ -393,28 +393,12 @@ config_warn_upstream_tls(const struct config *cfg)
 }
 
 /*
- * Keys that parse and validate but whose behaviour this build does not
- * have yet, or that can have no effect where they are: say so at every
- * start and reload rather than let a config look like it protects
+ * Keys that validate but can have no effect where they are: said at
+ * every start and reload, rather than let a config look like it does
  * something it does not.
  */
 void
-config_warn_unimplemented(const struct config *cfg)
+config_warn_ineffective(const struct config *cfg)
 {
-	size_t i;
-
 	config_warn_upstream_tls(cfg);
-
-	for (i = 0; i < cfg->nroutes; i++) {
-		const struct route_cfg *r = &cfg->routes[i];
-		const char *what[8];
-		size_t n = 0, j;
-
-
-
-
-		for (j = 0; j < n; j++)
-			log_warnx("config: route %s: %s is not available in "
-			    "this build", r->path, what[j]);
-	}
 }

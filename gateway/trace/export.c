@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -31,8 +30,9 @@
 #include "gateway/trace/trace.h"
 #include "gateway/upstream/curlev.h"
 #include "lib/buf.h"
-#include "worker/loopwatch.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
+#include "worker/timer.h"
 
 #define QUEUE_SPANS		16384
 #define QUEUE_BYTES		(4 * 1024 * 1024)
@@ -550,15 +550,6 @@ export_init(struct event_base *base, const struct config *cfg)
 	return 0;
 }
 
-static int64_t
-export_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * The worker is exiting and its loop has stopped: what is queued gets
  * blocking POSTs for at most FINAL_TIMEOUT_MS in all (nothing else is
@@ -584,9 +575,9 @@ export_shutdown(void)
 	x = &exps[0];
 	if (queued > 0 && x->easy == NULL)
 		x->easy = export_easy(x);
-	deadline = export_mono_ms() + FINAL_TIMEOUT_MS;
+	deadline = (int64_t)now_ms() + FINAL_TIMEOUT_MS;
 	while (queued > 0 && x->easy != NULL) {
-		left = deadline - export_mono_ms();
+		left = deadline - (int64_t)now_ms();
 		export_build(x);
 		/* Nothing taken (a record it cannot write), or no time
 		 * left: what is still queued is dropped. */

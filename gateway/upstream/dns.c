@@ -44,8 +44,8 @@
 #include "gateway/upstream/dns.h"
 #include "gateway/upstream/hosts.h"
 #include "gateway/upstream/upstream.h"
-#include "worker/loopwatch.h"
 #include "lib/log.h"
+#include "worker/loopwatch.h"
 
 #define DNS_HOSTS	"/etc/hosts"
 #define DNS_HOSTS_MAX	(256 * 1024)
